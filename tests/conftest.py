@@ -1,11 +1,19 @@
-"""Shared fixtures. Tests that need ../shared/data skip without it, except in CI where that is an error."""
+"""Shared fixtures.
+
+Tests that need ../shared/data skip without it, except in CI (CI=true) where that is an error.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from scaler.local.api import LocalCloud
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -31,3 +39,49 @@ def shared_files(sub: str, pattern: str = "*") -> list[Path]:
     """Files under ../shared/data/<sub> for parametrizing; empty when the folder is absent."""
     folder = SHARED_DATA / sub
     return sorted(p for p in folder.glob(pattern) if p.is_file()) if folder.is_dir() else []
+
+
+def xdist_worker_index() -> int:
+    """This pytest-xdist worker's number (gw3 -> 3), 0 without xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+
+
+# Network numbers (droplets get 127.N.1.k): 42 stays free for a user's own `scaler local up`.
+LOCAL_CLOUD_NETWORK_BASE = 60
+FRESH_CLOUD_NETWORK_BASE = 120
+CLI_CLOUD_NETWORK_BASE = 180
+TERRAFORM_CLOUD_NETWORK_BASE = 200  # tests/test_terraform_local.py
+PROVIDER_CLOUD_NETWORK_BASE = 220  # tests/test_provider_local.py
+
+
+@pytest.fixture(scope="session")
+def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    """One local cloud per test session and worker: free port, network 60 + worker, 0.2 s delays."""
+    from scaler.local.api import Delays, LocalCloud
+
+    cloud = LocalCloud(
+        tmp_path_factory.mktemp("local-cloud"),
+        port=0,
+        network=LOCAL_CLOUD_NETWORK_BASE + xdist_worker_index(),
+        delays=Delays.uniform(0.2),
+    )
+    cloud.start()
+    yield cloud
+    cloud.stop()
+
+
+@pytest.fixture
+def fresh_cloud(tmp_path: Path) -> Iterator[LocalCloud]:
+    """A local cloud of its own for one test: empty, network 120 + worker, 0.1 s delays."""
+    from scaler.local.api import Delays, LocalCloud
+
+    cloud = LocalCloud(
+        tmp_path / "local-cloud",
+        port=0,
+        network=FRESH_CLOUD_NETWORK_BASE + xdist_worker_index(),
+        delays=Delays.uniform(0.1),
+    )
+    cloud.start()
+    yield cloud
+    cloud.stop()

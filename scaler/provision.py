@@ -1,0 +1,416 @@
+"""Run the provisioning playbook with ansible-runner: the one module that imports it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import ansible_runner
+
+from scaler.errors import HostNotFound, ScalerError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ROLES_DIR = REPO_ROOT / "roles"
+PLAYBOOK = REPO_ROOT / "packer-build.yml"
+CLOUD_CONFIG = REPO_ROOT / "config" / "cloud-config.yaml"
+BUILD_HOST = "packerbox"
+
+# Environment variables that never reach Ansible (nor the runner's artifact files): the
+# DigitalOcean token and anything else that looks like a credential. The play needs none.
+_SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
+_MESSAGE_LIMIT = 300
+
+Status = Literal["successful", "failed", "timeout", "canceled"]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LocalConnection:
+    """Run the play on this machine; the interpreter is explicit because discovery can pick a
+    pyenv shim that does not run."""
+
+    python: str = field(default_factory=lambda: sys.executable)
+
+    def hostvars(self) -> dict[str, Any]:
+        """The Ansible connection variables for this connection."""
+        return {"ansible_connection": "local", "ansible_python_interpreter": self.python}
+
+
+@dataclass(frozen=True)
+class SshConnection:
+    """Reach the build host over SSH with a private key file (host key checking off: the
+    host is new on every bake)."""
+
+    host: str
+    user: str
+    private_key_file: Path
+    port: int = 22
+    python: str = "/usr/bin/python3"
+
+    def hostvars(self) -> dict[str, Any]:
+        """The Ansible connection variables for this connection."""
+        return {
+            "ansible_connection": "ssh",
+            "ansible_host": self.host,
+            "ansible_port": self.port,
+            "ansible_user": self.user,
+            "ansible_ssh_private_key_file": str(self.private_key_file),
+            "ansible_ssh_common_args": (
+                "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes"
+            ),
+            "ansible_python_interpreter": self.python,
+        }
+
+
+Connection = LocalConnection | SshConnection
+
+
+@dataclass(frozen=True)
+class HostStats:
+    """One host's recap line."""
+
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """The first task that failed: its name, the host, and Ansible's message on one line."""
+
+    task: str
+    host: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    """What a playbook run did."""
+
+    status: Status
+    rc: int
+    duration: float
+    stats: Mapping[str, HostStats]
+    failure: TaskFailure | None = None
+    error: str = ""
+
+    @property
+    def changed(self) -> int:
+        """Tasks that changed something, over all hosts."""
+        return sum(s.changed for s in self.stats.values())
+
+    @property
+    def ok(self) -> bool:
+        """True when the run succeeded."""
+        return self.status == "successful" and self.rc == 0
+
+
+class ProvisionFailed(ScalerError):
+    """The playbook run failed; `result` holds the details when it ran at all."""
+
+    def __init__(self, message: str, result: ProvisionResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def run_playbook(
+    inventory: Mapping[str, Any],
+    *,
+    playbook: Path = PLAYBOOK,
+    host: str = BUILD_HOST,
+    connection: Connection | None = None,
+    extravars: Mapping[str, Any] | None = None,
+    roles_path: Path = ROLES_DIR,
+    on_progress: Progress | None = None,
+    timeout: int | None = None,
+) -> ProvisionResult:
+    """Run `playbook` on `host` only (--limit) and return the result; raise ProvisionFailed."""
+    if not playbook.is_file():
+        raise ProvisionFailed(f"no playbook at {playbook}; pass the path of packer-build.yml")
+    static = to_static_inventory(inventory)
+    _set_hostvars(static, host, (connection or LocalConnection()).hostvars())
+    bin_dir = _ansible_bin_dir()
+
+    private = Path(tempfile.mkdtemp(prefix="scaler-ansible-"))
+    try:
+        (private / "inventory").mkdir()
+        (private / "env").mkdir()
+        (private / "project").mkdir()
+        inventory_file = private / "inventory" / "hosts.json"
+        _write_private(inventory_file, json.dumps(static))
+        # Extra vars (the database password among them) go in a file, not on the command line.
+        _write_private(private / "env" / "extravars", json.dumps(dict(extravars or {})))
+        events = _Events(on_progress)
+        config = ansible_runner.RunnerConfig(
+            private_data_dir=str(private),
+            playbook=str(playbook.resolve()),
+            inventory=str(inventory_file),
+            limit=host,
+            envvars={
+                # ansible-playbook and its helpers come from the same environment as scaler.
+                "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)]),
+                "ANSIBLE_ROLES_PATH": str(roles_path.resolve()),
+                "ANSIBLE_PIPELINING": "True",
+                "ANSIBLE_HOST_KEY_CHECKING": "False",
+                "ANSIBLE_INVENTORY_ENABLED": "yaml",
+                "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+                "ANSIBLE_NOCOLOR": "True",
+                "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            },
+            quiet=True,
+            timeout=timeout,
+            suppress_env_files=True,
+        )
+        config.prepare()
+        config.env = {k: v for k, v in config.env.items() if not _is_secret_env(k)}
+        runner = ansible_runner.Runner(config=config, event_handler=events.handle)
+        started = time.monotonic()
+        status, rc = runner.run()
+        duration = time.monotonic() - started
+        stdout = _read(Path(config.artifact_dir) / "stdout")
+        result = ProvisionResult(
+            status=status
+            if status in ("successful", "failed", "timeout", "canceled")
+            else "failed",
+            rc=rc if isinstance(rc, int) else -1,
+            duration=duration,
+            stats=_stats(runner.stats),
+            failure=events.failure,
+            error="" if events.failure else _error_line(stdout),
+        )
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    if not result.ok:
+        raise ProvisionFailed(_failure_message(result, timeout), result)
+    return result
+
+
+def to_static_inventory(inventory: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a script-style inventory (`--list` JSON with `_meta`) into Ansible's YAML/JSON form."""
+    if _is_static(inventory):
+        copied: dict[str, Any] = json.loads(json.dumps(inventory))  # a deep copy we may edit
+        return copied
+    hostvars: Mapping[str, Any] = inventory.get("_meta", {}).get("hostvars", {})
+    hosts: dict[str, dict[str, Any]] = {}
+    children: dict[str, dict[str, Any]] = {}
+    all_vars: dict[str, Any] = {}
+    for name, group in inventory.items():
+        if name == "_meta":
+            continue
+        spec = {"hosts": group} if isinstance(group, list) else dict(group)
+        members = list(spec.get("hosts") or [])
+        for member in members:
+            hosts.setdefault(member, {})
+        if name == "all":
+            all_vars.update(spec.get("vars") or {})
+            continue
+        entry: dict[str, Any] = {}
+        if members:
+            entry["hosts"] = {member: {} for member in members}
+        if spec.get("vars"):
+            entry["vars"] = dict(spec["vars"])
+        if spec.get("children"):
+            entry["children"] = {child: {} for child in spec["children"]}
+        if name == "ungrouped":
+            entry.pop("children", None)
+        children[name] = entry
+    for name, values in hostvars.items():
+        hosts.setdefault(name, {}).update(values)
+    static: dict[str, Any] = {"all": {"hosts": hosts}}
+    if all_vars:
+        static["all"]["vars"] = all_vars
+    if children:
+        static["all"]["children"] = children
+    return static
+
+
+def render_user_data(
+    authorized_key: str, user: str = "ansible", template: Path = CLOUD_CONFIG
+) -> str:
+    """The build droplet's user data: config/cloud-config.yaml with its placeholders filled."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+        raise ScalerError(f"invalid Ansible user name {user!r}; use a lowercase Unix user name")
+    key = authorized_key.strip()
+    if not key or "\n" in key:
+        raise ScalerError("the authorized key must be one public key line (ssh-ed25519 AAAA...)")
+    text = template.read_text()
+    return text.replace("__SCALER_ANSIBLE_USER__", user).replace("__SCALER_AUTHORIZED_KEY__", key)
+
+
+class _Events:
+    """Collects the first task failure and reports one line per finished task."""
+
+    _DONE: ClassVar[dict[str, str]] = {
+        "runner_on_ok": "ok",
+        "runner_on_failed": "failed",
+        "runner_on_skipped": "skipped",
+        "runner_on_unreachable": "unreachable",
+    }
+
+    def __init__(self, on_progress: Progress | None) -> None:
+        self.on_progress = on_progress
+        self.failure: TaskFailure | None = None
+
+    def handle(self, event: Mapping[str, Any]) -> bool:
+        kind = self._DONE.get(str(event.get("event", "")))
+        if kind is None:
+            return True
+        data: Mapping[str, Any] = event.get("event_data") or {}
+        task = str(data.get("task") or "?")
+        host = str(data.get("host") or "?")
+        res: Mapping[str, Any] = data.get("res") or {}
+        ignored = bool(data.get("ignore_errors"))
+        if kind == "ok" and res.get("changed"):
+            kind = "changed"
+        if kind in ("failed", "unreachable") and ignored:
+            kind = "ignored"
+        if kind in ("failed", "unreachable") and self.failure is None:
+            self.failure = TaskFailure(task=task, host=host, message=_res_message(res))
+        if self.on_progress is not None:
+            took = data.get("duration")
+            suffix = f" ({float(took):.1f}s)" if isinstance(took, int | float) else ""
+            self.on_progress(f"{kind}: [{host}] {task}{suffix}")
+        return True
+
+
+def _is_static(inventory: Mapping[str, Any]) -> bool:
+    all_group = inventory.get("all")
+    if set(inventory) != {"all"} or not isinstance(all_group, Mapping):
+        return False
+    return isinstance(all_group.get("hosts", {}), Mapping) and isinstance(
+        all_group.get("children", {}), Mapping
+    )
+
+
+def _set_hostvars(static: dict[str, Any], host: str, values: Mapping[str, Any]) -> None:
+    found = _find_host(static["all"], host)
+    if found is None:
+        raise HostNotFound(host, sorted(_all_hosts(static["all"])))
+    found.update(values)
+
+
+def _find_host(group: dict[str, Any], host: str) -> dict[str, Any] | None:
+    hosts = group.get("hosts") or {}
+    if host in hosts:
+        if hosts[host] is None:
+            hosts[host] = {}
+        entry: dict[str, Any] = hosts[host]
+        return entry
+    for child in (group.get("children") or {}).values():
+        found = _find_host(child or {}, host)
+        if found is not None:
+            return found
+    return None
+
+
+def _all_hosts(group: Mapping[str, Any]) -> set[str]:
+    names = set(group.get("hosts") or {})
+    for child in (group.get("children") or {}).values():
+        names |= _all_hosts(child or {})
+    return names
+
+
+def _is_secret_env(name: str) -> bool:
+    # Ansible's own settings stay (ANSIBLE_VAULT_PASSWORD_FILE names a file, not a secret).
+    return not name.startswith("ANSIBLE_") and _SECRET_ENV.search(name) is not None
+
+
+def _ansible_bin_dir() -> str:
+    # The venv's bin directory is often not on PATH (".venv/bin/scaler ..."): look beside
+    # the running interpreter first.
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside.parent)
+    found = shutil.which("ansible-playbook")
+    if found is None:
+        raise ProvisionFailed(
+            "ansible-playbook not found beside this Python or on PATH; install ansible-core"
+        )
+    return str(Path(found).parent)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stats(raw: Mapping[str, Mapping[str, int]] | None) -> dict[str, HostStats]:
+    if not raw:
+        return {}
+    keys = {
+        "ok": "ok",
+        "changed": "changed",
+        "failures": "failed",
+        "skipped": "skipped",
+        "dark": "unreachable",
+        "rescued": "rescued",
+        "ignored": "ignored",
+    }
+    hosts = {h for counts in raw.values() if isinstance(counts, Mapping) for h in counts}
+    return {
+        host: HostStats(
+            **{ours: int((raw.get(theirs) or {}).get(host, 0)) for theirs, ours in keys.items()}
+        )
+        for host in sorted(hosts)
+    }
+
+
+def _res_message(res: Mapping[str, Any]) -> str:
+    msg = str(res.get("msg") or "")
+    for item in res.get("results") or []:
+        if isinstance(item, Mapping) and item.get("failed"):
+            msg = str(item.get("msg") or msg)
+            res = item
+            break
+    stderr = str(res.get("stderr") or "").strip()
+    if stderr and (not msg or msg.startswith("non-zero return code")):
+        msg = f"{msg}: {stderr.splitlines()[-1]}" if msg else stderr.splitlines()[-1]
+    return _one_line(msg or "no message from Ansible")
+
+
+def _error_line(stdout: str) -> str:
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("ERROR!", "[ERROR]")):
+            return _one_line(line)
+    return _one_line(lines[-1]) if lines else ""
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def _failure_message(result: ProvisionResult, timeout: int | None) -> str:
+    if result.status == "timeout":
+        return (
+            f"provisioning timed out after {timeout} s; raise the timeout or check the build host"
+        )
+    if result.status == "canceled":
+        return "provisioning was canceled"
+    if result.failure is not None:
+        f = result.failure
+        return f"provisioning failed at task {f.task!r} on {f.host}: {f.message}"
+    detail = result.error or "no output"
+    return f"ansible-playbook failed (rc {result.rc}): {detail}"
