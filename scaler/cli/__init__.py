@@ -42,6 +42,12 @@ def _register() -> None:
     from scaler.cli import inventory
 
     main.add_command(inventory.inventory)
+    from scaler.cli import tfvars
+
+    main.add_command(tfvars.tfvars)
+    from scaler.cli import local
+
+    main.add_command(local.local)
 
 
 _register()

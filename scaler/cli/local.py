@@ -1,0 +1,117 @@
+"""`scaler local up|down|status`: run the built-in local cloud (a DigitalOcean API on loopback)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from scaler.local import api
+
+_STATE_DIR = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=api.DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Where the local cloud keeps its droplets, images and server files.",
+)
+
+
+@click.group()
+def local() -> None:
+    """Run the local cloud: DigitalOcean's API on 127.0.0.1, no account needed.
+
+    \b
+    Examples:
+      eval "$(scaler local up)"       # start it in the background, export its environment
+      scaler local status             # is it running, and what does it hold
+      scaler local down               # stop it; droplets and images stay for the next `up`
+    """
+
+
+@local.command()
+@_STATE_DIR
+@click.option(
+    "--port", type=int, default=api.DEFAULT_PORT, show_default=True, help="API port (0: any free)."
+)
+@click.option(
+    "--network",
+    type=click.IntRange(1, 254),
+    default=api.DEFAULT_NETWORK,
+    show_default=True,
+    help="N in the droplet addresses 127.N.1.k (public) and 127.N.2.k (private).",
+)
+@click.option("--foreground", is_flag=True, help="Serve in this terminal until Ctrl-C.")
+def up(state_dir: Path, port: int, network: int, foreground: bool) -> None:
+    """Start the local cloud and print `export` lines for its environment.
+
+    The lines set DIGITALOCEAN_TOKEN, DIGITALOCEAN_ACCESS_TOKEN, DIGITALOCEAN_END_POINT
+    (python-digitalocean), DIGITALOCEAN_API_URL (Packer, Terraform) and SCALER_LOCAL_URL.
+    """
+    if foreground:
+        found = api.running(state_dir)
+        if found is not None:
+            _already(found)
+            return
+
+        def ready(info: api.ServerInfo) -> None:
+            _print_env(info)
+            click.echo(f"local cloud serving at {info.url} (Ctrl-C stops it)", err=True)
+
+        api.serve(state_dir, port=port, network=network, ready=ready)
+        click.echo("local cloud stopped; its state stays in " + str(state_dir), err=True)
+        return
+    info, was_running = api.launch(state_dir, port=port, network=network)
+    if was_running:
+        _already(info)
+        return
+    _print_env(info)
+    again = "scaler local up"
+    if state_dir != api.DEFAULT_STATE_DIR:
+        again += f" --state-dir {shlex.quote(str(state_dir))}"
+    click.echo(
+        f"local cloud running at {info.url} (pid {info.pid}, network {info.network}, "
+        f'state {state_dir}); use it with: eval "$({again})"',
+        err=True,
+    )
+
+
+@local.command()
+@_STATE_DIR
+def down(state_dir: Path) -> None:
+    """Stop the local cloud; its droplets, images and keys stay for the next `up`."""
+    info = api.shutdown(state_dir)
+    if info is None:
+        click.echo(f"no local cloud is running for {state_dir}; nothing to stop", err=True)
+        return
+    click.echo(
+        f"local cloud stopped (pid {info.pid}, {info.url}); state kept in {state_dir}", err=True
+    )
+
+
+@local.command()
+@_STATE_DIR
+def status(state_dir: Path) -> None:
+    """Say whether the local cloud runs and what it holds (exit 3 when it is not running)."""
+    health = api.health(state_dir)
+    if health is None:
+        click.echo(f"not running (state dir {state_dir}); start it with: scaler local up")
+        sys.exit(3)
+    counts = ", ".join(
+        f"{health[k]} {k.replace('_', ' ')}"
+        for k in ("droplets", "images", "ssh_keys", "load_balancers", "floating_ips", "tags")
+    )
+    click.echo(f"running at {health['url']} (pid {health['pid']}, network {health['network']})")
+    click.echo(f"holds {counts}")
+
+
+def _print_env(info: api.ServerInfo) -> None:
+    for line in api.iter_env_lines(info.env()):
+        click.echo(line)
+
+
+def _already(info: api.ServerInfo) -> None:
+    click.echo(f"local cloud already running at {info.url} (pid {info.pid})", err=True)
+    _print_env(info)
