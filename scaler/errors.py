@@ -10,12 +10,13 @@ class ScalerError(Exception):
 class StateNotFound(ScalerError):
     def __init__(self, tried: list[str]) -> None:
         super().__init__(
-            f"no Terraform state found (tried {', '.join(tried)}); pass --state PATH or set TF_STATE"
+            f"no Terraform state found (tried {', '.join(tried)}); "
+            "pass --state PATH or set TF_STATE"
         )
 
 
 class StateError(ScalerError):
-    """A state file exists but cannot be used (unreadable, not JSON, not a state, unknown version)."""
+    """A state file exists but cannot be used (unreadable, not JSON, not a state, bad version)."""
 
 
 class HostNotFound(ScalerError):
