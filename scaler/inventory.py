@@ -2,8 +2,12 @@
 
 Hosts are live managed resources of a known server or IP type that have an address (ADDRESSES).
 Host names are Terraform addresses with the index written after a dot
-(`module.galera.digitalocean_droplet.db.0`): unique, stable between runs, free of the `[`
-that Ansible host patterns treat as a slice. `ansible_host` carries the address.
+(`module.galera.digitalocean_droplet.db.0`, `aws_instance.web.www.example.com`), free of the
+`[`, `"`, `,`, `:` and spaces that Ansible host patterns and INI files would misread. A for_each
+key holding any other character than letters, digits, `_`, `.` and `-` is written with those
+characters as `_` plus the CRC-32 of the real key (`["eu west"]` -> `.eu_west-354201b4`): so a
+name depends on its own resource only, never on which other keys exist, and stays the same
+between runs and as the stack grows. `ansible_host` carries the address.
 
 Groups (all names sanitised to letters, digits and `_`):
   <name>                 every instance of every resource called <name>, any type, any module
@@ -36,7 +40,7 @@ import re
 import sys
 
 from scaler.errors import HostNotFound, ScalerError
-from scaler.state import Resource, State, _Frozen, load_state
+from scaler.state import Resource, State, _Frozen, load_source, locate_state
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -135,6 +139,7 @@ _KIND_WORDS = (
 
 _NOT_GROUP_CHAR = re.compile(r"[^A-Za-z0-9_]")
 _NOT_HOST_CHAR = re.compile(r"[^A-Za-z0-9_.-]")
+_HOST_TEXT = re.compile(r"[A-Za-z0-9_.-]+")
 _INDEX = re.compile(r'\[(?:(\d+)|"((?:[^"\\]|\\.)*)")\]')
 
 
@@ -177,9 +182,36 @@ def _index_text(match: re.Match[str]) -> str:
     return "." + str(json.loads('"' + match.group(2) + '"'))
 
 
+def _key_text(key: int | str) -> str:
+    """An index key as host-name text: kept when valid, else sanitised plus the key's CRC-32."""
+    if isinstance(key, int):
+        return str(key)
+    if key and _HOST_TEXT.fullmatch(key):
+        return key
+    # zlib is a small C module; only a state with such keys pays for loading it.
+    from zlib import crc32
+
+    return f"{_NOT_HOST_CHAR.sub('_', key)}-{crc32(key.encode()):08x}"
+
+
+def _module_key_text(match: re.Match[str]) -> str:
+    if match.group(1) is not None:
+        return "." + match.group(1)
+    return "." + _key_text(str(json.loads('"' + match.group(2) + '"')))
+
+
+def _base_name(module: str, rtype: str, name: str) -> str:
+    if "[" in module:
+        module = _INDEX.sub(_module_key_text, module)
+    base = f"{module}.{rtype}.{name}" if module else f"{rtype}.{name}"
+    # Identifiers may hold non-ASCII letters.
+    return base if _HOST_TEXT.fullmatch(base) else _NOT_HOST_CHAR.sub("_", base)
+
+
 def host_name(resource: Resource) -> str:
     """The host name of a resource: its address with `[i]`/`["k"]` written as `.i`/`.k`."""
-    return _NOT_HOST_CHAR.sub("_", _INDEX.sub(_index_text, resource.address))
+    base = _base_name(resource.module, resource.type, resource.name)
+    return base if resource.index is None else f"{base}.{_key_text(resource.index)}"
 
 
 def _dig(attributes: Mapping[str, Any], path: Sequence[str | int]) -> Any:
@@ -247,49 +279,60 @@ def build_inventory(state: State, private: bool = False) -> Inventory:
     claims: dict[str, dict[tuple[int, str], list[str]]] = {}
     skipped = {"tainted": 0, "deposed": 0}
 
+    # Thousands of instances share a few group and base names: sanitise each once.
+    group_names: dict[str, str] = {}
+    base_names: dict[tuple[str, str, str], str] = {}
+
     def claim(group: str, rank: int, origin: str, host: str) -> None:
-        by_origin = claims.setdefault(group_name(group), {})
+        valid = group_names.get(group)
+        if valid is None:
+            valid = group_names[group] = group_name(group)
+        by_origin = claims.setdefault(valid, {})
         by_origin.setdefault((rank, origin), []).append(host)
 
     for res in sorted(state.resources, key=_sort_key):
         if res.status != "live":
             skipped[res.status] += 1
             continue
+        tf_address = res.address
         address = address_of(res, private)
         if address is None:
             if res.type in ADDRESSES:
-                warnings.append(f"{res.address} has no address yet; it is not in the inventory")
+                warnings.append(f"{tf_address} has no address yet; it is not in the inventory")
             continue
-        name = plain = host_name(res)
+        parts = (res.module, res.type, res.name)
+        base = base_names.get(parts)
+        if base is None:
+            base = base_names[parts] = _base_name(*parts)
+        name = plain = base if res.index is None else f"{base}.{_key_text(res.index)}"
         suffix = 1
         while name in hosts:
-            # Two for_each keys that differ only in characters a host name cannot hold; the
-            # sorted order keeps the suffix stable between runs.
+            # Only a for_each key that looks like another key's sanitised text plus its CRC can
+            # get here; the sorted order keeps the suffix stable between runs.
             suffix += 1
             name = f"{plain}-{suffix}"
         if suffix > 1:
-            warnings.append(f"{res.address} is host {name} (host {plain} is another resource)")
-        hostvars = {
-            (f"terraform_{key}" if key in ANSIBLE_RESERVED else key): value
-            for key, value in res.attributes.items()
-        }
+            warnings.append(f"{tf_address} is host {name} (host {plain} is another resource)")
+        hostvars = dict(res.attributes)
+        for key in ANSIBLE_RESERVED.intersection(hostvars):
+            hostvars[f"terraform_{key}"] = hostvars.pop(key)
         hostvars["ansible_host"] = address
-        hostvars["terraform_address"] = res.address
+        hostvars["terraform_address"] = tf_address
         hostvars["terraform_type"] = res.type
         hostvars["terraform_resource"] = res.name
         hostvars["terraform_module"] = res.module
         hostvars["terraform_index"] = res.index
         hosts[name] = hostvars
-        addresses[name] = res.address
-        index = _NOT_GROUP_CHAR.sub("_", _index_group(res.index))
+        addresses[name] = tf_address
+        index = _index_group(res.index)
         claim(res.name, _NAME, res.name, name)
-        claim(f"{res.name}_{index}", _INSTANCE, res.address, name)
+        claim(f"{res.name}_{index}", _INSTANCE, tf_address, name)
         claim(f"type_{res.type}", _TYPE, res.type, name)
         if res.module:
             module = _INDEX.sub(_index_text, res.module)
             claim(module, _MODULE, res.module, name)
             claim(f"{module}_{res.name}", _MODULE_NAME, f"{res.module}.{res.name}", name)
-            claim(f"{module}_{res.name}_{index}", _MODULE_INSTANCE, res.address, name)
+            claim(f"{module}_{res.name}_{index}", _MODULE_INSTANCE, tf_address, name)
         for tag in _tags(res):
             claim(f"tag_{tag}", _TAG, tag, name)
 
@@ -425,9 +468,11 @@ def script_main(
         err.write(_USAGE)
         return 2
     try:
-        state, source = load_state(terraform_dir=env.get(TERRAFORM_DIR_ENV) or None, environ=env)
+        source = locate_state(terraform_dir=env.get(TERRAFORM_DIR_ENV) or None, environ=env)
         if verbose:
+            # Before reading: when the read fails, -v still says where it looked.
             err.write(source.describe() + "\n")
+        state = load_source(source)
         inventory = build_inventory(state, private=_truthy(env.get(PRIVATE_ENV)))
         if mode == "--list":
             text = dumps(list_json(inventory)) + "\n"

@@ -258,11 +258,16 @@ def load_state(
 ) -> tuple[State, StateSource]:
     """Locate, read and parse the state; returns it with the source used."""
     source = locate_state(state, terraform_dir, environ, cwd)
+    return load_source(source, pull), source
+
+
+def load_source(source: StateSource, pull: Callable[[Path], str] | None = None) -> State:
+    """Read and parse the state of a located source (say `source.describe()` first for -v)."""
     text = read_source(source, pull)
     where = (
         f"the state from `terraform state pull` in {source.path}" if source.pull else source.path
     )
-    return parse_state(text, where), source
+    return parse_state(text, where)
 
 
 def read_state(path: str | os.PathLike[str]) -> State:
@@ -289,6 +294,12 @@ def parse_state(text: str, where: str = "the state") -> State:
     version = data.get("version")
     try:
         if version is None and "format_version" in data:
+            if "values" not in data and set(data) - {"format_version", "terraform_version"}:
+                # A plan (`terraform show -json plan.out`), provider schemas, ...: no state.
+                raise StateError(
+                    f'{where} is Terraform JSON output but not of a state (no "values"); '
+                    "use `terraform show -json` without a plan file, or the terraform.tfstate file"
+                )
             return _parse_show_json(data)
         if version is None:
             raise StateError(
@@ -362,8 +373,9 @@ def _parse_v4(data: Mapping[str, Any]) -> State:
             if attributes is None:
                 # States upgraded from 0.11 before a provider schema was known keep flatmap.
                 attributes = unflatten(inst.get("attributes_flat") or {})
-            else:
-                attributes = dict(attributes)
+            elif not isinstance(attributes, dict):
+                raise TypeError(f"attributes of {rtype}.{name} are not an object")
+            # No copy: parse_state's own json.loads made this dict, nothing else holds it.
             _drop_sensitive_v4(attributes, inst.get("sensitive_attributes") or ())
             resources.append(
                 Resource(module, rtype, name, inst.get("index_key"), status, attributes)
@@ -423,6 +435,16 @@ def _attrs(instance: Mapping[str, Any]) -> dict[str, Any]:
     return attributes
 
 
+def _has_mark(marks: Any) -> bool:
+    if marks is True:
+        return True
+    if isinstance(marks, dict):
+        return any(_has_mark(m) for m in marks.values())
+    if isinstance(marks, list):
+        return any(_has_mark(m) for m in marks)
+    return False
+
+
 def _parse_show_json(data: Mapping[str, Any]) -> State:
     values = data.get("values") or {}
     resources: list[Resource] = []
@@ -434,8 +456,10 @@ def _parse_show_json(data: Mapping[str, Any]) -> State:
             if res.get("mode", "managed") != "managed":
                 continue
             attributes = dict(res.get("values") or {})
-            for key, flag in (res.get("sensitive_values") or {}).items():
-                if flag is True:
+            for key, marks in (res.get("sensitive_values") or {}).items():
+                # A nested mark ({"metadata": {"secret": true}}) hides the whole attribute,
+                # as a sensitive path does in a version-4 state.
+                if _has_mark(marks):
                     attributes.pop(key, None)
             if res.get("deposed_key"):
                 status: Status = "deposed"
@@ -520,17 +544,24 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _collection(pairs: list[tuple[str, Any]], marker: str) -> Any:
-    heads = {key.partition(".")[0] for key, _ in pairs}
+    # One pass splits the pairs by element, so a long list costs linear time, not quadratic.
+    inner: dict[str, list[tuple[str, Any]]] = {}
+    bare: dict[str, Any] = {}
+    for key, value in pairs:
+        head, dot, rest = key.partition(".")
+        if dot:
+            inner.setdefault(head, []).append((rest, value))
+        else:
+            bare[head] = value
+    heads = inner.keys() | bare.keys()
     if marker == "#" and all(h.isdigit() for h in heads):
-        return [_element(pairs, h) for h in sorted(heads, key=int)]
+        return [_element(inner.get(h), bare.get(h)) for h in sorted(heads, key=int)]
     return _map(pairs)
 
 
-def _element(pairs: list[tuple[str, Any]], head: str) -> Any:
-    prefix = head + "."
-    inner = [(k[len(prefix) :], v) for k, v in pairs if k.startswith(prefix)]
+def _element(inner: list[tuple[str, Any]] | None, bare: Any) -> Any:
     if not inner:
-        return next(v for k, v in pairs if k == head)
+        return bare
     keys = {k for k, _ in inner}
     if "%" in keys:
         return _map([(k, v) for k, v in inner if k != "%"])

@@ -214,6 +214,8 @@ STATE_FILES = [
     if not p.name.startswith(("expected_", "SOURCE")) and p.suffix != ".md"
 ]
 VALID_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What Ansible reads as one host everywhere: no pattern, slice, range or INI separator characters.
+VALID_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def _key(path: Path) -> str:
@@ -433,40 +435,87 @@ def test_same_name_in_two_modules() -> None:
     assert len(inv.warnings) == 1 and "it is left out" in inv.warnings[0]
 
 
-def test_for_each_keys_and_module_instances_make_valid_names() -> None:
-    res = {
-        "mode": "managed",
-        "type": "digitalocean_droplet",
-        "name": "site",
-        "module": 'module.shop["eu west"]',
-        "instances": [
-            {"index_key": "a b", "attributes": {"ipv4_address": "192.0.2.1"}},
-            {"index_key": "a:b", "attributes": {"ipv4_address": "192.0.2.2"}},
-        ],
-    }
-    inv = build_inventory(parse_state(_state(res)))
-    assert list(inv.hosts) == [
-        "module.shop.eu_west.digitalocean_droplet.site.a_b",
-        "module.shop.eu_west.digitalocean_droplet.site.a_b-2",
+def _for_each(name: str, keys: list[str], module: str = "", first: int = 1) -> dict[str, Any]:
+    res: dict[str, Any] = {"mode": "managed", "type": "digitalocean_droplet", "name": name}
+    if module:
+        res["module"] = module
+    res["instances"] = [
+        {"index_key": k, "attributes": {"ipv4_address": f"192.0.2.{first + n}"}}
+        for n, k in enumerate(keys)
     ]
-    # Both keys sanitise to a_b: their instance groups collide and are left out, said so.
+    return res
+
+
+def test_for_each_keys_and_module_instances_make_valid_names() -> None:
+    res = _for_each("site", ["a b", "a:b", "a_b", "www.example.com"], 'module.shop["eu west"]')
+    inv = build_inventory(parse_state(_state(res)))
+    # Valid keys stay as they are; others are sanitised and carry the CRC-32 of the real key
+    # (crc32(b"eu west") = 0x354201b4, b"a b" 0x806c5cd3, b"a:b" 0x3041a608).
+    shop = "module.shop.eu_west-354201b4.digitalocean_droplet.site"
+    assert {h: v["terraform_address"] for h, v in inv.hosts.items()} == {
+        f"{shop}.a_b-806c5cd3": 'module.shop["eu west"].digitalocean_droplet.site["a b"]',
+        f"{shop}.a_b-3041a608": 'module.shop["eu west"].digitalocean_droplet.site["a:b"]',
+        f"{shop}.a_b": 'module.shop["eu west"].digitalocean_droplet.site["a_b"]',
+        f"{shop}.www.example.com": 'module.shop["eu west"].digitalocean_droplet.site'
+        '["www.example.com"]',
+    }
+    # Three keys sanitise to a_b: their instance groups collide and are left out, said so.
     assert list(inv.groups) == [
         "module_shop_eu_west",
         "module_shop_eu_west_site",
+        "module_shop_eu_west_site_www_example_com",
         "site",
+        "site_www_example_com",
         "type_digitalocean_droplet",
     ]
+    assert [w.split(" is claimed by ")[0] for w in inv.warnings] == [
+        "group 'site_a_b'",
+        "group 'module_shop_eu_west_site_a_b'",
+    ]
     assert inv.warnings[0] == (
-        'module.shop["eu west"].digitalocean_droplet.site["a:b"] is host '
-        "module.shop.eu_west.digitalocean_droplet.site.a_b-2 "
-        "(host module.shop.eu_west.digitalocean_droplet.site.a_b is another resource)"
+        "group 'site_a_b' is claimed by "
+        'the instance group of module.shop["eu west"].digitalocean_droplet.site["a b"]; '
+        'the instance group of module.shop["eu west"].digitalocean_droplet.site["a:b"]; '
+        'the instance group of module.shop["eu west"].digitalocean_droplet.site["a_b"]; '
+        "it is left out (use the type_ or module_ groups, or the host names)"
     )
-    assert inv.warnings[1].startswith("group 'site_a_b' is claimed by the instance group of ")
-    assert inv.warnings[2].startswith("group 'module_shop_eu_west_site_a_b' is claimed by ")
+
+
+def test_host_names_do_not_depend_on_other_keys() -> None:
+    # A key that needs no change never loses its name to a sanitised one, and adding keys to a
+    # for_each renames no existing host (a `-2` suffix by sorted order would shift).
+    before = build_inventory(parse_state(_state(_for_each("web", ["a_b", "z z"]))))
+    after = build_inventory(parse_state(_state(_for_each("web", ["a b", "a_b", "z z", "a,b"]))))
+    assert list(before.hosts) == [
+        "digitalocean_droplet.web.a_b",
+        "digitalocean_droplet.web.z_z-83738814",
+    ]
+    assert set(before.hosts) < set(after.hosts)
     assert all(
-        w.endswith("it is left out (use the type_ or module_ groups, or the host names)")
-        for w in inv.warnings[1:]
+        after.hosts[h]["terraform_index"] == v["terraform_index"] for h, v in before.hosts.items()
     )
+    assert not any(" is host " in w for w in after.warnings)
+
+
+@pytest.mark.parametrize(
+    ("key", "host"),
+    [
+        ('say "hi"', "digitalocean_droplet.k.say__hi_-aa701161"),
+        ("[0]", "digitalocean_droplet.k._0_-553403f9"),
+        ("*", "digitalocean_droplet.k._-09b9265b"),
+        ("ünï", "digitalocean_droplet.k._n_-dbc448ea"),
+        ("tab\tx", "digitalocean_droplet.k.tab_x-8da57c7d"),
+        ("host!&", "digitalocean_droplet.k.host__-3ae793e8"),
+        ("", "digitalocean_droplet.k.-00000000"),
+        ("0", "digitalocean_droplet.k.0"),
+        ("web-1", "digitalocean_droplet.k.web-1"),
+    ],
+)
+def test_odd_for_each_keys(key: str, host: str) -> None:
+    inv = build_inventory(parse_state(_state(_for_each("k", [key]))))
+    assert list(inv.hosts) == [host]
+    assert inv.hosts[host]["terraform_index"] == key
+    assert VALID_HOST.match(host), host
 
 
 def test_tainted_and_addressless_instances_are_not_hosts() -> None:
@@ -520,4 +569,203 @@ def test_example_state_is_the_tutorial_stack() -> None:
     assert (
         "  @ha_db_fip:\n    module.galera.digitalocean_floating_ip.ha_db_fip  203.0.113.50\n"
         in graph
+    )
+
+
+# -- one stack in every state format -----------------------------------------------------
+#
+# wp_node[0] and wp_node[2] live, wp_node[1] tainted, a deposed wp_node[2] left over from a
+# create_before_destroy replacement, the floating IP and its assignment inside module galera, a
+# data source, and outputs (one sensitive). Each format spells it its own way, as Terraform of
+# that era wrote it.
+
+
+def _fip_attrs(flat: bool) -> dict[str, Any]:
+    return {"id": "192.0.2.50", "ip_address": "192.0.2.50", "droplet_id": "2000" if flat else 2000}
+
+
+def _droplet_attrs(n: int, flat: bool) -> dict[str, Any]:
+    if flat:
+        return {"id": str(1000 + n), "ipv4_address": f"192.0.2.{10 + n}", "memory": "1024"}
+    return {"id": str(1000 + n), "ipv4_address": f"192.0.2.{10 + n}", "memory": 1024}
+
+
+def _stack_v4() -> dict[str, Any]:
+    def inst(n: int, **extra: Any) -> dict[str, Any]:
+        return {"index_key": n, "attributes": _droplet_attrs(n, False), **extra}
+
+    deposed = {"index_key": 2, "deposed": "7a1b2c3d", "attributes": _droplet_attrs(9, False)}
+    return {
+        "version": 4,
+        "terraform_version": "1.5.7",
+        "outputs": {
+            "lb_ip": {"value": "192.0.2.80", "type": "string"},
+            "db_password": {"value": "hunter2", "type": "string", "sensitive": True},
+        },
+        "resources": [
+            {"mode": "data", "type": "digitalocean_image", "name": "base", "instances": [{}]},
+            {
+                "mode": "managed",
+                "type": "digitalocean_droplet",
+                "name": "wp_node",
+                "instances": [inst(0), inst(1, status="tainted"), inst(2), deposed],
+            },
+            {
+                "module": "module.galera",
+                "mode": "managed",
+                "type": "digitalocean_floating_ip",
+                "name": "ha_db_fip",
+                "instances": [{"attributes": _fip_attrs(False)}],
+            },
+            {
+                "module": "module.galera",
+                "mode": "managed",
+                "type": "digitalocean_floating_ip_assignment",
+                "name": "ha_db_fip",
+                "instances": [{"attributes": {"id": "x", "ip_address": "192.0.2.50"}}],
+            },
+        ],
+    }
+
+
+def _stack_legacy(version: int) -> dict[str, Any]:
+    def primary(n: int, **extra: Any) -> dict[str, Any]:
+        return {"id": str(1000 + n), "attributes": _droplet_attrs(n, True), **extra}
+
+    wp_node1: dict[str, Any] = {"type": "digitalocean_droplet"}
+    if version == 1:
+        # Version 1 keeps a tainted instance in its own list, with no primary.
+        wp_node1["tainted"] = [primary(1)]
+    else:
+        wp_node1["primary"] = primary(1, tainted=True)
+    root: dict[str, Any] = {
+        "digitalocean_droplet.wp_node.0": {"type": "digitalocean_droplet", "primary": primary(0)},
+        "digitalocean_droplet.wp_node.1": wp_node1,
+        "digitalocean_droplet.wp_node.2": {
+            "type": "digitalocean_droplet",
+            "primary": primary(2),
+            "deposed": [primary(9)],
+        },
+    }
+    if version == 3:
+        root["data.digitalocean_image.base"] = {"type": "digitalocean_image", "primary": {}}
+        outputs: dict[str, Any] = {
+            "lb_ip": {"sensitive": False, "type": "string", "value": "192.0.2.80"},
+            "db_password": {"sensitive": True, "type": "string", "value": "hunter2"},
+        }
+    else:
+        # Versions 1 and 2 know no sensitive outputs: a bare string each.
+        outputs = {"lb_ip": "192.0.2.80"}
+    galera = {
+        "digitalocean_floating_ip.ha_db_fip": {
+            "type": "digitalocean_floating_ip",
+            "primary": {"id": "192.0.2.50", "attributes": _fip_attrs(True)},
+        },
+        "digitalocean_floating_ip_assignment.ha_db_fip": {
+            "type": "digitalocean_floating_ip_assignment",
+            "primary": {"id": "x", "attributes": {"id": "x", "ip_address": "192.0.2.50"}},
+        },
+    }
+    return {
+        "version": version,
+        "serial": 3,
+        "modules": [
+            {"path": ["root"], "outputs": outputs, "resources": root},
+            {"path": ["root", "galera"], "outputs": {}, "resources": galera},
+        ],
+    }
+
+
+def _stack_show_json() -> dict[str, Any]:
+    def droplet(n: int, **extra: Any) -> dict[str, Any]:
+        return {
+            "address": f"digitalocean_droplet.wp_node[{n}]",
+            "mode": "managed",
+            "type": "digitalocean_droplet",
+            "name": "wp_node",
+            "index": n,
+            "values": _droplet_attrs(9 if "deposed_key" in extra else n, False),
+            "sensitive_values": {},
+            **extra,
+        }
+
+    return {
+        "format_version": "1.0",
+        "terraform_version": "1.5.7",
+        "values": {
+            "outputs": {
+                "lb_ip": {"sensitive": False, "value": "192.0.2.80", "type": "string"},
+                "db_password": {"sensitive": True, "value": "hunter2", "type": "string"},
+            },
+            "root_module": {
+                "resources": [
+                    {"address": "data.digitalocean_image.base", "mode": "data",
+                     "type": "digitalocean_image", "name": "base", "values": {}},
+                    droplet(0),
+                    droplet(1, tainted=True),
+                    droplet(2),
+                    droplet(2, deposed_key="7a1b2c3d"),
+                ],
+                "child_modules": [
+                    {
+                        "address": "module.galera",
+                        "resources": [
+                            {"address": "module.galera.digitalocean_floating_ip.ha_db_fip",
+                             "mode": "managed", "type": "digitalocean_floating_ip",
+                             "name": "ha_db_fip", "values": _fip_attrs(False)},
+                            {"address": "module.galera.digitalocean_floating_ip_assignment"
+                                        ".ha_db_fip",
+                             "mode": "managed", "type": "digitalocean_floating_ip_assignment",
+                             "name": "ha_db_fip",
+                             "values": {"id": "x", "ip_address": "192.0.2.50"}},
+                        ],
+                    }
+                ],
+            },
+        },
+    }  # fmt: skip
+
+
+STACKS = {
+    "v4": _stack_v4,
+    "v3": lambda: _stack_legacy(3),
+    "v2": lambda: _stack_legacy(2),
+    "v1": lambda: _stack_legacy(1),
+    "show-json": _stack_show_json,
+}
+
+
+@pytest.mark.parametrize("fmt", list(STACKS))
+def test_one_stack_in_every_format(fmt: str) -> None:
+    state = parse_state(json.dumps(STACKS[fmt]()))
+    assert state.format == fmt
+    inv = build_inventory(state)
+    fip = "module.galera.digitalocean_floating_ip.ha_db_fip"
+    # Neither the tainted nor the deposed droplet is a host; the assignment is not a host.
+    assert {h: v["ansible_host"] for h, v in inv.hosts.items()} == {
+        "digitalocean_droplet.wp_node.0": "192.0.2.10",
+        "digitalocean_droplet.wp_node.2": "192.0.2.12",
+        fip: "192.0.2.50",
+    }
+    assert inv.groups["ha_db_fip"] == [fip]
+    assert inv.groups["wp_node"] == [
+        "digitalocean_droplet.wp_node.0",
+        "digitalocean_droplet.wp_node.2",
+    ]
+    assert inv.groups["wp_node_2"] == ["digitalocean_droplet.wp_node.2"]
+    assert "wp_node_1" not in inv.groups
+    assert inv.groups["module_galera_ha_db_fip"] == [fip]
+    hv = inv.hosts[fip]
+    assert (hv["ip_address"], hv["droplet_id"], hv["terraform_module"]) == (
+        "192.0.2.50",
+        2000,
+        "module.galera",
+    )
+    assert inv.hosts["digitalocean_droplet.wp_node.2"]["memory"] == 1024
+    assert inv.hosts["digitalocean_droplet.wp_node.2"]["terraform_index"] == 2
+    assert inv.all_vars == {"lb_ip": "192.0.2.80"}
+    assert inv.hidden_outputs == (() if fmt in ("v1", "v2") else ("db_password",))
+    assert inv.warnings == (
+        "1 tainted resource instance(s) left out (not live hosts)",
+        "1 deposed resource instance(s) left out (not live hosts)",
     )

@@ -138,3 +138,72 @@ def test_playbook_reads_the_floating_ip(tmp_path: Path, state: tuple[Path, str])
     assert done.returncode == 0, done.stdout + done.stderr
     assert f'"msg": "wp_db_host={fip}"' in done.stdout
     assert "WARNING" not in done.stderr, done.stderr
+
+
+# for_each keys with every kind of character Ansible patterns, INI files or YAML could trip on.
+ODD_KEYS = [
+    'say "hi"',
+    "[0]",
+    "*",
+    "ünï",
+    "tab\tx",
+    "host!&",
+    "",
+    "0x",
+    "web-1",
+    "www.example.com",
+    "eu west",
+    "x:y,z",
+    "~re",
+    "!neg",
+    "&and",
+    "back\\slash",
+]
+
+
+@pytest.mark.slow
+def test_odd_for_each_keys_are_valid_ansible_hosts(tmp_path: Path) -> None:
+    inventory_tool, ansible = BIN / "ansible-inventory", BIN / "ansible"
+    need(inventory_tool.is_file(), "ansible-core is not installed in this environment")
+    path = tmp_path / "terraform.tfstate"
+    instances = [
+        {"index_key": key, "attributes": {"ipv4_address": f"192.0.2.{n + 1}", "name": key}}
+        for n, key in enumerate(ODD_KEYS)
+    ]
+    resource = {
+        "mode": "managed",
+        "type": "digitalocean_droplet",
+        "name": "site",
+        "module": 'module.shop["eu west"]',
+        "instances": instances,
+    }
+    path.write_text(json.dumps({"version": 4, "resources": [resource]}))
+    env = _ansible_env(tmp_path, path)
+    done = subprocess.run(
+        [str(inventory_tool), "-i", f"{ROOT}/inventory/", "--list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    # Nothing on stderr: Ansible shows a script's stderr as [ERROR], and warns about bad names.
+    assert done.stderr == ""
+    hostvars = json.loads(done.stdout)["_meta"]["hostvars"]
+    assert sorted(v["terraform_index"] for v in hostvars.values()) == sorted(ODD_KEYS)
+    assert {v["ansible_host"] for v in hostvars.values()} == {
+        f"192.0.2.{n + 1}" for n in range(len(ODD_KEYS))
+    }
+    # Every name works as a host pattern: all of them at once select exactly these hosts.
+    listed = subprocess.run(
+        [str(ansible), "-i", f"{ROOT}/inventory/", ",".join(hostvars), "--list-hosts"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert listed.returncode == 0, listed.stderr
+    words = listed.stdout.split()
+    assert words[:2] == ["hosts", f"({len(ODD_KEYS)}):"]
+    assert sorted(words[2:]) == sorted(hostvars)
+    assert listed.stderr == ""

@@ -224,8 +224,10 @@ def test_script_through_a_symlink(tmp_path: Path) -> None:
         cwd=tmp_path,
         env=_env(TF_STATE=str(EXAMPLE)),
     )
-    assert done.returncode == 0, done.stderr
-    assert "ha_db_fip" in json.loads(done.stdout)
+    assert (done.returncode, done.stderr) == (0, "")
+    direct = _run_script("--list", TF_STATE=str(EXAMPLE))
+    assert json.loads(done.stdout) == json.loads(direct.stdout)
+    assert json.loads(done.stdout)["ha_db_fip"] == {"hosts": [FIP]}
 
 
 # Importing any of these would make every Ansible command pay for it.
@@ -260,7 +262,7 @@ HEAVY = (
 _DUMP = (
     "import sys\n"
     "path = sys.argv[1]\n"
-    "sys.argv = [path, '--list']\n"
+    "sys.argv = [path, *sys.argv[2:]]\n"
     "code = compile(open(path).read(), path, 'exec')\n"
     "try:\n"
     "    exec(code, {'__name__': '__main__', '__file__': path})\n"
@@ -270,9 +272,9 @@ _DUMP = (
 )
 
 
-def _modules_after(script: Path) -> set[str]:
+def _modules_after(script: Path, *args: str) -> set[str]:
     done = subprocess.run(
-        [sys.executable, "-c", _DUMP, str(script)],
+        [sys.executable, "-c", _DUMP, str(script), *args],
         capture_output=True,
         text=True,
         env=_env(TF_STATE=str(EXAMPLE)),
@@ -281,11 +283,16 @@ def _modules_after(script: Path) -> set[str]:
     return set(done.stderr.split("\n"))
 
 
-def test_script_imports_stay_cheap(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "args", [["--list"], ["--host", "digitalocean_droplet.wp_node.0"], ["--graph", "-v"]]
+)
+def test_script_imports_stay_cheap(tmp_path: Path, args: list[str]) -> None:
     empty = tmp_path / "empty.py"
     empty.write_text("")
     baseline = _modules_after(empty)
-    new = _modules_after(SCRIPT) - baseline
+    # The interpreter's own start must not hide a heavy import from the comparison.
+    assert not {m for m in baseline if m.split(".")[0] in ("click", "ansible", "scaler")}
+    new = _modules_after(SCRIPT, *args) - baseline
     assert {m for m in new if m.startswith("scaler")} == {
         "scaler",
         "scaler.errors",
@@ -307,3 +314,52 @@ def test_terraform_state_pull_branch(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ha_db_fip"] == {"hosts": [FIP]}
     assert done.stderr == f"running `terraform state pull` in {tf_dir} (from --terraform-dir)\n"
+
+
+def test_verbose_names_the_source_even_when_reading_fails(tmp_path: Path) -> None:
+    # A Terraform directory that has never been applied: -v says what was tried, then the error.
+    need(shutil.which("terraform", path=_env()["PATH"]) is not None, "terraform is not installed")
+    tf_dir = tmp_path / "infra"
+    tf_dir.mkdir()
+    (tf_dir / "main.tf").write_text("terraform {}\n")
+    done = _run_script("--list", "-v", cwd=tmp_path, SCALER_TERRAFORM_DIR="infra")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"running `terraform state pull` in {tf_dir} (from --terraform-dir)\n"
+        f"Error: no Terraform state in {tf_dir}; run `terraform apply` there first "
+        "or point at the directory that holds the state\n"
+    )
+
+
+def test_cli_verbose_with_state_option(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["inventory", "--list", "-v", "--state", "gone.tfstate"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"reading Terraform state {tmp_path}/gone.tfstate (from --state)\n"
+        f"Error: Terraform state {tmp_path}/gone.tfstate does not exist (from --state); "
+        "check the path\n"
+    )
+
+
+def test_script_unreadable_state(tmp_path: Path) -> None:
+    # As root, permissions do not stop reads: run the script as user nobody, with the system
+    # interpreter (nobody cannot enter root's own Python installation), as Ansible would run it.
+    need(os.geteuid() == 0, "needs root to run the script as another user")
+    python = Path("/usr/bin/python3")
+    need(python.is_file(), f"{python} is needed to run the script as user nobody")
+    path = tmp_path / "terraform.tfstate"
+    path.write_bytes(EXAMPLE.read_bytes())
+    path.chmod(0o000)
+    tmp_path.chmod(0o755)
+    done = subprocess.run(
+        [str(python), str(SCRIPT), "--list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "TF_STATE": str(path)},
+        preexec_fn=lambda: os.setuid(65534),
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"Error: cannot read Terraform state {path} (from TF_STATE): Permission denied\n"
+    )

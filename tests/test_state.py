@@ -551,16 +551,52 @@ def test_nothing_found(tmp_path: Path) -> None:
     )
 
 
-def test_pull_hook_receives_the_directory(tmp_path: Path, shared_data: Path) -> None:
-    (tmp_path / "terraform").mkdir()
-    text = (shared_data / "tfstate/realworld/leyendanerd__node-ci__1.tfstate").read_text()
-    seen: list[Path] = []
+def test_state_pull_with_real_terraform(tmp_path: Path, shared_data: Path) -> None:
+    # No state file around: `terraform state pull` in terraform/, by the real engine (the
+    # `terraform` on PATH, else the embedded one), as for a remote backend.
+    tf_dir = tmp_path / "terraform"
+    tf_dir.mkdir()
+    (tf_dir / "main.tf").write_text("terraform {}\n")
+    real = shared_data / "tfstate/realworld/leyendanerd__node-ci__1.tfstate"
+    (tf_dir / "terraform.tfstate").write_bytes(real.read_bytes())
+    state, source = load_state(environ={}, cwd=str(tmp_path))
+    assert source == StateSource("terraform", str(tf_dir), pull=True)
+    # Terraform hands back the same resources (stamped with its own terraform_version).
+    assert state.resources == read_state(real).resources
 
-    def pull(directory: Path) -> str:
-        seen.append(directory)
-        return text
 
-    state, source = load_state(environ={}, cwd=str(tmp_path), pull=pull)
-    assert seen == [tmp_path / "terraform"]
-    assert source.kind == "terraform"
-    assert len(state.resources) == 3
+def test_show_json_nested_sensitive_values_hide_the_attribute() -> None:
+    doc = {
+        "format_version": "1.0",
+        "values": {
+            "root_module": {
+                "resources": [
+                    {
+                        "mode": "managed",
+                        "type": "aws_instance",
+                        "name": "a",
+                        "values": {"public_ip": "192.0.2.1", "tags": {"k": "v"}, "ud": "x"},
+                        "sensitive_values": {"tags": {"k": True}, "ud": True, "public_ip": False},
+                    }
+                ]
+            }
+        },
+    }
+    (res,) = parse_state(json.dumps(doc)).resources
+    assert res.attributes == {"public_ip": "192.0.2.1"}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"format_version": "1.2", "planned_values": {}, "resource_changes": []},
+        {"format_version": "1.0", "provider_schemas": {}},
+    ],
+)
+def test_other_terraform_json_is_not_a_state(doc: dict[str, Any]) -> None:
+    with pytest.raises(StateError) as err:
+        parse_state(json.dumps(doc), "S")
+    assert str(err.value) == (
+        'S is Terraform JSON output but not of a state (no "values"); '
+        "use `terraform show -json` without a plan file, or the terraform.tfstate file"
+    )

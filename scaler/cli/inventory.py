@@ -13,7 +13,7 @@ from scaler.inventory import (
     list_json,
     render_graph,
 )
-from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
+from scaler.state import DEFAULT_TERRAFORM_DIR, load_source, locate_state
 
 
 @click.command()
@@ -72,10 +72,11 @@ def inventory(
       scaler inventory --host digitalocean_droplet.wp_node.0
       ansible-inventory -i inventory/ --graph        # what Ansible sees
     """
-    loaded, source = load_state(state=state, terraform_dir=terraform_dir)
+    source = locate_state(state=state, terraform_dir=terraform_dir)
     if verbose:
+        # Before reading: when the read fails, -v still says where it looked.
         click.echo(source.describe(), err=True)
-    inv = build_inventory(loaded, private=private)
+    inv = build_inventory(load_source(source), private=private)
     for warning in inv.warnings:
         click.echo(f"Warning: {warning}", err=True)
     if host is not None:
