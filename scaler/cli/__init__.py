@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import click
@@ -11,7 +12,20 @@ from scaler.errors import ScalerError
 
 
 class Group(click.Group):
-    """A click group that turns expected failures into one-line `Error: ...` messages, exit 1."""
+    """A click group that turns expected failures into one-line `Error: ...` messages, exit 1.
+
+    Its commands are loaded lazily from COMMANDS.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -37,17 +51,15 @@ def main() -> None:
     """
 
 
-def _register() -> None:
-    # Each command group lives in its own module under scaler/cli/.
-    from scaler.cli import inventory
-
-    main.add_command(inventory.inventory)
-    from scaler.cli import tfvars
-
-    main.add_command(tfvars.tfvars)
-    from scaler.cli import local
-
-    main.add_command(local.local)
-
-
-_register()
+# Each command lives in its own module under scaler/cli/, imported only when it runs (or when
+# --help lists it), so `scaler inventory` never pays for the cloud, Terraform or Ansible imports.
+COMMANDS = {
+    "inventory": "scaler.cli.inventory:inventory",
+    "tfvars": "scaler.cli.tfvars:tfvars",
+    "local": "scaler.cli.local:local",
+    "bake": "scaler.cli.bake:bake",
+    "rollout": "scaler.cli.rollout:rollout",
+    "rebake": "scaler.cli.rebake:rebake",
+    "schedule": "scaler.cli.schedule:schedule",
+    "snapshots": "scaler.cli.snapshots:snapshots",
+}

@@ -43,9 +43,34 @@ def local() -> None:
     show_default=True,
     help="N in the droplet addresses 127.N.1.k (public) and 127.N.2.k (private).",
 )
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds every droplet boot and action takes (default: boot 2, actions 1, snapshot 2).",
+)
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(min=1),
+    default=250,
+    show_default=True,
+    help="API requests a minute per token before 429 (DigitalOcean's own budget).",
+)
 @click.option("--foreground", is_flag=True, help="Serve in this terminal until Ctrl-C.")
-def up(state_dir: Path, port: int, network: int, foreground: bool) -> None:
+def up(
+    state_dir: Path,
+    port: int,
+    network: int,
+    delay: float | None,
+    rate_limit: int,
+    foreground: bool,
+) -> None:
     """Start the local cloud and print `export` lines for its environment.
+
+    \b
+    Examples:
+      eval "$(scaler local up)"              # background; export its environment
+      scaler local up --foreground --port 0  # in this terminal, any free port
 
     The lines set DIGITALOCEAN_TOKEN, DIGITALOCEAN_ACCESS_TOKEN, DIGITALOCEAN_END_POINT
     (python-digitalocean), DIGITALOCEAN_API_URL (Packer, Terraform) and SCALER_LOCAL_URL.
@@ -60,10 +85,19 @@ def up(state_dir: Path, port: int, network: int, foreground: bool) -> None:
             _print_env(info)
             click.echo(f"local cloud serving at {info.url} (Ctrl-C stops it)", err=True)
 
-        api.serve(state_dir, port=port, network=network, ready=ready)
+        api.serve(
+            state_dir,
+            port=port,
+            network=network,
+            ready=ready,
+            delays=None if delay is None else api.Delays.uniform(delay),
+            rate_limit_per_minute=rate_limit,
+        )
         click.echo("local cloud stopped; its state stays in " + str(state_dir), err=True)
         return
-    info, was_running = api.launch(state_dir, port=port, network=network)
+    info, was_running = api.launch(
+        state_dir, port=port, network=network, delay=delay, rate_limit_per_minute=rate_limit
+    )
     if was_running:
         _already(info)
         return
@@ -81,7 +115,12 @@ def up(state_dir: Path, port: int, network: int, foreground: bool) -> None:
 @local.command()
 @_STATE_DIR
 def down(state_dir: Path) -> None:
-    """Stop the local cloud; its droplets, images and keys stay for the next `up`."""
+    """Stop the local cloud; its droplets, images and keys stay for the next `up`.
+
+    \b
+    Example:
+      scaler local down --state-dir .scaler/local
+    """
     info = api.shutdown(state_dir)
     if info is None:
         click.echo(f"no local cloud is running for {state_dir}; nothing to stop", err=True)
@@ -94,7 +133,12 @@ def down(state_dir: Path) -> None:
 @local.command()
 @_STATE_DIR
 def status(state_dir: Path) -> None:
-    """Say whether the local cloud runs and what it holds (exit 3 when it is not running)."""
+    """Say whether the local cloud runs and what it holds (exit 3 when it is not running).
+
+    \b
+    Example:
+      scaler local status || eval "$(scaler local up)"
+    """
     health = api.health(state_dir)
     if health is None:
         click.echo(f"not running (state dir {state_dir}); start it with: scaler local up")

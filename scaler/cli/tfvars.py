@@ -32,6 +32,11 @@ def tfvars() -> None:
 
     Only the value's text changes: comments, alignment, ordering and line
     endings stay exactly as they were.
+
+    \b
+    Examples:
+      scaler tfvars get image_slug
+      scaler tfvars set image_slug 'nyc3,sfo2:178239123'   # a manifest artifact_id works
     """
 
 
