@@ -17,10 +17,11 @@ resource "digitalocean_tag" "wp_node" {
   name = "wp_node"
 }
 
+# `scaler rollout` pins the droplets it has not rolled yet to the image they run (wp_node_images).
 resource "digitalocean_droplet" "wp_node" {
   count     = var.wp_node_count
   name      = format("%s-wp-node-%02d", var.project_name, count.index + 1)
-  image     = var.image_slug
+  image     = lookup(var.wp_node_images, tostring(count.index), var.image_slug)
   region    = var.region
   size      = var.wp_node_size
   ssh_keys  = local.ssh_keys

@@ -16,6 +16,12 @@ variable "image_slug" {
   default     = "debian-12-x64"
 }
 
+variable "wp_node_images" {
+  description = "Image per wp_node droplet by count index (\"0\" is the first), overriding image_slug. `scaler rollout` pins the droplets it has not rolled yet; empty: every droplet runs image_slug."
+  type        = map(string)
+  default     = {}
+}
+
 variable "wp_node_count" {
   description = "Number of WordPress web droplets behind the load balancer."
   type        = number

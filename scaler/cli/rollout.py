@@ -1,0 +1,298 @@
+"""`scaler rollout`: point image_slug at a snapshot and roll the web droplets onto it, guarded."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from scaler import health, lock
+from scaler.errors import ScalerError
+from scaler.rollout import (
+    DEFAULT_BATCH,
+    DEFAULT_TARGET,
+    PIN_VAR,
+    Prepared,
+    RolloutResult,
+    Settings,
+    Strategy,
+    apply_rollout,
+    open_terraform,
+    parse_duration,
+    plan_batches,
+    prepare_rollout,
+    restore_tfvars,
+)
+from scaler.tfvars import IMAGE_VAR, image_id_from
+
+
+class _Clock:
+    """Progress lines on stderr with the time since start."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.start = time.monotonic()
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(f"[{time.monotonic() - self.start:7.1f}s] {message}", err=True)
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the step in flight, then stop; the second one interrupts."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def __call__(self) -> bool:
+        return self.stop
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+        click.echo("scaler: stopping after the current step (Ctrl-C again to abort)", err=True)
+
+
+def _image_from(image: str | None, manifest: Path | None) -> str | None:
+    if image is not None and manifest is not None:
+        raise click.UsageError("give --image or --from-manifest, not both")
+    if image is not None:
+        return image_id_from(image) if image.replace(",", ":").count(":") else image
+    if manifest is not None:
+        from scaler.manifest import last_artifact
+
+        return str(last_artifact(manifest).id)
+    return None
+
+
+def _bake(var_file: Path) -> str:
+    # The bake branch (scaler.bake.bake_image) is wired in by the lead once it lands.
+    raise ScalerError(
+        "no image to roll out; pass --image ID or --from-manifest PATH "
+        "(bake first with scaler bake)"
+    )
+
+
+def _summary(prepared: Prepared, settings: Settings) -> str:
+    plan = prepared.plan
+    lines = [
+        f"Rollout of image {plan.target_image} (from {plan.previous_image}), "
+        f"strategy {plan.strategy}:",
+    ]
+    for change in prepared.changes:
+        lines.append(f"  {change.kind:8} {change.address}")
+    if plan.strategy == "rolling":
+        lines.append(
+            f"  {len(plan.batches)} batches, at most {plan.max_unavailable} droplets "
+            f"unavailable (floor {plan.floor} healthy behind the load balancer)"
+            + (", canary first" if plan.canary else "")
+        )
+    for number, batch in enumerate(plan.batches, 1):
+        lines.append(f"  batch {number}: {', '.join(batch)}")
+    if plan.skipped:
+        lines.append(f"  already on the image: {', '.join(plan.skipped)}")
+    return "\n".join(lines)
+
+
+def _render(result: RolloutResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    click.echo(f"{result.status}: {result.message}")
+    for number, batch in enumerate(result.batches, 1):
+        state = "healthy" if batch.healthy else "UNHEALTHY"
+        click.echo(
+            f"  batch {number}: {', '.join(batch.addresses)} -> droplets "
+            f"{', '.join(batch.droplet_ids)} {state} ({batch.seconds:.1f}s)"
+        )
+    if result.min_healthy is not None:
+        click.echo(
+            f"  fewest healthy droplets seen behind the load balancer: {result.min_healthy} "
+            f"(floor {result.floor})"
+        )
+    click.echo(f"  elapsed: {result.elapsed:.1f}s")
+
+
+@click.command()
+@click.option("--image", help="Snapshot id (or Packer artifact_id) to roll out; skips the bake.")
+@click.option(
+    "--from-manifest",
+    "manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Roll out the last build in this Packer manifest.json.",
+)
+@click.option(
+    "--terraform-dir",
+    "-C",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The Terraform configuration and state.",
+)
+@click.option(
+    "--var-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The tfvars file holding image_slug (default: terraform.tfvars in --terraform-dir).",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    help=f"Resource or instance to roll (repeatable; default {DEFAULT_TARGET}).",
+)
+@click.option("--strategy", type=click.Choice(["rolling", "all"]), help="Default: rolling if >1.")
+@click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, help="N or N%.")
+@click.option("--max-unavailable", help="N or N% droplets out at once (default: the batch size).")
+@click.option("--canary", is_flag=True, help="Roll one droplet first, alone.")
+@click.option("--deadline", help="Give up (and roll back) after this long, e.g. 30m.")
+@click.option("--no-rollback", is_flag=True, help="On failure leave things as they are.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted rollout.")
+@click.option("--dry-run", is_flag=True, help="Show every batch's plan; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--workspace", help="Terraform workspace (TF_WORKSPACE).")
+@click.option("--lock-timeout", default="60s", show_default=True, help="Terraform state lock wait.")
+@click.option("--parallelism", type=int, help="Terraform -parallelism.")
+@click.option(
+    "--load-balancer",
+    help="Address of the load balancer whose health check to use (default: the only one).",
+)
+@click.option("--health-interval", type=float, help="Seconds between checks (default: the LB's).")
+@click.option("--health-timeout", default="5m", show_default=True, help="Time for a batch to pass.")
+@click.option(
+    "--health-grace", default="30s", show_default=True, help="Boot time before failures count."
+)
+@click.option(
+    "--port-map",
+    help="Dial PORT=LOCALPORT,... instead of the check's port (env SCALER_PORT_MAP or "
+    "SCALER_LOCAL_WEB_PORT for the local cloud).",
+)
+@click.option("--pin-var", default=PIN_VAR, show_default=True, help="Per-instance image variable.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def rollout(
+    image: str | None,
+    manifest: Path | None,
+    terraform_dir: Path,
+    var_file: Path | None,
+    targets: tuple[str, ...],
+    strategy: Strategy | None,
+    batch_size: str,
+    max_unavailable: str | None,
+    canary: bool,
+    deadline: str | None,
+    no_rollback: bool,
+    resume: bool,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+    workspace: str | None,
+    lock_timeout: str,
+    parallelism: int | None,
+    load_balancer: str | None,
+    health_interval: float | None,
+    health_timeout: str,
+    health_grace: str,
+    port_map: str | None,
+    pin_var: str,
+    quiet: bool,
+) -> None:
+    """Roll the wp_node droplets onto a new image, in health-checked batches.
+
+    Sets image_slug in terraform.tfvars, plans with Terraform, refuses any plan
+    that would replace or delete anything but the targets (the load balancer
+    may only be updated in place), asks, then replaces the droplets batch by
+    batch: each new droplet must pass the load balancer's own health check
+    before the next batch. A failure puts the old image back and replaces the
+    droplets again (unless --no-rollback). Ctrl-C stops after the current step;
+    --resume continues. Against the local cloud (SCALER_LOCAL_URL set) it uses
+    the local provider.
+
+    \b
+    Examples:
+      scaler rollout --image 170000001 --canary --yes
+      scaler rollout --from-manifest manifest.json --batch-size 2 --dry-run
+      scaler rollout --resume --yes
+    """
+    report = _Clock(quiet)
+    chosen = _image_from(image, manifest)
+    if chosen is None and not resume:
+        chosen = _bake(var_file or terraform_dir / "terraform.tfvars")
+    settings = Settings(
+        terraform_dir=terraform_dir,
+        var_file=var_file,
+        image_var=IMAGE_VAR,
+        targets=targets or (DEFAULT_TARGET,),
+        pin_var=pin_var,
+        load_balancer=load_balancer,
+        workspace=workspace,
+        lock_timeout=lock_timeout,
+        parallelism=parallelism,
+        health_interval=health_interval,
+        health_timeout=parse_duration(health_timeout),
+        health_grace=parse_duration(health_grace),
+        port_map=health.parse_port_map(port_map) if port_map else health.port_map_from_env(),
+        deadline=parse_duration(deadline) if deadline else None,
+        rollback=not no_rollback,
+    )
+    if not terraform_dir.is_dir():
+        raise ScalerError(f"no directory {terraform_dir}; pass --terraform-dir DIR")
+    flag = _StopFlag()
+    with lock.hold(terraform_dir, "rollout") as held:
+        if held.stale is not None:
+            report(f"took over a stale lock of {held.stale.describe()}")
+        with open_terraform(settings) as tf:
+            prepared = prepare_rollout(
+                tf,
+                settings,
+                chosen,
+                resume=resume,
+                strategy=strategy,
+                batch_size=batch_size,
+                max_unavailable=max_unavailable,
+                canary=canary,
+                report=report,
+            )
+            if prepared.plan.nothing_to_do:
+                click.echo(
+                    f"nothing to do: every target already runs image {prepared.plan.target_image}"
+                )
+                return
+            click.echo(_summary(prepared, settings), err=not dry_run)
+            if dry_run:
+                try:
+                    if prepared.plan.strategy == "rolling":
+                        for batch, changes in plan_batches(tf, settings, prepared, report):
+                            shown = ", ".join(f"{c.kind} {c.address}" for c in changes)
+                            click.echo(f"  plan up to {batch[-1]}: {shown}")
+                finally:
+                    if not prepared.resumed:
+                        restore_tfvars(settings, prepared.tfvars_before)
+                click.echo("dry run: nothing was changed")
+                return
+            if not yes:
+                if not sys.stdin.isatty():
+                    if not prepared.resumed:
+                        restore_tfvars(settings, prepared.tfvars_before)
+                    raise ScalerError(
+                        "refusing to roll out without confirmation: stdin is not a terminal; "
+                        "pass --yes"
+                    )
+                if not click.confirm("Roll out?", err=True):
+                    if not prepared.resumed:
+                        restore_tfvars(settings, prepared.tfvars_before)
+                    raise ScalerError("rollout cancelled; nothing was changed")
+            previous = signal.signal(signal.SIGINT, flag.handler)
+            try:
+                result = apply_rollout(tf, settings, prepared, report=report, should_stop=flag)
+            finally:
+                signal.signal(signal.SIGINT, previous)
+    _render(result, as_json)
+    if not result.ok:
+        click.echo(f"Error: rollout {result.status}: {result.message}", err=True)
+        raise click.exceptions.Exit(130 if result.status == "interrupted" else 1)

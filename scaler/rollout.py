@@ -1,0 +1,895 @@
+"""Roll the web droplets onto a new image: guarded, in health-checked batches, resumable.
+
+Shape (as pip-tools' sync): `plan_rollout()` is pure and says what must change; `prepare_rollout()`
+sets image_slug, plans with Terraform and runs the guard; `apply_rollout()` does the work.
+
+How a batch is replaced. With image_slug changed Terraform wants to replace every droplet at
+once, and `-target` cannot help: targeting the load balancer pulls in all droplets it depends
+on, and leaving it out leaves the balancer pointing at destroyed droplets. So the stack gives
+each droplet an override (`wp_node_images`, a map from count index to image); per batch scaler
+pins the droplets not yet rolled to the image they run, and a plain whole-configuration plan then
+replaces exactly the batch and updates the balancer's droplet_ids in place, in one apply.
+
+The guard (per plan): the rollout targets (default every `digitalocean_droplet.wp_node`) may be
+replaced or updated; an in-place update of a load balancer is allowed, because replacing its
+droplets changes its droplet_ids; any other change (create, update, replace or delete of the
+database droplets, the floating IP, the balancer itself, ...) refuses the plan before anything
+is applied, names those resources and puts terraform.tfvars back.
+
+Progress lives in `.scaler-rollout.json` beside the tfvars file (written atomically), so an
+interrupted rollout continues with `--resume`; `.scaler-rollout.lock` (scaler.lock) keeps two
+rollouts off one state, and Terraform's state lock waits `lock_timeout` for other tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from scaler import health
+from scaler.errors import ScalerError
+from scaler.fsutil import write_atomic
+from scaler.state import Resource, parse_state
+from scaler.terraform import Terraform, TerraformFailed, local_provider
+from scaler.tfvars import IMAGE_VAR, TfvarsNotFound, VariableNotFound, get_tfvar, set_tfvar
+
+Strategy = Literal["all", "rolling"]
+Status = Literal[
+    "done", "nothing-to-do", "dry-run", "rolled-back", "failed", "interrupted", "refused"
+]
+
+DEFAULT_TARGET = "digitalocean_droplet.wp_node"
+PIN_VAR = "wp_node_images"
+PROGRESS_NAME = ".scaler-rollout.json"
+DEFAULT_BATCH = "25%"
+_SPEC = re.compile(r"\s*(\d+)\s*(%?)\s*")
+_ALLOWED_UPDATES = ("digitalocean_loadbalancer",)
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+
+
+class RolloutError(ScalerError):
+    """A rollout cannot start or go on."""
+
+
+class PlanRefused(RolloutError):
+    """The guard refused a Terraform plan."""
+
+    def __init__(self, message: str, offending: Sequence[str]) -> None:
+        super().__init__(message)
+        self.offending = tuple(offending)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure planning
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """What a rollout will do: which droplets go to which image, in which batches."""
+
+    target_image: str
+    previous_image: str
+    strategy: Strategy
+    targets: tuple[str, ...]
+    batches: tuple[tuple[str, ...], ...]
+    skipped: tuple[str, ...]
+    max_unavailable: int
+    floor: int
+    canary: bool
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """True when every target already runs the target image."""
+        return not self.batches
+
+    @property
+    def replacing(self) -> tuple[str, ...]:
+        """Every address the rollout replaces, in order."""
+        return tuple(a for batch in self.batches for a in batch)
+
+
+def parse_count(text: str | int, total: int, what: str = "--batch-size") -> int:
+    """`N` or `N%` of `total` (rounded up, at least 1) as a count."""
+    if isinstance(text, int):
+        number, percent = text, False
+    else:
+        match = _SPEC.fullmatch(text)
+        if match is None:
+            raise RolloutError(f"{what} {text!r} is not a count; give N (like 2) or N% (like 25%)")
+        number, percent = int(match.group(1)), bool(match.group(2))
+    if number <= 0 or (percent and number > 100):
+        raise RolloutError(f"{what} {text!r} is out of range; give 1 or more, or 1% to 100%")
+    if percent:
+        return max(1, math.ceil(total * number / 100))
+    return number
+
+
+def parse_duration(text: str) -> float:
+    """`30m`, `90s`, `1.5h`, `250ms` or bare seconds as seconds."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise RolloutError(f"{text!r} is not a duration; give e.g. 30m, 90s or 1h")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def plan_rollout(
+    instances: Mapping[str, str],
+    target_image: str,
+    previous_image: str,
+    *,
+    strategy: Strategy | None = None,
+    batch_size: str | int = DEFAULT_BATCH,
+    max_unavailable: str | int | None = None,
+    canary: bool = False,
+) -> RolloutPlan:
+    """The batches that move `instances` (address -> image it runs) onto `target_image`."""
+    targets = tuple(sorted(instances, key=_address_key))
+    total = len(targets)
+    if total == 0:
+        raise RolloutError("no rollout targets in the state; apply the stack first")
+    todo = tuple(a for a in targets if instances[a] != target_image)
+    skipped = tuple(a for a in targets if instances[a] == target_image)
+    chosen: Strategy = strategy or ("rolling" if total > 1 else "all")
+    size = parse_count(batch_size, total)
+    if max_unavailable is None:
+        unavailable = size
+    else:
+        unavailable = parse_count(max_unavailable, total, "--max-unavailable")
+    batches: tuple[tuple[str, ...], ...]
+    if chosen == "all":
+        unavailable = total
+        batches = (todo,) if todo else ()
+    else:
+        # A batch never takes out more droplets than may be unavailable at once.
+        size = min(size, unavailable)
+        rest = list(todo)
+        out: list[tuple[str, ...]] = []
+        if canary and rest:
+            out.append((rest.pop(0),))
+        while rest:
+            out.append(tuple(rest[:size]))
+            del rest[:size]
+        batches = tuple(out)
+    return RolloutPlan(
+        target_image=target_image,
+        previous_image=previous_image,
+        strategy=chosen,
+        targets=targets,
+        batches=batches,
+        skipped=skipped,
+        max_unavailable=min(unavailable, total),
+        floor=max(0, total - unavailable),
+        canary=canary and chosen == "rolling",
+    )
+
+
+def _address_key(address: str) -> tuple[str, int, str]:
+    base, _, index = address.partition("[")
+    index = index.rstrip("]")
+    return (base, int(index), "") if index.isdigit() else (base, -1, index)
+
+
+def matches_target(address: str, targets: Sequence[str]) -> bool:
+    """True when `address` is one of `targets` or an instance of a target resource."""
+    return any(address == t or address.startswith(t + "[") for t in targets)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource change in a Terraform plan."""
+
+    address: str
+    type: str
+    actions: tuple[str, ...]
+    deposed: bool = False
+
+    @property
+    def kind(self) -> str:
+        """create, update, delete, replace, read or no-op."""
+        if set(self.actions) == {"create", "delete"}:
+            return "replace"
+        return self.actions[0] if len(self.actions) == 1 else "+".join(self.actions)
+
+
+def plan_changes(plan_json: Mapping[str, Any]) -> tuple[Change, ...]:
+    """The changes of a plan (`terraform show -json PLAN`), no-ops and reads left out."""
+    found = []
+    for item in plan_json.get("resource_changes") or ():
+        actions = tuple(item["change"]["actions"])
+        if actions in (("no-op",), ("read",)):
+            continue
+        deposed = bool(item.get("deposed"))
+        found.append(Change(item["address"], item.get("type", ""), actions, deposed))
+    return tuple(found)
+
+
+def check_plan(
+    plan_json: Mapping[str, Any],
+    targets: Sequence[str],
+    *,
+    expect: Sequence[str] | None = None,
+) -> tuple[Change, ...]:
+    """The guard: the plan's changes, or PlanRefused naming whatever is not allowed.
+
+    Targets may be replaced or updated in place; other resources may only see an in-place update
+    of a load balancer. With `expect`, exactly those targets must be replaced.
+    """
+    changes = plan_changes(plan_json)
+    bad: list[Change] = []
+    for change in changes:
+        if matches_target(change.address, targets):
+            # A deposed object is an old droplet a failed create-before-destroy left behind.
+            if change.kind not in ("replace", "update") and not (
+                change.deposed and change.kind == "delete"
+            ):
+                bad.append(change)
+        elif not (change.kind == "update" and change.type in _ALLOWED_UPDATES):
+            bad.append(change)
+    if bad:
+        named = ", ".join(f"{c.kind} {c.address}" for c in bad)
+        raise PlanRefused(
+            f"the plan would {named}; a rollout may only replace "
+            f"{', '.join(targets)} (and update a load balancer in place)",
+            [c.address for c in bad],
+        )
+    if expect is not None:
+        replaced = {c.address for c in changes if c.kind == "replace" or c.kind == "create"}
+        if replaced != set(expect):
+            extra = sorted(replaced - set(expect), key=_address_key)
+            missing = sorted(set(expect) - replaced, key=_address_key)
+            parts = []
+            if extra:
+                parts.append(f"also replace {', '.join(extra)}")
+            if missing:
+                parts.append(f"not replace {', '.join(missing)}")
+            raise PlanRefused(
+                f"the batch plan would {' and '.join(parts)}; expected exactly "
+                f"{', '.join(sorted(expect, key=_address_key))}",
+                extra + missing,
+            )
+    return changes
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings, progress and results
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where and how a rollout runs (everything but the plan itself)."""
+
+    terraform_dir: Path
+    var_file: Path | None = None
+    image_var: str = IMAGE_VAR
+    targets: tuple[str, ...] = (DEFAULT_TARGET,)
+    pin_var: str = PIN_VAR
+    load_balancer: str | None = None
+    workspace: str | None = None
+    lock_timeout: str = "0s"
+    parallelism: int | None = None
+    engine: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    local: bool | None = None
+    health_interval: float | None = None
+    health_timeout: float = 300.0
+    health_grace: float = 30.0
+    port_map: Mapping[int, int] = field(default_factory=dict)
+    deadline: float | None = None
+    rollback: bool = True
+
+    @property
+    def tfvars(self) -> Path:
+        """The tfvars file holding image_slug."""
+        return self.var_file or self.terraform_dir / "terraform.tfvars"
+
+    @property
+    def progress_file(self) -> Path:
+        """`.scaler-rollout.json` beside the tfvars file."""
+        return self.tfvars.parent / PROGRESS_NAME
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What `.scaler-rollout.json` records."""
+
+    target_image: str
+    previous_image: str
+    strategy: Strategy
+    batches: tuple[tuple[str, ...], ...]
+    done: tuple[str, ...]
+    status: str
+    started: float
+    updated: float
+
+    @property
+    def finished(self) -> bool:
+        """True when there is nothing left to resume."""
+        return self.status in ("done", "rolled-back")
+
+
+def read_progress(path: Path) -> Progress | None:
+    """The progress file, or None when there is none."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as err:
+        raise RolloutError(f"cannot read {path} ({err}); move it away to start afresh") from err
+    try:
+        return Progress(
+            target_image=str(raw["target_image"]),
+            previous_image=str(raw["previous_image"]),
+            strategy=raw["strategy"],
+            batches=tuple(tuple(b) for b in raw["batches"]),
+            done=tuple(raw["done"]),
+            status=str(raw["status"]),
+            started=float(raw["started"]),
+            updated=float(raw["updated"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise RolloutError(f"{path} is not a rollout record ({err}); move it away") from err
+
+
+def write_progress(path: Path, progress: Progress) -> None:
+    """Record progress atomically."""
+    data = asdict(progress)
+    data["version"] = 1
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One batch as it went."""
+
+    addresses: tuple[str, ...]
+    droplet_ids: tuple[str, ...]
+    healthy: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """How a rollout ended."""
+
+    status: Status
+    target_image: str
+    previous_image: str
+    strategy: Strategy
+    batches: tuple[BatchResult, ...]
+    replaced: tuple[str, ...]
+    rolled_back: tuple[str, ...]
+    min_healthy: int | None
+    floor: int
+    elapsed: float
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        """True when the rollout did what was asked (or there was nothing to do)."""
+        return self.status in ("done", "nothing-to-do", "dry-run")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+Report = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Terraform plumbing
+
+
+@contextlib.contextmanager
+def open_terraform(settings: Settings) -> Iterator[Terraform]:
+    """A Terraform for the settings; against the local cloud when SCALER_LOCAL_URL is set."""
+    env = {**os.environ, **settings.env}
+    local = settings.local if settings.local is not None else bool(env.get("SCALER_LOCAL_URL"))
+    extra = dict(settings.env)
+    if settings.workspace:
+        extra["TF_WORKSPACE"] = settings.workspace
+    with contextlib.ExitStack() as stack:
+        if local:
+            keys = (
+                "DIGITALOCEAN_TOKEN",
+                "DIGITALOCEAN_ACCESS_TOKEN",
+                "DIGITALOCEAN_API_URL",
+                "DIGITALOCEAN_END_POINT",
+                "SCALER_LOCAL_URL",
+            )
+            cloud_env = {k: env[k] for k in keys if env.get(k)}
+            extra.update(stack.enter_context(local_provider(cloud_env)))
+        tf = Terraform(
+            settings.terraform_dir,
+            env=extra,
+            engine=settings.engine,
+            parallelism=settings.parallelism,
+        )
+        if not (settings.terraform_dir / ".terraform").exists():
+            tf.init()
+        yield tf
+
+
+def _plan(
+    tf: Terraform,
+    settings: Settings,
+    out: Path,
+    pins: Mapping[str, str] | None,
+    *,
+    refresh: bool = True,
+) -> dict[str, Any]:
+    """`terraform plan -out` with the tfvars file (and pins), as plan JSON."""
+    options: dict[str, Any] = {
+        "input": False,
+        # Batch plans skip the refresh: this rollout's first plan refreshed everything and each
+        # apply records what it changed; a refresh per batch costs one API read per resource.
+        "refresh": None if refresh else False,
+        "out": str(out),
+        "lock_timeout": settings.lock_timeout,
+        "var_file": str(settings.tfvars.resolve()),
+        "parallelism": settings.parallelism,
+    }
+    if pins is not None:
+        options["var"] = {settings.pin_var: dict(pins)}
+    tf.run("plan", **options)
+    return tf.show_plan_json(out)
+
+
+def _apply(tf: Terraform, settings: Settings, planfile: Path) -> None:
+    tf.run(
+        "apply",
+        str(planfile),
+        input=False,
+        lock_timeout=settings.lock_timeout,
+        parallelism=settings.parallelism,
+    )
+
+
+@dataclass(frozen=True)
+class _Now:
+    """What the state says right now about targets and the load balancer."""
+
+    images: dict[str, str]
+    ids: dict[str, str]
+    ips: dict[str, str]
+    lb_ips: tuple[str, ...]
+    check: health.HealthCheck
+
+
+def _read_now(tf: Terraform, settings: Settings) -> _Now:
+    state_json = json.loads(tf.state_pull())
+    state = parse_state(json.dumps(state_json), "the Terraform state")
+    droplets: list[Resource] = [
+        r for r in state.resources if r.type == "digitalocean_droplet" and r.status == "live"
+    ]
+    targets = [r for r in droplets if matches_target(r.address, settings.targets)]
+    by_id = {str(r.attributes.get("id")): str(r.attributes.get("ipv4_address")) for r in droplets}
+    lbs = [r for r in state.resources if r.type == health.LB_TYPE]
+    lb_ips: list[str] = []
+    for lb in lbs:
+        if settings.load_balancer is None or lb.address == settings.load_balancer:
+            for droplet_id in lb.attributes.get("droplet_ids") or ():
+                if str(droplet_id) in by_id:
+                    lb_ips.append(by_id[str(droplet_id)])
+    return _Now(
+        images={r.address: str(r.attributes.get("image")) for r in targets},
+        ids={r.address: str(r.attributes.get("id")) for r in targets},
+        ips={r.address: str(r.attributes.get("ipv4_address")) for r in targets},
+        lb_ips=tuple(lb_ips),
+        check=health.healthcheck_from_state(state_json, settings.load_balancer).scaled(
+            settings.health_interval
+        ),
+    )
+
+
+def _index(address: str) -> str:
+    inside = address.rpartition("[")[2].rstrip("]")
+    if not inside.isdigit():
+        raise RolloutError(
+            f"{address} is not a counted instance; rolling batches need `count` droplets"
+        )
+    return inside
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepare: set the image, plan, guard
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A rollout ready to apply: its plan, the whole-change plan's changes, and tfvars backup."""
+
+    plan: RolloutPlan
+    changes: tuple[Change, ...]
+    planfile: Path
+    tfvars_before: bytes | None
+    resumed: bool
+
+
+def _previous_image(settings: Settings, now: _Now) -> str:
+    try:
+        return str(get_tfvar(settings.tfvars, settings.image_var))
+    except (TfvarsNotFound, VariableNotFound):
+        running = set(now.images.values())
+        if len(running) == 1:
+            return running.pop()
+        raise RolloutError(
+            f"no {settings.image_var} in {settings.tfvars} and the targets run "
+            f"different images ({', '.join(sorted(running))}); set it first"
+        ) from None
+
+
+def restore_tfvars(settings: Settings, before: bytes | None) -> None:
+    """Put the tfvars file back as it was before prepare_rollout."""
+    if before is None:
+        with contextlib.suppress(FileNotFoundError):
+            settings.tfvars.unlink()
+    elif not settings.tfvars.exists() or settings.tfvars.read_bytes() != before:
+        write_atomic(settings.tfvars, before)
+
+
+def prepare_rollout(
+    tf: Terraform,
+    settings: Settings,
+    image: str | None,
+    *,
+    resume: bool = False,
+    strategy: Strategy | None = None,
+    batch_size: str | int = DEFAULT_BATCH,
+    max_unavailable: str | int | None = None,
+    canary: bool = False,
+    report: Report = _quiet,
+) -> Prepared:
+    """Set image_slug, plan the whole change and guard it; on refusal tfvars are put back."""
+    progress = read_progress(settings.progress_file)
+    if resume:
+        if progress is None or progress.finished:
+            raise RolloutError(
+                f"nothing to resume: no unfinished rollout in {settings.progress_file}"
+            )
+        if image is not None and image != progress.target_image:
+            raise RolloutError(
+                f"the unfinished rollout is to image {progress.target_image}, not {image}; "
+                "drop --image to resume it"
+            )
+        image = progress.target_image
+        strategy = progress.strategy
+    elif progress is not None and not progress.finished:
+        raise RolloutError(
+            f"an unfinished rollout to image {progress.target_image} ({progress.status}, "
+            f"{len(progress.done)} droplets done) is recorded in {settings.progress_file}; "
+            "pass --resume to continue it, or remove that file to start over"
+        )
+    if image is None:
+        raise RolloutError("no image to roll out; pass --image ID or --from-manifest PATH")
+    now = _read_now(tf, settings)
+    if resume:
+        assert progress is not None
+        previous = progress.previous_image
+    else:
+        previous = _previous_image(settings, now)
+    plan = plan_rollout(
+        now.images,
+        image,
+        previous,
+        strategy=strategy,
+        batch_size=batch_size,
+        max_unavailable=max_unavailable,
+        canary=canary,
+    )
+    before = settings.tfvars.read_bytes() if settings.tfvars.exists() else None
+    planfile = settings.terraform_dir / "scaler-rollout.tfplan"
+    if plan.nothing_to_do:
+        return Prepared(plan, (), planfile, before, resume)
+    set_tfvar(settings.tfvars, settings.image_var, image)
+    try:
+        report(f"planning the rollout of image {image} ({len(plan.replacing)} droplets)")
+        plan_json = _plan(tf, settings, planfile, None)
+        try:
+            changes = check_plan(plan_json, settings.targets)
+        except PlanRefused as err:
+            now_is = f"stays {image!r}" if resume else f"is back to {previous!r}"
+            raise PlanRefused(
+                f"refusing to roll out: {err}; nothing was applied and {settings.image_var} "
+                f"in {settings.tfvars} {now_is}",
+                err.offending,
+            ) from None
+        if plan.strategy == "rolling" and settings.pin_var not in plan_json.get("variables", {}):
+            raise RolloutError(
+                f"rolling batches need the variable {settings.pin_var!r} in the configuration "
+                "(a map from count index to image, used as the droplets' image override); "
+                "add it, or use --strategy all"
+            )
+    except BaseException:
+        if not resume:
+            restore_tfvars(settings, before)
+        raise
+    return Prepared(plan, changes, planfile, before, resume)
+
+
+def plan_batches(
+    tf: Terraform, settings: Settings, prepared: Prepared, report: Report = _quiet
+) -> list[tuple[tuple[str, ...], tuple[Change, ...]]]:
+    """Each batch's own plan, as if the batches before it were done (for --dry-run)."""
+    plan = prepared.plan
+    now = _read_now(tf, settings)
+    out = []
+    rolled: list[str] = []
+    for number, batch in enumerate(plan.batches, 1):
+        rolled.extend(batch)
+        pins = {_index(a): now.images[a] for a in plan.targets if a not in rolled}
+        planfile = settings.terraform_dir / "scaler-rollout-batch.tfplan"
+        plan_json = _plan(tf, settings, planfile, pins, refresh=False)
+        changes = check_plan(plan_json, settings.targets, expect=rolled)
+        report(f"batch {number}/{len(plan.batches)}: plan replaces {', '.join(batch)}")
+        out.append((batch, changes))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Apply
+
+
+class _Run:
+    """The state of one apply_rollout call."""
+
+    def __init__(
+        self,
+        tf: Terraform,
+        settings: Settings,
+        prepared: Prepared,
+        report: Report,
+        should_stop: Callable[[], bool],
+        clock: Callable[[], float],
+    ) -> None:
+        self.tf = tf
+        self.settings = settings
+        self.plan = prepared.plan
+        self.prepared = prepared
+        self.report = report
+        self.should_stop = should_stop
+        self.clock = clock
+        self.start = clock()
+        self.batches: list[BatchResult] = []
+        self.replaced: list[str] = []
+        self.min_healthy: int | None = None
+        old = read_progress(settings.progress_file) if prepared.resumed else None
+        self.done: list[str] = list(old.done) if old else []
+        self.started = old.started if old else time.time()
+
+    def remaining(self) -> float:
+        if self.settings.deadline is None:
+            return math.inf
+        return self.settings.deadline - (self.clock() - self.start)
+
+    def save(self, status: str) -> None:
+        write_progress(
+            self.settings.progress_file,
+            Progress(
+                target_image=self.plan.target_image,
+                previous_image=self.plan.previous_image,
+                strategy=self.plan.strategy,
+                batches=self.plan.batches,
+                done=tuple(self.done),
+                status=status,
+                started=self.started,
+                updated=time.time(),
+            ),
+        )
+
+    def observe(self, count: int) -> None:
+        self.min_healthy = count if self.min_healthy is None else min(self.min_healthy, count)
+
+    def result(
+        self, status: Status, message: str, rolled_back: Sequence[str] = ()
+    ) -> RolloutResult:
+        return RolloutResult(
+            status=status,
+            target_image=self.plan.target_image,
+            previous_image=self.plan.previous_image,
+            strategy=self.plan.strategy,
+            batches=tuple(self.batches),
+            replaced=tuple(self.replaced),
+            rolled_back=tuple(rolled_back),
+            min_healthy=self.min_healthy,
+            floor=self.plan.floor,
+            elapsed=round(self.clock() - self.start, 3),
+            message=message,
+        )
+
+    def wait_capacity(self, batch: Sequence[str]) -> None:
+        """Waits until the droplets outside the batch keep the floor; RolloutError if never."""
+        settings = self.settings
+        limit = self.clock() + min(settings.health_timeout, max(0.0, self.remaining()))
+        while True:
+            now = _read_now(self.tf, settings)
+            leaving = {now.ips[a] for a in batch if a in now.ips}
+            behind = [ip for ip in now.lb_ips if ip not in leaving]
+            healthy = health.count_healthy(behind, now.check, settings.port_map)
+            self.observe(
+                healthy + health.count_healthy(sorted(leaving), now.check, settings.port_map)
+            )
+            if healthy >= self.plan.floor:
+                return
+            if self.clock() >= limit:
+                raise RolloutError(
+                    f"only {healthy} healthy droplets would stay behind the load balancer "
+                    f"during the next batch, under the floor of {self.plan.floor} "
+                    "(--max-unavailable); fix them and run scaler rollout --resume"
+                )
+            time.sleep(now.check.interval)
+
+    def run_batch(self, number: int, batch: tuple[str, ...]) -> BatchResult:
+        settings, tf = self.settings, self.tf
+        began = self.clock()
+        label = f"batch {number}/{len(self.plan.batches)}"
+        planfile = settings.terraform_dir / "scaler-rollout-batch.tfplan"
+        if self.plan.strategy == "all":
+            planfile = self.prepared.planfile
+            self.report(f"{label}: applying the plan (create before destroy)")
+        else:
+            self.wait_capacity(batch)
+            now = _read_now(tf, settings)
+            keep = [a for a in self.plan.targets if a not in batch and a not in self.done]
+            pins = {_index(a): now.images[a] for a in keep if a in now.images}
+            self.report(f"{label}: planning {', '.join(batch)}")
+            plan_json = _plan(tf, settings, planfile, pins, refresh=False)
+            expect = [a for a in batch if now.images.get(a) != self.plan.target_image]
+            check_plan(plan_json, settings.targets, expect=expect)
+            self.report(f"{label}: applying")
+        self.replaced.extend(batch)
+        _apply(tf, settings, planfile)
+        now = _read_now(tf, settings)
+        ips = [now.ips[a] for a in batch]
+        self.report(
+            f"{label}: waiting for {len(ips)} droplets to pass {now.check.protocol}:"
+            f"{now.check.port}{now.check.path if now.check.protocol != 'tcp' else ''} "
+            f"{now.check.healthy_threshold} times, every {now.check.interval:g}s"
+        )
+        outcome = health.wait_healthy(
+            ips,
+            now.check,
+            port_map=settings.port_map,
+            timeout=max(0.0, min(settings.health_timeout, self.remaining())),
+            grace=settings.health_grace,
+        )
+        self.observe(health.count_healthy(list(now.lb_ips), now.check, settings.port_map))
+        ids = tuple(now.ids[a] for a in batch)
+        result = BatchResult(batch, ids, outcome.ok, round(self.clock() - began, 3))
+        self.batches.append(result)
+        if not outcome.ok:
+            sick = [a for a in batch if now.ips[a] in outcome.unhealthy + outcome.pending]
+            how = "failed its health check" if outcome.unhealthy else "did not become healthy"
+            raise _BatchFailed(f"{label}: {', '.join(sick)} {how}")
+        self.report(f"{label}: healthy ({result.seconds:.1f}s)")
+        return result
+
+    def rollback(self, reason: str) -> RolloutResult:
+        settings = self.settings
+        if not settings.rollback:
+            self.save("failed")
+            return self.result(
+                "failed",
+                f"{reason}; left as it is (--no-rollback): image_slug stays "
+                f"{self.plan.target_image}, run scaler rollout --resume to retry",
+            )
+        self.report(f"{reason}; rolling back to image {self.plan.previous_image}")
+        set_tfvar(settings.tfvars, settings.image_var, self.plan.previous_image)
+        planfile = settings.terraform_dir / "scaler-rollback.tfplan"
+        try:
+            now = _read_now(self.tf, settings)
+            back = [a for a in self.plan.targets if now.images.get(a) != self.plan.previous_image]
+            plan_json = _plan(self.tf, settings, planfile, None)
+            check_plan(plan_json, settings.targets, expect=back)
+            if back:
+                _apply(self.tf, settings, planfile)
+            now = _read_now(self.tf, settings)
+            outcome = health.wait_healthy(
+                [now.ips[a] for a in back],
+                now.check,
+                port_map=settings.port_map,
+                timeout=settings.health_timeout,
+                grace=settings.health_grace,
+            )
+        except (ScalerError, OSError) as err:
+            self.save("failed")
+            return self.result(
+                "failed",
+                f"{reason}; the rollback failed too: {err}; image_slug is back to "
+                f"{self.plan.previous_image}, fix it and run terraform apply",
+            )
+        self.done = []
+        self.save("rolled-back")
+        state = "healthy" if outcome.ok else "NOT healthy"
+        return self.result(
+            "rolled-back",
+            f"{reason}; rolled back {len(back)} droplets to image "
+            f"{self.plan.previous_image} ({state})",
+            back,
+        )
+
+
+class _BatchFailed(Exception):
+    pass
+
+
+def apply_rollout(
+    tf: Terraform,
+    settings: Settings,
+    prepared: Prepared,
+    *,
+    report: Report = _quiet,
+    should_stop: Callable[[], bool] = lambda: False,
+    clock: Callable[[], float] = time.monotonic,
+) -> RolloutResult:
+    """Replace the planned batches, each checked healthy; roll back on failure."""
+    run = _Run(tf, settings, prepared, report, should_stop, clock)
+    plan = prepared.plan
+    if plan.nothing_to_do:
+        return run.result(
+            "nothing-to-do",
+            f"every target already runs image {plan.target_image}; nothing changed",
+        )
+    run.save("running")
+    for number, batch in enumerate(plan.batches, 1):
+        if all(a in run.done for a in batch):
+            continue
+        if should_stop():
+            run.save("interrupted")
+            return run.result("interrupted", _interrupted(run))
+        if run.remaining() <= 0:
+            return run.rollback(f"the deadline passed before batch {number}")
+        try:
+            run.run_batch(number, batch)
+        except _BatchFailed as failed:
+            return run.rollback(str(failed))
+        except TerraformFailed as err:
+            if should_stop():
+                run.save("interrupted")
+                return run.result("interrupted", _interrupted(run))
+            return run.rollback(f"batch {number}: {err}")
+        except PlanRefused as err:
+            return run.rollback(f"batch {number}: {err}")
+        run.done.extend(batch)
+        run.save("running")
+    # Verify: every target runs the image and passes the check, and nothing is left to do.
+    now = _read_now(tf, settings)
+    wrong = [a for a in plan.targets if now.images.get(a) != plan.target_image]
+    final = health.wait_healthy(
+        [now.ips[a] for a in plan.targets],
+        now.check,
+        port_map=settings.port_map,
+        timeout=settings.health_timeout,
+        grace=settings.health_grace,
+    )
+    run.observe(len(final.healthy))
+    if wrong or not final.ok:
+        problem = f"not on image: {', '.join(wrong)}" if wrong else "not every droplet is healthy"
+        return run.rollback(f"verification failed ({problem})")
+    run.save("done")
+    return run.result(
+        "done",
+        f"{len(run.replaced)} droplets now run image {plan.target_image}, all healthy",
+    )
+
+
+def _interrupted(run: _Run) -> str:
+    return (
+        f"interrupted after {len(run.done)} of {len(run.plan.replacing)} droplets; "
+        "run scaler rollout --resume to continue"
+    )

@@ -1,0 +1,517 @@
+"""`scaler rollout` on the local cloud with the real Terraform, in a tmp copy of terraform/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROLLOUT_CLOUD_NETWORK_BASE, ROOT, xdist_worker_index
+
+from scaler import health
+from scaler.cli import main
+from scaler.local.api import Delays, LocalCloud
+from scaler.rollout import PlanRefused, check_plan
+from scaler.terraform import Terraform, local_provider
+from scaler.tfvars import get_tfvar
+
+WEB_PORT = 18080  # the droplets' port 80, mapped (as a non-root local cloud would)
+WEB = [f"digitalocean_droplet.wp_node[{i}]" for i in range(3)]
+LB = "digitalocean_loadbalancer.wp_lb"
+FAST = ["--health-interval", "0.05", "--health-grace", "0", "--health-timeout", "20s"]
+
+PIN_VARIABLE = """
+variable "wp_node_images" {
+  description = "Image override per wp_node droplet, by count index."
+  type        = map(string)
+  default     = {}
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    """A local cloud of this module's own: quick delays, no rate limit, web on WEB_PORT."""
+    with LocalCloud(
+        tmp_path_factory.mktemp("rollout-cloud"),
+        network=ROLLOUT_CLOUD_NETWORK_BASE + xdist_worker_index(),
+        delays=Delays.uniform(0.05),
+        rate_limit_per_minute=100_000,
+        ssh=False,
+        web_port=WEB_PORT,
+    ) as cloud:
+        yield cloud
+
+
+def api(cloud: LocalCloud, method: str, path: str, body: Any = None) -> Any:
+    """One call to the local cloud's DigitalOcean API."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{cloud.url}{path}", data=data, method=method)
+    req.add_header("Authorization", f"Bearer {cloud.env()['DIGITALOCEAN_TOKEN']}")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def wait_for(what: str, check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_image(cloud: LocalCloud, name: str, index_php: str | None) -> str:
+    """A snapshot made the way a bake would: a droplet, its web root filled (or not), snapshot."""
+    droplet = api(
+        cloud,
+        "POST",
+        "/v2/droplets",
+        {
+            "name": f"build-{name}",
+            "region": "nyc3",
+            "size": "s-1vcpu-1gb",
+            "image": "debian-12-x64",
+        },
+    )["droplet"]
+    droplet_id = droplet["id"]
+    wait_for(
+        "the build droplet",
+        lambda: api(cloud, "GET", f"/v2/droplets/{droplet_id}")["droplet"]["status"] == "active",
+    )
+    if index_php is not None:
+        web_root = cloud.machines.web_root(droplet_id)
+        web_root.mkdir(parents=True, exist_ok=True)
+        (web_root / "index.php").write_text(index_php)
+    action = api(
+        cloud, "POST", f"/v2/droplets/{droplet_id}/actions", {"type": "snapshot", "name": name}
+    )["action"]
+    wait_for(
+        "the snapshot",
+        lambda: api(cloud, "GET", f"/v2/actions/{action['id']}")["action"]["status"] == "completed",
+    )
+    snapshots = api(cloud, "GET", f"/v2/droplets/{droplet_id}/snapshots")["snapshots"]
+    api(cloud, "DELETE", f"/v2/droplets/{droplet_id}")
+    return str(next(s["id"] for s in snapshots if s["name"] == name))
+
+
+def with_pins(stack: Path) -> None:
+    """The per-instance image override of /tmp/g-needs.md, until terraform/ has it."""
+    variables = (stack / "variables.tf").read_text()
+    if "wp_node_images" in variables:
+        return
+    (stack / "variables.tf").write_text(variables + PIN_VARIABLE)
+    main_tf = stack / "main.tf"
+    text = main_tf.read_text()
+    old = "  image     = var.image_slug\n"
+    assert old in text
+    main_tf.write_text(
+        text.replace(
+            old,
+            "  image     = lookup(var.wp_node_images, tostring(count.index), var.image_slug)\n",
+        )
+    )
+
+
+@dataclass
+class Stack:
+    """A stack applied on the local cloud: its directory, images and the ids it started with."""
+
+    dir: Path
+    cloud: LocalCloud
+    good: str
+    good2: str
+    bad: str
+    before: dict[str, int]
+
+    @property
+    def tfvars(self) -> Path:
+        return self.dir / "terraform.tfvars"
+
+    def env(self) -> dict[str, str]:
+        return {**self.cloud.env(), "SCALER_LOCAL_WEB_PORT": str(WEB_PORT)}
+
+    def rollout(self, *args: str) -> Any:
+        runner = CliRunner()
+        return runner.invoke(
+            main, ["rollout", "-C", str(self.dir), *args], env=self.env(), catch_exceptions=False
+        )
+
+    def ids(self) -> dict[str, int]:
+        return resource_ids(self.dir)
+
+    def web_images(self) -> dict[str, str]:
+        found = api(self.cloud, "GET", "/v2/droplets?tag_name=wp_node&per_page=200")["droplets"]
+        return {d["name"]: str(d["image"]["id"]) for d in found}
+
+
+def resource_ids(stack: Path) -> dict[str, int]:
+    """Address -> id of every resource instance in the state file."""
+    state = json.loads((stack / "terraform.tfstate").read_text())
+    out = {}
+    for res in state["resources"]:
+        prefix = f"{res['module']}." if res.get("module") else ""
+        for inst in res["instances"]:
+            key = inst.get("index_key")
+            suffix = "" if key is None else f"[{key}]"
+            out[f"{prefix}{res['type']}.{res['name']}{suffix}"] = inst["attributes"]["id"]
+    return out
+
+
+@pytest.fixture
+def stack(cloud: LocalCloud, tmp_path: Path) -> Stack:
+    """terraform/ copied, with image_slug = a WordPress snapshot, applied on a clean cloud."""
+    cloud.reset()
+    good = make_image(cloud, "wp-1", "<?php /* WordPress */ ?>\n")
+    good2 = make_image(cloud, "wp-2", "<?php /* WordPress, newer */ ?>\n")
+    bad = make_image(cloud, "empty", None)
+    directory = Path(shutil.copytree(ROOT / "terraform", tmp_path / "terraform"))
+    with_pins(directory)
+    (directory / "terraform.tfvars").write_text(
+        f'# the web image\nimage_slug    = "{good}"\nwp_node_count = 3\n'
+    )
+    with local_provider(cloud.env()) as env:
+        tf = Terraform(directory, env=env)
+        tf.init()
+        tf.apply()
+    return Stack(directory, cloud, good, good2, bad, resource_ids(directory))
+
+
+class Sampler:
+    """Counts the healthy droplets behind the load balancer, over and over, in a thread."""
+
+    def __init__(self, cloud: LocalCloud) -> None:
+        self.cloud = cloud
+        self.counts: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.check = health.HealthCheck(response_timeout=1.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            (lb,) = api(self.cloud, "GET", "/v2/load_balancers")["load_balancers"]
+            droplets = api(self.cloud, "GET", "/v2/droplets?tag_name=wp_node&per_page=200")
+            ips = {
+                d["id"]: next(n["ip_address"] for n in d["networks"]["v4"] if n["type"] == "public")
+                for d in droplets["droplets"]
+            }
+            behind = [ips[i] for i in lb["droplet_ids"] if i in ips]
+            self.counts.append(health.count_healthy(behind, self.check, {80: WEB_PORT}))
+            self._stop.wait(0.03)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def all_healthy(stack: Stack) -> bool:
+    droplets = api(stack.cloud, "GET", "/v2/droplets?tag_name=wp_node&per_page=200")["droplets"]
+    ips = [
+        next(n["ip_address"] for n in d["networks"]["v4"] if n["type"] == "public")
+        for d in droplets
+    ]
+    check = health.HealthCheck(response_timeout=1.0)
+    return len(ips) == 3 and health.count_healthy(ips, check, {80: WEB_PORT}) == 3
+
+
+def others(ids: dict[str, int]) -> dict[str, int]:
+    """Everything but the web droplets (and the LB's droplet list, which is not an id)."""
+    return {a: i for a, i in ids.items() if not a.startswith("digitalocean_droplet.wp_node")}
+
+
+@pytest.mark.slow
+def test_rolling_rollout_replaces_only_the_web_droplets(stack: Stack) -> None:
+    with Sampler(stack.cloud) as sampler:
+        result = stack.rollout("--image", stack.good2, "--batch-size", "1", "--yes", *FAST)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        f"done: 3 droplets now run image {stack.good2}, all healthy"
+    )
+    assert re.search(r"\[ *\d+\.\ds\] batch 3/3: healthy", result.stderr)
+    assert set(stack.web_images().values()) == {stack.good2}
+    assert all_healthy(stack)
+    after = stack.ids()
+    assert others(after) == others(stack.before)  # db droplets, LB, floating IP, tags kept
+    assert not {after[a] for a in WEB} & {stack.before[a] for a in WEB}
+    assert get_tfvar(stack.tfvars, "image_slug") == stack.good2
+    assert stack.tfvars.read_text().startswith("# the web image\n")
+    assert sampler.counts and min(sampler.counts) >= 2  # floor: 3 - max-unavailable 1
+    progress = json.loads((stack.dir / ".scaler-rollout.json").read_text())
+    assert (progress["status"], progress["done"]) == ("done", WEB)
+    assert [b for b in progress["batches"]] == [[a] for a in WEB]
+
+
+@pytest.mark.slow
+def test_unhealthy_image_stops_at_the_canary_and_rolls_back(stack: Stack) -> None:
+    with Sampler(stack.cloud) as sampler:
+        result = stack.rollout("--image", stack.bad, "--canary", "--yes", "--json", *FAST)
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "rolled-back"
+    assert summary["message"] == (
+        f"batch 1/3: {WEB[0]} failed its health check; rolled back 1 droplets to image "
+        f"{stack.good} (healthy)"
+    )
+    assert [b["addresses"] for b in summary["batches"]] == [[WEB[0]]]
+    assert [b["healthy"] for b in summary["batches"]] == [False]
+    assert summary["floor"] == 2 and summary["min_healthy"] >= 2
+    assert result.stderr.endswith(f"Error: rollout rolled-back: {summary['message']}\n")
+    assert set(stack.web_images().values()) == {stack.good}
+    assert all_healthy(stack)
+    after = stack.ids()
+    assert others(after) == others(stack.before)
+    assert [after[a] for a in WEB[1:]] == [stack.before[a] for a in WEB[1:]]  # never touched
+    assert get_tfvar(stack.tfvars, "image_slug") == stack.good
+    assert min(sampler.counts) >= 2
+
+
+@pytest.mark.slow
+def test_strategy_all_replaces_everything_at_once_and_verifies(stack: Stack) -> None:
+    result = stack.rollout("--image", stack.good2, "--strategy", "all", "--yes", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "batch 1: digitalocean_droplet.wp_node[0], digitalocean_droplet.wp_node[1]" in (
+        result.stdout
+    )
+    assert set(stack.web_images().values()) == {stack.good2}
+    assert all_healthy(stack)
+    assert others(stack.ids()) == others(stack.before)
+
+
+def test_guard_refuses_a_plan_that_replaces_the_load_balancer(stack: Stack) -> None:
+    main_tf = stack.dir / "main.tf"
+    text = main_tf.read_text()
+    old = "  droplet_ids = digitalocean_droplet.wp_node[*].id\n"
+    main_tf.write_text(
+        text.replace(
+            old,
+            old
+            + "\n  lifecycle {\n    replace_triggered_by = [digitalocean_droplet.wp_node]\n  }\n",
+        )
+    )
+    before = stack.tfvars.read_bytes()
+    result = stack.rollout("--image", stack.good2, "--yes", *FAST)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: refusing to roll out: the plan would replace digitalocean_loadbalancer.wp_lb; "
+        "a rollout may only replace digitalocean_droplet.wp_node (and update a load balancer in "
+        f"place); nothing was applied and image_slug in {stack.tfvars} is back to '{stack.good}'"
+    )
+    assert stack.tfvars.read_bytes() == before
+    assert stack.ids() == stack.before
+    assert not (stack.dir / ".scaler-rollout.json").exists()
+
+
+def test_guard_on_real_plans(stack: Stack) -> None:
+    with local_provider(stack.cloud.env()) as env:
+        tf = Terraform(stack.dir, env=env)
+        image_plan = tf.plan(stack.dir / "a.tfplan", vars={"image_slug": stack.good2})
+        changes = check_plan(tf.show_plan_json(image_plan.file), ["digitalocean_droplet.wp_node"])
+        assert {(c.address, c.kind) for c in changes} == {
+            *((a, "replace") for a in WEB),
+            (LB, "update"),
+        }
+        db_plan = tf.plan(stack.dir / "b.tfplan", vars={"db_image": "ubuntu-22-04-x64"})
+        with pytest.raises(PlanRefused) as err:
+            check_plan(tf.show_plan_json(db_plan.file), ["digitalocean_droplet.wp_node"])
+        pins = {"wp_node_images": {"0": stack.good, "2": stack.good}}
+        batch = tf.plan(stack.dir / "c.tfplan", vars={"image_slug": stack.good2, **pins})
+        batch_changes = check_plan(
+            tf.show_plan_json(batch.file), ["digitalocean_droplet.wp_node"], expect=[WEB[1]]
+        )
+    dbs = ", ".join(f"replace module.galera.digitalocean_droplet.db_node[{i}]" for i in range(3))
+    assert str(err.value) == (
+        f"the plan would {dbs}, update module.galera.digitalocean_floating_ip.ha_db_fip; "
+        "a rollout may only replace digitalocean_droplet.wp_node "
+        "(and update a load balancer in place)"
+    )
+    assert {(c.address, c.kind) for c in batch_changes} == {(WEB[1], "replace"), (LB, "update")}
+
+
+def test_nothing_to_do_changes_nothing(stack: Stack) -> None:
+    before = stack.tfvars.read_bytes()
+    result = stack.rollout("--image", stack.good, *FAST)
+    assert result.exit_code == 0
+    assert result.stdout == f"nothing to do: every target already runs image {stack.good}\n"
+    assert stack.tfvars.read_bytes() == before
+    assert stack.ids() == stack.before
+
+
+def test_dry_run_shows_each_batch_and_changes_nothing(stack: Stack) -> None:
+    before = stack.tfvars.read_bytes()
+    result = stack.rollout("--image", stack.good2, "--canary", "--batch-size", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"Rollout of image {stack.good2} (from {stack.good}), strategy rolling:"
+    assert f"  batch 1: {WEB[0]}" in lines
+    assert f"  batch 2: {WEB[1]}, {WEB[2]}" in lines
+    assert f"  plan up to {WEB[0]}: replace {WEB[0]}, update {LB}" in lines
+    assert lines[-1] == "dry run: nothing was changed"
+    assert stack.tfvars.read_bytes() == before
+    assert stack.ids() == stack.before
+
+
+def test_refuses_without_a_terminal_or_yes(stack: Stack) -> None:
+    before = stack.tfvars.read_bytes()
+    result = stack.rollout("--image", stack.good2, *FAST)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: refusing to roll out without confirmation: stdin is not a terminal; pass --yes"
+    )
+    assert stack.tfvars.read_bytes() == before
+    assert stack.ids() == stack.before
+
+
+@pytest.mark.slow
+def test_interrupted_rollout_resumes(stack: Stack) -> None:
+    progress = stack.dir / ".scaler-rollout.json"
+    cmd = [str(Path(sys.executable).parent / "scaler"), "rollout", "-C", str(stack.dir)]
+    cmd += ["--image", stack.good2, "--batch-size", "1", "--yes", "--health-interval", "0.3"]
+    cmd += ["--health-grace", "0"]
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **stack.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def first_batch_done() -> bool:
+            if not progress.exists():
+                return False
+            return len(json.loads(progress.read_text())["done"]) >= 1
+
+        wait_for("the first batch", first_batch_done, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    recorded = json.loads(progress.read_text())
+    assert recorded["status"] == "interrupted"
+    done = recorded["done"]
+    assert 1 <= len(done) < 3
+    assert out.startswith(f"interrupted: interrupted after {len(done)} of 3 droplets; ")
+    assert get_tfvar(stack.tfvars, "image_slug") == stack.good2
+
+    again = stack.rollout("--image", stack.good2, "--yes", *FAST)
+    assert again.exit_code == 1
+    assert "pass --resume to continue it" in again.stderr
+
+    resumed = stack.rollout("--resume", "--yes", *FAST)
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stdout.splitlines()[0] == (
+        f"done: {3 - len(done)} droplets now run image {stack.good2}, all healthy"
+    )
+    assert set(stack.web_images().values()) == {stack.good2}
+    assert all_healthy(stack)
+    assert others(stack.ids()) == others(stack.before)
+    assert json.loads(progress.read_text())["status"] == "done"
+
+
+def test_second_rollout_is_refused_while_one_holds_the_lock(stack: Stack) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from scaler.lock import hold\n"
+            "with hold(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)\n",
+            str(stack.dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        result = stack.rollout("--image", stack.good2, "--yes", *FAST)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 1
+    last = result.stderr.splitlines()[-1]
+    assert re.fullmatch(
+        rf"Error: another scaler operation holds {re.escape(str(stack.dir))}/"
+        rf"\.scaler-rollout\.lock: pid {holder.pid} on \S+, since \d{{4}}-\d\d-\d\d "
+        r"\d\d:\d\d:\d\d UTC \(rollout\); wait for it to finish, or stop that process "
+        r"\(a dead holder's lock is taken over automatically\)",
+        last,
+    ), last
+    assert stack.ids() == stack.before
+
+
+@pytest.mark.slow
+def test_failed_apply_rolls_back(stack: Stack) -> None:
+    stack.cloud.faults.error_action(action_type="create")
+    result = stack.rollout("--image", stack.good2, "--batch-size", "1", "--yes", *FAST)
+    assert result.exit_code == 1
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(
+        "rolled-back: batch 1: terraform apply failed (exit 1): Error: action "
+    ), first
+    assert first.endswith(f"rolled back 1 droplets to image {stack.good} (healthy)"), first
+    assert set(stack.web_images().values()) == {stack.good}
+    assert all_healthy(stack)
+    assert others(stack.ids()) == others(stack.before)
+    assert get_tfvar(stack.tfvars, "image_slug") == stack.good
+
+
+def test_no_rollback_leaves_the_failed_batch(stack: Stack) -> None:
+    result = stack.rollout("--image", stack.bad, "--canary", "--no-rollback", "--yes", *FAST)
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == (
+        f"failed: batch 1/3: {WEB[0]} failed its health check; left as it is (--no-rollback): "
+        f"image_slug stays {stack.bad}, run scaler rollout --resume to retry"
+    )
+    images = stack.web_images()
+    assert sorted(images.values()) == sorted([stack.bad, stack.good, stack.good])
+    assert get_tfvar(stack.tfvars, "image_slug") == stack.bad
+    assert json.loads((stack.dir / ".scaler-rollout.json").read_text())["status"] == "failed"
+
+
+def test_deadline_passed_puts_the_old_image_back(stack: Stack) -> None:
+    result = stack.rollout("--image", stack.good2, "--deadline", "1ms", "--yes", *FAST)
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == (
+        "rolled-back: the deadline passed before batch 1; rolled back 0 droplets to image "
+        f"{stack.good} (healthy)"
+    )
+    assert get_tfvar(stack.tfvars, "image_slug") == stack.good
+    assert stack.ids() == stack.before
+
+
+def test_image_from_a_packer_manifest(stack: Stack, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    build = {"name": "digitalocean", "builder_type": "digitalocean", "build_time": 1}
+    build |= {"files": [], "artifact_id": f"nyc3:{stack.good2}", "packer_run_uuid": "r1"}
+    manifest.write_text(json.dumps({"builds": [build], "last_run_uuid": "r1"}))
+    result = stack.rollout("--from-manifest", str(manifest), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        f"Rollout of image {stack.good2} (from {stack.good}), strategy rolling:"
+    )
+    both = stack.rollout("--from-manifest", str(manifest), "--image", stack.good2)
+    assert both.exit_code == 2
+    assert both.stderr.splitlines()[-1] == "Error: give --image or --from-manifest, not both"
