@@ -1,0 +1,147 @@
+"""`scaler bake` against `packer build` (Debian packer 1.6.6) on the same local cloud.
+
+Both build from debian-12-x64, run packer-build.yml (role ansible-welp, WordPress from Debian's
+/usr/share/wordpress) with the Terraform-state inventory, snapshot, copy to one extra region
+and clean up. scaler drives Ansible over SSH to the droplet's sshd. Packer 1.6.6's ansible
+provisioner is not used: it cannot hand Ansible the Terraform inventory (no inventory_directory
+since 1.3.3), so Packer runs the same ansible-playbook through its shell provisioner inside the
+droplet's SSH session (local connection there); the `scaler (local)` row runs Ansible the same
+way (local connection confined to the droplet), `scaler (ssh)` goes through SSH per task.
+Delays are the local cloud's defaults (boot 2 s, actions 1 s, snapshot 2 s, transfer 1 s).
+Prints wall time and API requests per tool.
+
+    .venv/bin/python bench/bake.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from scaler.inventory import build_inventory, list_json
+from scaler.local.api import LocalCloud
+from scaler.provision import to_static_inventory
+from scaler.state import read_state
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / "examples" / "terraform.tfstate"
+TEMPLATE = ROOT.parent / "shared" / "data" / "packer" / "wp-node.json"
+WORDPRESS = "/usr/share/wordpress"
+NETWORK = 90
+
+
+def run_scaler(cloud: LocalCloud, work: Path, connection: str = "ssh") -> float:
+    env = {**os.environ, **cloud.env()}
+    args = [str(Path(sys.executable).parent / "scaler"), "bake", "--state", str(STATE)]
+    args += ["--connection", connection]
+    args += ["--local-state-dir", str(cloud.state_dir), "--snapshot-region", "ams3"]
+    args += ["--manifest", str(work / "manifest.json"), "--project", "bench"]
+    args += ["-e", "welp_db_password=bench", "-e", f"welp_wordpress_src_dir={WORDPRESS}"]
+    started = time.monotonic()
+    subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def run_packer(cloud: LocalCloud, work: Path) -> float:
+    inventory = to_static_inventory(list_json(build_inventory(read_state(STATE))))
+    inventory["all"]["hosts"]["packerbox"] = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+    }
+    inventory["all"].setdefault("children", {}).setdefault("wp_node", {"hosts": {}})
+    inventory["all"]["children"]["wp_node"].setdefault("hosts", {})["packerbox"] = {}
+    (work / "inventory.json").write_text(json.dumps(inventory))
+    extra = {
+        "welp_become": False,
+        "welp_install_packages": False,
+        "welp_manage_services": False,
+        "welp_db_password": "bench",
+        "welp_wordpress_src_dir": WORDPRESS,
+    }
+    (work / "vars.json").write_text(json.dumps(extra))
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    template = json.loads(TEMPLATE.read_text())
+    (builder,) = template["builders"]
+    builder.update(
+        api_url=cloud.url,
+        api_token="bench-token",
+        image="debian-12-x64",
+        region="nyc3",
+        snapshot_name="packer-bench-{{timestamp}}",
+        snapshot_regions=["ams3"],
+        user_data_file=str(ROOT / "config" / "cloud-config.yaml"),
+    )
+    template["variables"] = {}
+    template["provisioners"] = [
+        {
+            "type": "shell",
+            "environment_vars": [f"ANSIBLE_ROLES_PATH={ROOT / 'roles'}", "ANSIBLE_NOCOLOR=1"],
+            "inline": [
+                f"{playbook} -i {work / 'inventory.json'} --limit packerbox"
+                f" -e @{work / 'vars.json'} -e welp_root=$SCALER_DROPLET_ROOT"
+                f" {ROOT / 'packer-build.yml'}"
+            ],
+        }
+    ]
+    template["post-processors"] = [{"type": "manifest", "output": str(work / "packer.json")}]
+    (work / "wp-node.json").write_text(json.dumps(template))
+    env = {
+        **os.environ,
+        "HOME": str(work),
+        "PACKER_CONFIG_DIR": str(work),
+        "PACKER_CACHE_DIR": str(work / "cache"),
+        "CHECKPOINT_DISABLE": "1",
+    }
+    started = time.monotonic()
+    subprocess.run(
+        ["packer", "build", "wp-node.json"],
+        cwd=work,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    if shutil.which("packer") is None:
+        sys.exit("packer is not installed (Debian package packer)")
+    with tempfile.TemporaryDirectory(prefix="bench-bake-") as tmp:
+        base = Path(tmp)
+        with LocalCloud(base / "cloud", network=NETWORK) as cloud:
+            runners: dict[str, Callable[[LocalCloud, Path], float]] = {
+                "scaler (ssh)": run_scaler,
+                "scaler (local)": lambda c, w: run_scaler(c, w, "local"),
+                "packer build": run_packer,
+            }
+            results: dict[str, list[tuple[float, int]]] = {name: [] for name in runners}
+            for run in range(args.runs):
+                for i, (name, runner) in enumerate(runners.items()):
+                    work = base / f"{i}-{run}"
+                    work.mkdir()
+                    cloud.reset_log()
+                    took = runner(cloud, work)
+                    requests = sum(cloud.counters().values())
+                    results[name].append((took, requests))
+                    left = cloud.summary()
+                    assert left["droplets"] == 0 and left["ssh_keys"] == 0, left
+            print(f"{'tool':<16}{'wall s (best)':>14}{'API requests':>14}")
+            for name, rows in results.items():
+                best = min(t for t, _ in rows)
+                print(f"{name:<16}{best:>14.1f}{rows[0][1]:>14}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,586 @@
+"""Bake a WordPress snapshot: build droplet, Ansible, snapshot, cleanup on every path.
+
+Every resource goes on a cleanup stack the moment its id is known, and the stack is unwound
+(last in, first out) on success, on any failure, on Ctrl-C and on SIGTERM. A snapshot is kept
+only when the whole bake succeeded. A second Ctrl-C during cleanup stops it, and what is left is
+printed with the commands that remove it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import copy
+import grp
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from scaler import manifest as manifest_mod
+from scaler.cloud import (
+    ActionErrored,
+    Cloud,
+    CloudError,
+    DropletSpec,
+    NotFound,
+    WaitTimeout,
+)
+from scaler.config import BakeConfig, default_snapshot_name
+from scaler.errors import ScalerError
+from scaler.provision import (
+    LocalConnection,
+    SshConnection,
+    render_user_data,
+    run_playbook,
+    to_static_inventory,
+)
+
+Progress = Callable[[str], None]
+DropletRoot = Callable[[int], Path]
+
+
+class BakeFailed(ScalerError):
+    """A bake step failed; everything it created was removed (or is listed)."""
+
+
+class BakeInterrupted(BakeFailed):
+    """Ctrl-C or SIGTERM stopped the bake."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so the same cleanup runs."""
+
+
+@dataclass(frozen=True)
+class BakeResult:
+    """A finished bake."""
+
+    id: int
+    name: str
+    regions: tuple[str, ...]
+    build_time: int
+    duration: float
+    custom_data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def artifact_id(self) -> str:
+        """Packer's artifact_id ("<regions>:<id>")."""
+        return manifest_mod.artifact_id(self.regions, self.id)
+
+    def to_json(self) -> dict[str, Any]:
+        """What `scaler bake --json` prints."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "regions": list(self.regions),
+            "artifact_id": self.artifact_id,
+            "build_time": self.build_time,
+            "duration": round(self.duration, 3),
+            "custom_data": dict(self.custom_data),
+        }
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A resource the cleanup could not remove, with the command that removes it."""
+
+    kind: str
+    ident: str
+    command: str
+
+
+@dataclass
+class _Entry:
+    kind: str
+    ident: str
+    undo: Callable[[], None]
+    command: str
+
+
+class CleanupStack:
+    """Resources to remove, newest first; run() removes them and returns what is left."""
+
+    def __init__(self, on_progress: Progress) -> None:
+        self._entries: list[_Entry] = []
+        self._say = on_progress
+
+    def push(self, kind: str, ident: str, undo: Callable[[], None], command: str = "") -> None:
+        """Record a resource the moment its id is known."""
+        self._entries.append(_Entry(kind, ident, undo, command))
+
+    def discard(self, kind: str) -> None:
+        """Keep a resource after all (the finished snapshot)."""
+        self._entries = [e for e in self._entries if e.kind != kind]
+
+    def kinds(self) -> list[str]:
+        """The resources still on the stack, as 'kind ident'."""
+        return [f"{e.kind} {e.ident}" for e in self._entries]
+
+    def run(self) -> tuple[list[str], list[Leftover]]:
+        """Remove everything; a Ctrl-C here stops and leaves the rest listed."""
+        removed: list[str] = []
+        leftovers: list[Leftover] = []
+        while self._entries:
+            entry = self._entries[-1]
+            try:
+                self._say(f"removing {entry.kind} {entry.ident}")
+                entry.undo()
+                removed.append(f"{entry.kind} {entry.ident}")
+            except KeyboardInterrupt:
+                leftovers += [Leftover(e.kind, e.ident, e.command) for e in reversed(self._entries)]
+                self._entries.clear()
+                break
+            except Exception as err:  # one failed removal must not stop the others
+                self._say(f"could not remove {entry.kind} {entry.ident}: {_one_line(err)}")
+                leftovers.append(Leftover(entry.kind, entry.ident, entry.command))
+            self._entries.pop()
+        return removed, leftovers
+
+
+def provisioning_hash(playbook: Path, roles_path: Path, cloud_config: Path) -> str:
+    """sha256 over the playbook, every file of the roles it may import, and the user data."""
+    digest = hashlib.sha256()
+    files: list[tuple[str, Path]] = [("playbook", playbook), ("cloud-config", cloud_config)]
+    roles = Path(roles_path)
+    if roles.is_dir():
+        for path in sorted(roles.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".retry":
+                files.append((f"roles/{path.relative_to(roles).as_posix()}", path))
+    for name, path in files:
+        data = Path(path).read_bytes() if Path(path).is_file() else b""
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def ed25519_key_pair(folder: Path) -> tuple[Path, str]:
+    """A fresh ed25519 key pair: the private key in a 0600 file in folder, the public line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    path = folder / "id_ed25519"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private)
+    return path, public.decode() + " scaler-bake"
+
+
+def wait_for_ssh(host: str, port: int, timeout: float, poll: float = 0.5) -> None:
+    """Until a TCP connect to host:port reads an SSH banner; WaitTimeout after timeout."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(5.0, timeout)) as sock:
+                sock.settimeout(min(5.0, timeout))
+                banner = sock.recv(256)
+                if banner.startswith(b"SSH-"):
+                    return
+                last = f"no SSH banner ({banner[:20]!r})"
+        except OSError as err:
+            last = err.strerror or type(err).__name__
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(
+                f"timed out after {timeout:g}s waiting for SSH on {host}:{port} ({last})"
+            )
+        time.sleep(min(poll, max(deadline - time.monotonic(), 0.01)))
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """base, else base-2, base-3, ... (snapshot names are not unique on DigitalOcean)."""
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def bake_inventory(
+    inventory: Mapping[str, Any] | None, host_alias: str, groups: tuple[str, ...]
+) -> dict[str, Any]:
+    """The Terraform-state inventory plus the build host in `groups` (static form)."""
+    static = to_static_inventory(inventory or {"all": {"hosts": {}}})
+    root = static.setdefault("all", {})
+    root.setdefault("hosts", {})
+    root["hosts"] = dict(root.get("hosts") or {})
+    root["hosts"][host_alias] = {}
+    children = root.setdefault("children", {})
+    for group in groups:
+        if group == "all":
+            continue
+        entry = children.get(group) or {}
+        children[group] = entry
+        entry["hosts"] = dict(entry.get("hosts") or {})
+        entry["hosts"][host_alias] = {}
+    return static
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises Terminated (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _curl(cloud: Cloud, path: str) -> str:
+    # $DIGITALOCEAN_TOKEN stays a variable: the command never holds the token itself
+    return (
+        f'curl -fsS -X DELETE -H "Authorization: Bearer $DIGITALOCEAN_TOKEN" {cloud.endpoint}{path}'
+    )
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text
+
+
+class _Bake:
+    """One bake's run; state lives here so the cleanup stack sees every id."""
+
+    def __init__(
+        self,
+        config: BakeConfig,
+        cloud: Cloud,
+        inventory: Mapping[str, Any] | None,
+        droplet_root: DropletRoot | None,
+        on_progress: Progress,
+    ) -> None:
+        self.config = config
+        self.cloud = cloud
+        self.inventory = inventory
+        self.droplet_root = droplet_root
+        self.say = on_progress
+        self.stack = CleanupStack(on_progress)
+        self.step = "starting"
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+
+    def run(self) -> BakeResult:
+        c = self.config
+        if c.connection == "local" and self.droplet_root is None:
+            raise BakeFailed(
+                "--connection local works only on the local cloud (the role is confined to the "
+                "droplet's root); use --connection ssh"
+            )
+        manifest_mod.read_manifest(c.manifest)  # a broken manifest fails before anything exists
+        prov_sha = provisioning_hash(c.playbook, c.roles_path, c.user_data_file)
+        run_id = uuid.uuid4().hex[:8]
+        cloud = self.cloud
+
+        self.step = "creating the temporary SSH key"
+        folder = Path(tempfile.mkdtemp(prefix="scaler-bake-"))
+        self.stack.push("temporary key file", str(folder), lambda: shutil.rmtree(folder), "")
+        private_key, public_key = ed25519_key_pair(folder)
+        key = cloud.create_key(f"scaler-bake-{run_id}", public_key)
+        self.stack.push(
+            "ssh key",
+            str(key.id),
+            lambda: cloud.delete_key(key.id),
+            _curl(cloud, f"account/keys/{key.id}"),
+        )
+        self.say(f"registered temporary SSH key {key.id}")
+
+        self.step = "creating the build droplet"
+        user = c.ssh_username if c.ssh_username != "root" else "ansible"
+        user_data = render_user_data(public_key, user=user, template=c.user_data_file)
+        spec = DropletSpec(
+            name=c.droplet_name or f"scaler-bake-{run_id}",
+            region=c.region,
+            size=c.size,
+            image=int(c.image) if c.image.isdigit() else c.image,
+            ssh_keys=(key.id,),
+            private_networking=c.private_networking,
+            monitoring=c.monitoring,
+            vpc_uuid=c.vpc_uuid,
+            tags=c.tags,
+            user_data=user_data,
+        )
+        droplet = cloud.create_droplet(spec)
+        droplet_id = droplet.id
+        self.stack.push(
+            "droplet",
+            str(droplet_id),
+            lambda: cloud.delete_droplet(droplet_id),
+            _curl(cloud, f"droplets/{droplet_id}"),
+        )
+        self.say(f"created build droplet {droplet_id} ({c.image}, {c.region}, {c.size})")
+
+        self.step = f"waiting for droplet {droplet_id} to become active"
+        self.say(self.step)
+        droplet = cloud.wait_for_droplet_active(droplet_id, c.timeouts.active)
+        address = droplet.public_ip or droplet.private_ip
+        if address is None:
+            raise BakeFailed(f"droplet {droplet_id} is active but has no IPv4 address")
+        self.say(f"droplet {droplet_id} is active at {address}")
+
+        extravars: dict[str, Any] = dict(c.extra_vars)
+        if self.droplet_root is not None:
+            # the local cloud: droplets share this host, so the role is confined to the root
+            extravars = {
+                "welp_root": str(self.droplet_root(droplet_id)),
+                "welp_become": False,
+                "welp_install_packages": False,
+                "welp_manage_services": False,
+                "welp_owner": pwd.getpwuid(os.getuid()).pw_name,
+                "welp_group": grp.getgrgid(os.getgid()).gr_name,
+                **extravars,
+            }
+        connection: LocalConnection | SshConnection
+        if c.connection == "ssh":
+            self.step = f"waiting for SSH on {address}:{c.ssh_port}"
+            self.say(self.step)
+            wait_for_ssh(address, c.ssh_port, c.timeouts.ssh)
+            connection = SshConnection(
+                host=address, user=c.ssh_username, private_key_file=private_key, port=c.ssh_port
+            )
+        else:
+            connection = LocalConnection()
+
+        self.step = f"provisioning droplet {droplet_id} with {c.playbook.name}"
+        self.say(self.step)
+        result = run_playbook(
+            bake_inventory(self.inventory, c.host_alias, c.groups),
+            playbook=c.playbook,
+            host=c.host_alias,
+            connection=connection,
+            extravars=extravars,
+            roles_path=c.roles_path,
+            on_progress=lambda line: self.say(f"ansible {line}"),
+            timeout=int(c.timeouts.provision),
+        )
+        self.say(f"provisioned in {result.duration:.1f}s ({result.changed} changed)")
+
+        self.step = f"shutting down droplet {droplet_id}"
+        self.say(self.step)
+        self._shut_down(droplet_id)
+
+        self.step = "taking the snapshot"
+        base = c.snapshot_name or default_snapshot_name(c.project, self.started_wall)
+        name = unique_name(base, {i.name for i in cloud.snapshot_images()})
+        action = cloud.droplet_action(droplet_id, "snapshot", name=name)
+        # the image id is unknown until the action ends: undo finds it by name then
+        self.stack.push(
+            "snapshot",
+            f"{name!r} (of droplet {droplet_id})",
+            lambda: self._remove_pending_snapshot(droplet_id, name, action.id),
+            f'curl -fsS -H "Authorization: Bearer $DIGITALOCEAN_TOKEN" '
+            f"{cloud.endpoint}droplets/{droplet_id}/snapshots  # then DELETE images/<id>",
+        )
+        self.step = f"waiting for snapshot {name}"
+        self.say(f"{self.step} (action {action.id})")
+        cloud.wait_for_action(action.id, c.timeouts.snapshot, f"snapshot {name}")
+        image = self._find_snapshot(droplet_id, name)
+        self.stack.discard("snapshot")
+        self.stack.push(
+            "snapshot",
+            str(image.id),
+            lambda: cloud.delete_image(image.id),
+            _curl(cloud, f"images/{image.id}"),
+        )
+        self.say(f"snapshot {image.id} ({name}) is ready in {droplet.region or c.region}")
+
+        regions = [
+            r for r in dict.fromkeys(c.snapshot_regions) if r != (droplet.region or c.region)
+        ]
+        if regions:
+            self.step = f"transferring snapshot {image.id} to {', '.join(regions)}"
+            self.say(self.step)
+            self._transfer(image.id, regions)
+        all_regions = (*regions, droplet.region or c.region)
+
+        custom: dict[str, Any] = {
+            "snapshot_name": name,
+            "base_image": c.image,
+            "region": c.region,
+            "size": c.size,
+            "provisioning_sha256": prov_sha,
+        }
+        build_time = int(time.time())
+        self.step = f"writing {c.manifest}"
+        manifest_mod.append_build(
+            c.manifest,
+            regions=all_regions,
+            image_id=image.id,
+            build_time=build_time,
+            custom_data=custom,
+        )
+        self.stack.discard("snapshot")
+        return BakeResult(
+            id=image.id,
+            name=name,
+            regions=all_regions,
+            build_time=build_time,
+            duration=time.monotonic() - self.started,
+            custom_data=custom,
+        )
+
+    def _shut_down(self, droplet_id: int) -> None:
+        c, cloud = self.config, self.cloud
+        try:
+            action = cloud.droplet_action(droplet_id, "shutdown")
+            cloud.wait_for_action(action.id, c.timeouts.shutdown, f"shutdown of {droplet_id}")
+            return
+        except (WaitTimeout, ActionErrored) as err:
+            self.say(f"graceful shutdown did not finish ({_one_line(err)}); powering off")
+        action = cloud.droplet_action(droplet_id, "power_off")
+        cloud.wait_for_action(action.id, c.timeouts.shutdown, f"power-off of {droplet_id}")
+
+    def _find_snapshot(self, droplet_id: int, name: str) -> Any:
+        found = [i for i in self.cloud.droplet_snapshots(droplet_id) if i.name == name]
+        if not found:
+            raise BakeFailed(
+                f"snapshot {name} finished but droplet {droplet_id} lists no such snapshot"
+            )
+        return found[-1]
+
+    def _remove_pending_snapshot(self, droplet_id: int, name: str, action_id: int) -> None:
+        cloud = self.cloud
+        # wait (bounded) for a running snapshot action, so its image does not appear after us
+        with contextlib.suppress(CloudError):
+            cloud.wait_for_action(action_id, min(self.config.timeouts.snapshot, 120.0), "snapshot")
+        try:
+            images = cloud.droplet_snapshots(droplet_id)
+        except NotFound:
+            return
+        for image in images:
+            if image.name == name:
+                cloud.delete_image(image.id)
+
+    def _transfer(self, image_id: int, regions: list[str]) -> None:
+        cloud, timeout = self.cloud, self.config.timeouts.transfer
+
+        def one(region: str) -> None:
+            action = cloud.transfer_image(image_id, region)
+            cloud.wait_for_action(action.id, timeout, f"transfer of {image_id} to {region}")
+            self.say(f"snapshot {image_id} is in {region}")
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(regions), 8)) as pool:
+            futures = [pool.submit(one, r) for r in regions]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                cloud.cancel()
+                raise
+
+
+def bake_image(
+    config: BakeConfig,
+    cloud: Cloud,
+    *,
+    inventory: Mapping[str, Any] | None = None,
+    droplet_root: DropletRoot | None = None,
+    on_progress: Progress | None = None,
+) -> BakeResult:
+    """Bake a snapshot as `config` says; every resource made is removed unless it succeeds."""
+    say = on_progress or (lambda _message: None)
+    bake = _Bake(
+        config, cloud, copy.deepcopy(dict(inventory)) if inventory else None, droplet_root, say
+    )
+    with sigterm_as_interrupt():
+        try:
+            return _finish(bake, bake.run())
+        except KeyboardInterrupt as err:
+            signame = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
+            removed, leftovers = _unwind(bake)
+            raise BakeInterrupted(
+                f"bake interrupted ({signame}) while {bake.step}; " + _summary(removed, leftovers)
+            ) from None
+        except ScalerError as err:
+            removed, leftovers = _unwind(bake)
+            raise BakeFailed(
+                f"bake failed while {bake.step}: {_one_line(err)}; " + _summary(removed, leftovers)
+            ) from err
+        except BaseException:
+            _unwind(bake)
+            raise
+
+
+def _finish(bake: _Bake, result: BakeResult) -> BakeResult:
+    removed, leftovers = _unwind(bake)
+    if leftovers:
+        raise BakeFailed(
+            f"snapshot {result.id} ({result.name}) is baked and in the manifest, but "
+            + _summary(removed, leftovers)
+        )
+    return result
+
+
+def _unwind(bake: _Bake) -> tuple[list[str], list[Leftover]]:
+    bake.cloud.reset_cancel()
+    removed, leftovers = bake.stack.run()
+    if leftovers:
+        bake.say("NOT removed (remove them yourself):")
+        for left in leftovers:
+            bake.say(f"  {left.kind} {left.ident}" + (f": {left.command}" if left.command else ""))
+    return removed, leftovers
+
+
+def _summary(removed: list[str], leftovers: list[Leftover]) -> str:
+    shown = [r for r in removed if not r.startswith("temporary key file")]
+    parts = [f"removed {', '.join(shown)}" if shown else "nothing to remove"]
+    left = [f"{lo.kind} {lo.ident}" for lo in leftovers if lo.kind != "temporary key file"]
+    if left:
+        parts = [f"LEFT BEHIND {', '.join(left)} (commands above)", *parts]
+    return "; ".join(parts)
+
+
+def local_droplet_roots(endpoint: str, state_dir: Path | None = None) -> DropletRoot | None:
+    """Droplet roots when endpoint is a local cloud on loopback, else None (a real cloud)."""
+    parts = urllib.parse.urlsplit(endpoint)
+    host = parts.hostname or ""
+    if not (host == "localhost" or host.startswith("127.")):
+        return None
+    try:
+        with urllib.request.urlopen(
+            f"{parts.scheme}://{parts.netloc}/_local/health", timeout=5
+        ) as resp:
+            health = json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(health, dict) or not health.get("ok"):
+        return None
+    reported = health.get("state_dir")
+    base = Path(reported) if reported else (state_dir or Path(".scaler/local"))
+    droplets = base.resolve() / "machines" / "droplets"
+    if not droplets.is_dir():
+        raise BakeFailed(
+            f"the local cloud at {parts.netloc} keeps no droplets under {droplets}; pass its "
+            "state dir with --local-state-dir"
+        )
+    return lambda droplet_id: droplets / str(droplet_id) / "root"

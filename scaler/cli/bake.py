@@ -1,0 +1,202 @@
+"""`scaler bake`: build a WordPress snapshot and record it in manifest.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scaler.bake import bake_image, local_droplet_roots
+from scaler.cloud import Cloud, NoToken, Pacing, endpoint_from, token_from_env
+from scaler.config import (
+    BakeConfig,
+    apply,
+    find_config_file,
+    load_config_file,
+    load_packer_template,
+    parse_assignments,
+)
+from scaler.inventory import build_inventory, list_json
+from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file with a [bake] table (default: ./scaler.toml when present).",
+)
+@click.option(
+    "--packer-template",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A Packer JSON template (the tutorial's wp-node.json), read as it is.",
+)
+@click.option(
+    "--var-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Packer variables (the tutorial's variables.json).",
+)
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="A Packer variable.")
+@click.option("--project", help="Snapshot name prefix: <project>_<YY-MM-DD-HH-MM-SS>.")
+@click.option("--image", help="Base image slug or id.")
+@click.option("--region", help="Region of the build droplet.")
+@click.option("--size", help="Size of the build droplet.")
+@click.option("--snapshot-name", help="Exact snapshot name (a -2, -3 suffix avoids clashes).")
+@click.option(
+    "--snapshot-region", "snapshot_regions", multiple=True, help="Extra region to copy it to."
+)
+@click.option("--tag", "tags", multiple=True, help="Tag for the build droplet (repeatable).")
+@click.option("--ssh-username", help="User Ansible logs in as (default root).")
+@click.option("--ssh-port", type=int, help="SSH port of the build droplet (default 22).")
+@click.option(
+    "--connection",
+    type=click.Choice(["ssh", "local"]),
+    help="ssh (default) or local: run the role on this host confined to the local cloud "
+    "droplet's root.",
+)
+@click.option("--playbook", type=click.Path(path_type=Path), help="Default: packer-build.yml.")
+@click.option("--user-data-file", type=click.Path(path_type=Path), help="cloud-config to send.")
+@click.option(
+    "-e",
+    "--extra-var",
+    "extra_vars",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Ansible extra variable (e.g. welp_db_password=...).",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Packer manifest to append to (default ./manifest.json).",
+)
+@click.option(
+    "--state", metavar="PATH", help="Terraform state for the inventory (as `scaler inventory`)."
+)
+@click.option(
+    "--terraform-dir",
+    metavar="DIR",
+    envvar="SCALER_TERRAFORM_DIR",
+    default=DEFAULT_TERRAFORM_DIR,
+    show_default=True,
+    help="Where to run `terraform state pull` when no state file is found.",
+)
+@click.option("--api-url", help="DigitalOcean API URL (default $DIGITALOCEAN_API_URL or DO's).")
+@click.option(
+    "--local-state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="SCALER_LOCAL_STATE_DIR",
+    help="The local cloud's state dir, when its server does not report it (default .scaler/local).",
+)
+@click.option("--timeout", "active_timeout", type=float, help="Seconds to wait for active.")
+@click.option("--poll-interval", type=float, help="First poll interval in seconds (default 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the id.")
+def bake(
+    config_file: Path | None,
+    packer_template: Path | None,
+    var_file: Path | None,
+    variables: tuple[str, ...],
+    project: str | None,
+    image: str | None,
+    region: str | None,
+    size: str | None,
+    snapshot_name: str | None,
+    snapshot_regions: tuple[str, ...],
+    tags: tuple[str, ...],
+    ssh_username: str | None,
+    ssh_port: int | None,
+    connection: str | None,
+    playbook: Path | None,
+    user_data_file: Path | None,
+    extra_vars: tuple[str, ...],
+    manifest: Path | None,
+    state: str | None,
+    terraform_dir: str,
+    api_url: str | None,
+    local_state_dir: Path | None,
+    active_timeout: float | None,
+    poll_interval: float | None,
+    as_json: bool,
+) -> None:
+    """Bake a WordPress snapshot and print its id.
+
+    Creates a build droplet with a temporary SSH key, runs packer-build.yml
+    (role ansible-welp) on it as host `packerbox` with the Terraform-state
+    inventory, shuts it down, snapshots it, copies the snapshot to extra
+    regions, and removes the droplet and key whatever happens (Ctrl-C too).
+    The token comes from $DIGITALOCEAN_TOKEN / $DIGITALOCEAN_ACCESS_TOKEN or
+    the var file's do_api_token.
+
+    \b
+    Examples:
+      scaler bake -e welp_db_password=...              # uses ./scaler.toml if present
+      scaler bake --packer-template wp-node.json --var-file variables.json
+      scaler bake --json --snapshot-region ams3
+    """
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        click.echo(f"[{time.monotonic() - started:6.1f}s] {message}", err=True)
+
+    config = BakeConfig()
+    path = find_config_file(config_file)
+    if path is not None:
+        config = load_config_file(path, config)
+    token: str | None = None
+    if packer_template is not None:
+        loaded = load_packer_template(
+            packer_template,
+            config,
+            var_file=var_file,
+            variables=parse_assignments(variables, "--var"),
+        )
+        config, token = loaded.config, loaded.token
+    overrides: dict[str, Any] = {
+        "project": project,
+        "image": image,
+        "region": region,
+        "size": size,
+        "snapshot_name": snapshot_name,
+        "snapshot_regions": list(snapshot_regions) or None,
+        "tags": list(tags) or None,
+        "ssh_username": ssh_username,
+        "ssh_port": ssh_port,
+        "connection": connection,
+        "playbook": playbook,
+        "user_data_file": user_data_file,
+        "manifest": manifest,
+        "state": state,
+        "api_url": api_url,
+        "extra_vars": parse_assignments(extra_vars, "--extra-var") or None,
+        "timeouts": {"active": active_timeout} if active_timeout is not None else None,
+    }
+    if poll_interval is not None:
+        overrides.update(poll_min=poll_interval, poll_max=max(poll_interval * 4, poll_interval))
+    config = apply(config, overrides)
+    token = token_from_env() or token
+    if not token:
+        raise NoToken()
+    endpoint = endpoint_from(config.api_url)
+    loaded_state, source = load_state(state=config.state, terraform_dir=terraform_dir)
+    inventory = build_inventory(loaded_state)
+    for warning in inventory.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    progress(f"inventory from {source.path}")
+    roots = local_droplet_roots(endpoint, local_state_dir)
+    pacing = Pacing(poll_min=config.poll_min, poll_max=config.poll_max)
+    cloud = Cloud(token, endpoint, pacing=pacing, on_progress=progress)
+    result = bake_image(
+        config,
+        cloud,
+        inventory=list_json(inventory),
+        droplet_root=roots,
+        on_progress=progress,
+    )
+    progress(f"done: snapshot {result.id} ({result.name}) in {', '.join(result.regions)}")
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        click.echo(str(result.id))

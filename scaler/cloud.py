@@ -1,0 +1,487 @@
+"""DigitalOcean API client: the one module that imports python-digitalocean.
+
+It retries what the API asks to be retried: 429 (sleeping `retry-after`, else until
+`ratelimit-reset`), 5xx and dropped connections (exponential backoff) and 422 "pending event"
+(an action still running on the droplet). Polls start short and back off to a cap, so a bake
+stays far under the 250 requests/minute budget. The token is never logged or put in messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import requests
+from digitalocean.baseapi import BaseAPI
+
+from scaler.errors import ScalerError
+
+JSON = dict[str, Any]
+Method = Literal["GET", "POST", "PUT", "DELETE"]
+Progress = Callable[[str], None]
+
+DEFAULT_ENDPOINT = "https://api.digitalocean.com/v2/"
+TOKEN_ENV = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
+_REQUEST_TIMEOUT = 30.0
+_MESSAGE_LIMIT = 200
+
+
+class CloudError(ScalerError):
+    """The DigitalOcean API refused or failed a request (after retries)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(CloudError):
+    """The resource does not exist (404)."""
+
+
+class ActionErrored(CloudError):
+    """A DigitalOcean action ended with status errored."""
+
+
+class WaitTimeout(CloudError):
+    """Something did not happen within its timeout."""
+
+
+class Cancelled(CloudError):
+    """A wait was cancelled (another step failed or the bake was interrupted)."""
+
+
+class NoToken(ScalerError):
+    def __init__(self) -> None:
+        super().__init__(
+            "no DigitalOcean API token; set DIGITALOCEAN_TOKEN (or DIGITALOCEAN_ACCESS_TOKEN) "
+            "or do_api_token in the var file"
+        )
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How the client waits: polls grow from poll_min by `growth` up to poll_max seconds."""
+
+    poll_min: float = 1.0
+    poll_max: float = 5.0
+    growth: float = 1.5
+    retries: int = 6
+    backoff: float = 1.0
+    backoff_max: float = 30.0
+    pending_event_retries: int = 30
+
+    @classmethod
+    def fast(cls, seconds: float = 0.05) -> Pacing:
+        """Short polls and backoffs (the local cloud in tests)."""
+        return cls(poll_min=seconds, poll_max=seconds * 4, backoff=seconds, backoff_max=1.0)
+
+
+@dataclass(frozen=True)
+class Droplet:
+    """A droplet as the API reports it."""
+
+    id: int
+    name: str
+    status: str
+    region: str
+    public_ip: str | None
+    private_ip: str | None
+    snapshot_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Key:
+    """An SSH key registered with the account."""
+
+    id: int
+    name: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Image:
+    """A private image (snapshot)."""
+
+    id: int
+    name: str
+    regions: tuple[str, ...]
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class Action:
+    """A DigitalOcean action (droplet or image)."""
+
+    id: int
+    type: str
+    status: str
+    resource_id: int | None = None
+
+
+@dataclass(frozen=True)
+class DropletSpec:
+    """What to create: the fields of POST /v2/droplets the bake uses."""
+
+    name: str
+    region: str
+    size: str
+    image: str | int
+    ssh_keys: tuple[int, ...] = ()
+    private_networking: bool = False
+    monitoring: bool = False
+    ipv6: bool = False
+    vpc_uuid: str | None = None
+    tags: tuple[str, ...] = ()
+    user_data: str | None = None
+
+    def body(self) -> JSON:
+        """The request body."""
+        body: JSON = {
+            "name": self.name,
+            "region": self.region,
+            "size": self.size,
+            "image": self.image,
+            "ssh_keys": list(self.ssh_keys),
+            "backups": False,
+            "ipv6": self.ipv6,
+            "private_networking": self.private_networking,
+            "monitoring": self.monitoring,
+            "tags": list(self.tags),
+        }
+        if self.vpc_uuid:
+            body["vpc_uuid"] = self.vpc_uuid
+        if self.user_data is not None:
+            body["user_data"] = self.user_data
+        return body
+
+
+def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The API token from DIGITALOCEAN_TOKEN or DIGITALOCEAN_ACCESS_TOKEN, if set."""
+    env = os.environ if environ is None else environ
+    for name in TOKEN_ENV:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def endpoint_from(api_url: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The /v2/ end point: api_url (Packer's), DIGITALOCEAN_END_POINT, DIGITALOCEAN_API_URL."""
+    env = os.environ if environ is None else environ
+    if api_url:
+        return _as_endpoint(api_url)
+    if env.get("DIGITALOCEAN_END_POINT"):
+        return _as_endpoint(env["DIGITALOCEAN_END_POINT"])
+    if env.get("DIGITALOCEAN_API_URL"):
+        return _as_endpoint(env["DIGITALOCEAN_API_URL"])
+    return DEFAULT_ENDPOINT
+
+
+def _as_endpoint(url: str) -> str:
+    url = url.strip().rstrip("/")
+    return url + "/" if url.endswith("/v2") else url + "/v2/"
+
+
+class _Transport(BaseAPI):  # type: ignore[misc]
+    """python-digitalocean's request layer, keeping the raw response (status and headers)."""
+
+    def get_timeout(self) -> float:
+        return _REQUEST_TIMEOUT
+
+    def send(self, method: Method, path: str, params: JSON | None) -> requests.Response:
+        # BaseAPI.get_data drops the status and headers a retry needs; its private
+        # request method keeps them and still builds the URL, auth and user agent.
+        response: requests.Response = self._BaseAPI__perform_request(path, method, params or {})
+        return response
+
+
+class Cloud:
+    """A small DigitalOcean client: the calls a bake makes, with retries and paced polling."""
+
+    def __init__(
+        self,
+        token: str,
+        endpoint: str | None = None,
+        *,
+        pacing: Pacing | None = None,
+        on_progress: Progress | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if not token:
+            raise NoToken()
+        self.endpoint = _as_endpoint(endpoint) if endpoint else endpoint_from()
+        self.pacing = pacing or Pacing()
+        self.on_progress = on_progress
+        self._cancelled = threading.Event()
+        self._sleep = sleep or self._wait
+        self._local = threading.local()
+        self._token = token
+        self.requests_made = 0
+
+    def _transport(self) -> _Transport:
+        # requests.Session is not thread-safe: one transport per thread (transfers run in parallel)
+        transport: _Transport | None = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = _Transport(token=self._token, end_point=self.endpoint)
+            self._local.transport = transport
+        return transport
+
+    def _wait(self, seconds: float) -> None:
+        if self._cancelled.wait(seconds):
+            raise Cancelled("cancelled")
+
+    def cancel(self) -> None:
+        """Make every wait in progress (other threads too) raise Cancelled."""
+        self._cancelled.set()
+
+    def reset_cancel(self) -> None:
+        """Allow waiting again (the cleanup after a cancel waits too)."""
+        self._cancelled.clear()
+
+    def _say(self, message: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(message)
+
+    # -- requests
+
+    def request(self, method: Method, path: str, body: JSON | None = None) -> JSON:
+        """One API call with retries; returns the JSON body ({} for 204)."""
+        p = self.pacing
+        attempt = pending = 0
+        what = f"{method} /v2/{path}"
+        while True:
+            try:
+                self.requests_made += 1
+                response = self._transport().send(method, path, body)
+            except requests.RequestException as err:
+                # a POST may have been applied before the connection broke: never repeat it
+                if method == "POST" or attempt >= p.retries:
+                    raise CloudError(
+                        f"{what} failed: {type(err).__name__}; check the API URL and network"
+                    ) from None
+                attempt += 1
+                self._sleep(min(p.backoff * 2 ** (attempt - 1), p.backoff_max))
+                continue
+            status = response.status_code
+            if status < 400:
+                if status == 204 or not response.content:
+                    return {}
+                try:
+                    data = response.json()
+                except ValueError:
+                    raise CloudError(f"{what}: the API answered {status} with no JSON") from None
+                return data if isinstance(data, dict) else {}
+            message = _error_message(response)
+            if status == 429 and attempt < p.retries:
+                attempt += 1
+                wait = _retry_after(response)
+                self._say(f"rate limited on {what}; retrying in {wait:.1f}s")
+                self._sleep(wait)
+                continue
+            if status >= 500 and attempt < p.retries:
+                attempt += 1
+                wait = min(p.backoff * 2 ** (attempt - 1), p.backoff_max)
+                self._say(f"{what} -> {status}; retrying in {wait:.1f}s")
+                self._sleep(wait)
+                continue
+            pending_event = status == 422 and "pending event" in message.lower()
+            if pending_event and pending < p.pending_event_retries:
+                pending += 1
+                self._sleep(min(p.poll_min * pending, p.poll_max))
+                continue
+            if status == 404:
+                raise NotFound(f"{what}: not found (404)", status)
+            if status == 401:
+                raise CloudError(
+                    f"{what}: the API token was refused (401); check DIGITALOCEAN_TOKEN", status
+                )
+            raise CloudError(f"{what} failed ({status}): {message}", status)
+
+    # -- keys
+
+    def create_key(self, name: str, public_key: str) -> Key:
+        """Register an SSH public key."""
+        data = self.request("POST", "account/keys", {"name": name, "public_key": public_key})
+        return _key(data["ssh_key"])
+
+    def delete_key(self, key_id: int) -> None:
+        """Delete an SSH key; gone already is fine."""
+        self._delete(f"account/keys/{key_id}")
+
+    # -- droplets
+
+    def create_droplet(self, spec: DropletSpec) -> Droplet:
+        """Create one droplet (it starts `new`)."""
+        data = self.request("POST", "droplets", spec.body())
+        return _droplet(data["droplet"])
+
+    def get_droplet(self, droplet_id: int) -> Droplet:
+        """The droplet as it is now."""
+        return _droplet(self.request("GET", f"droplets/{droplet_id}")["droplet"])
+
+    def delete_droplet(self, droplet_id: int) -> None:
+        """Delete a droplet; gone already is fine."""
+        self._delete(f"droplets/{droplet_id}")
+
+    def droplet_action(self, droplet_id: int, kind: str, **params: Any) -> Action:
+        """Start a droplet action (shutdown, power_off, snapshot, ...)."""
+        data = self.request("POST", f"droplets/{droplet_id}/actions", {"type": kind, **params})
+        return _action(data["action"])
+
+    def get_action(self, action_id: int) -> Action:
+        """An action by id."""
+        return _action(self.request("GET", f"actions/{action_id}")["action"])
+
+    def droplet_snapshots(self, droplet_id: int) -> list[Image]:
+        """The snapshots taken of a droplet."""
+        data = self.request("GET", f"droplets/{droplet_id}/snapshots")
+        return [_image(s) for s in data.get("snapshots", [])]
+
+    # -- images
+
+    def snapshot_images(self) -> list[Image]:
+        """The account's private snapshot images (every page)."""
+        images: list[Image] = []
+        page = 1
+        while True:
+            data = self.request("GET", f"images?private=true&type=snapshot&page={page}")
+            images += [_image(i) for i in data.get("images", [])]
+            if not data.get("links", {}).get("pages", {}).get("next"):
+                return images
+            page += 1
+
+    def get_image(self, image_id: int) -> Image:
+        """An image by id."""
+        return _image(self.request("GET", f"images/{image_id}")["image"])
+
+    def delete_image(self, image_id: int) -> None:
+        """Delete an image; gone already is fine."""
+        self._delete(f"images/{image_id}")
+
+    def transfer_image(self, image_id: int, region: str) -> Action:
+        """Start copying an image to another region."""
+        data = self.request(
+            "POST", f"images/{image_id}/actions", {"type": "transfer", "region": region}
+        )
+        return _action(data["action"])
+
+    # -- waiting
+
+    def wait_for_droplet_active(self, droplet_id: int, timeout: float) -> Droplet:
+        """Poll until the droplet is active; WaitTimeout after `timeout` seconds."""
+        for _ in self._polls(timeout, f"droplet {droplet_id} to become active"):
+            droplet = self.get_droplet(droplet_id)
+            if droplet.status == "active":
+                return droplet
+        raise AssertionError("unreachable")
+
+    def wait_for_droplet_off(self, droplet_id: int, timeout: float) -> Droplet:
+        """Poll until the droplet is off; WaitTimeout after `timeout` seconds."""
+        for _ in self._polls(timeout, f"droplet {droplet_id} to power off"):
+            droplet = self.get_droplet(droplet_id)
+            if droplet.status == "off":
+                return droplet
+        raise AssertionError("unreachable")
+
+    def wait_for_action(self, action_id: int, timeout: float, what: str) -> Action:
+        """Poll an action until completed; ActionErrored at once when it errors."""
+        for _ in self._polls(timeout, what):
+            action = self.get_action(action_id)
+            if action.status == "completed":
+                return action
+            if action.status == "errored":
+                raise ActionErrored(f"{what} failed: action {action_id} errored")
+        raise AssertionError("unreachable")
+
+    def _polls(self, timeout: float, what: str) -> Any:
+        """Yield before each poll, sleeping a growing interval between; then WaitTimeout."""
+        p = self.pacing
+        deadline = time.monotonic() + timeout
+        interval = p.poll_min
+        # the first look comes after one interval: nothing is ever ready the moment it starts
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}")
+            self._sleep(min(interval, left))
+            yield
+            interval = min(interval * p.growth, p.poll_max)
+
+    def _delete(self, path: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.request("DELETE", path)
+
+
+def _error_message(response: requests.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    message = data.get("message") if isinstance(data, dict) else None
+    text = str(message or response.reason or "no message")
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def _retry_after(response: requests.Response) -> float:
+    """Seconds to wait on 429: retry-after, else until ratelimit-reset, else 60."""
+    header = response.headers.get("retry-after")
+    if header:
+        try:
+            return max(float(header), 0.0)
+        except ValueError:
+            pass
+    reset = response.headers.get("ratelimit-reset")
+    if reset:
+        try:
+            return min(max(float(reset) - time.time(), 1.0), 3600.0)
+        except ValueError:
+            pass
+    return 60.0
+
+
+def _droplet(raw: JSON) -> Droplet:
+    public = private = None
+    for net in (raw.get("networks") or {}).get("v4") or []:
+        if net.get("type") == "public" and public is None:
+            public = net.get("ip_address")
+        elif net.get("type") == "private" and private is None:
+            private = net.get("ip_address")
+    region = raw.get("region")
+    return Droplet(
+        id=int(raw["id"]),
+        name=str(raw.get("name", "")),
+        status=str(raw.get("status", "")),
+        region=str(region.get("slug", "") if isinstance(region, dict) else region or ""),
+        public_ip=public,
+        private_ip=private,
+        snapshot_ids=tuple(int(i) for i in raw.get("snapshot_ids") or []),
+    )
+
+
+def _key(raw: JSON) -> Key:
+    return Key(id=int(raw["id"]), name=str(raw.get("name", "")), fingerprint=raw["fingerprint"])
+
+
+def _image(raw: JSON) -> Image:
+    return Image(
+        id=int(raw["id"]),
+        name=str(raw.get("name", "")),
+        regions=tuple(raw.get("regions") or ()),
+        created_at=str(raw.get("created_at", "")),
+    )
+
+
+def _action(raw: JSON) -> Action:
+    rid = raw.get("resource_id")
+    return Action(
+        id=int(raw["id"]),
+        type=str(raw.get("type", "")),
+        status=str(raw.get("status", "")),
+        resource_id=int(rid) if rid is not None else None,
+    )

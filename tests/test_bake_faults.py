@@ -1,0 +1,193 @@
+"""A fault at each bake step: nothing is left behind and the reason is one line."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_bake import (
+    EXAMPLE_STATE,
+    BakeProcess,
+    api,
+    bake_cloud_fixture,  # noqa: F401 - fixtures shared with tests/test_bake.py
+    bake_env,
+    cloud_fixture,  # noqa: F401
+    example_inventory,
+    fast_cloud,
+    resources,
+    write_playbook,
+)
+
+from scaler.bake import BakeFailed, bake_image
+from scaler.config import BakeConfig, apply
+from scaler.local.api import LocalCloud
+
+PING = [{"name": "Ping", "ansible.builtin.ping": {}}]
+
+
+def quick_config(tmp_path: Path, tasks: list[dict[str, Any]] | None = None, **values: Any) -> Any:
+    """A bake with a one-task play on the local connection (the role is not the point here)."""
+    settings: dict[str, Any] = {
+        "project": "fault",
+        "connection": "local",
+        "manifest": str(tmp_path / "manifest.json"),
+        "playbook": str(write_playbook(tmp_path, tasks or PING)),
+    }
+    settings.update(values)
+    return apply(BakeConfig(), settings)
+
+
+def failing_bake(cloud: LocalCloud, tmp_path: Path, **values: Any) -> str:
+    """Run a bake that must fail; returns its one-line message. No snapshot may be left."""
+    before = resources(cloud)["snapshots"]
+    with pytest.raises(BakeFailed) as caught:
+        bake_image(
+            quick_config(tmp_path, **values),
+            fast_cloud(cloud),
+            inventory=example_inventory(),
+            droplet_root=cloud.machines.root,
+        )
+    assert resources(cloud)["snapshots"] == before
+    assert not (tmp_path / "manifest.json").exists()
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_server_error_on_droplet_create(cloud: LocalCloud, tmp_path: Path) -> None:
+    cloud.faults.fail("POST", "/v2/droplets", status=500, times=20, message="Server was sad.")
+    message = failing_bake(cloud, tmp_path)
+    assert re.fullmatch(
+        r"bake failed while creating the build droplet: POST /v2/droplets failed \(500\): "
+        r"Server was sad\.; removed ssh key \d+",
+        message,
+    ), message
+
+
+def test_errored_snapshot_fails_at_once(cloud: LocalCloud, tmp_path: Path) -> None:
+    cloud.faults.error_action(action_type="snapshot")
+    message = failing_bake(cloud, tmp_path, timeouts={"snapshot": 60})
+    assert re.fullmatch(
+        r"bake failed while waiting for snapshot fault_[\d-]+: snapshot fault_[\d-]+ failed: "
+        r"action \d+ errored; removed snapshot 'fault_[\d-]+' \(of droplet \d+\), "
+        r"droplet \d+, ssh key \d+",
+        message,
+    ), message
+
+
+def test_snapshot_made_before_a_later_failure_is_deleted(cloud: LocalCloud, tmp_path: Path) -> None:
+    cloud.faults.fail(
+        "POST", r"/v2/images/\d+/actions", status=422, message="Region is not available."
+    )
+    message = failing_bake(cloud, tmp_path, snapshot_regions=["ams3"])
+    assert re.fullmatch(
+        r"bake failed while transferring snapshot (\d+) to ams3: POST /v2/images/\1/actions "
+        r"failed \(422\): Region is not available\.; removed snapshot \1, droplet \d+, "
+        r"ssh key \d+",
+        message,
+    ), message
+
+
+def test_ansible_failure(cloud: LocalCloud, tmp_path: Path) -> None:
+    tasks = [{"name": "Break on purpose", "ansible.builtin.fail": {"msg": "no WordPress today"}}]
+    message = failing_bake(cloud, tmp_path, tasks=tasks)
+    assert re.fullmatch(
+        r"bake failed while provisioning droplet (\d+) with play\.yml: provisioning failed at "
+        r"task 'Break on purpose' on packerbox: no WordPress today; removed droplet \1, "
+        r"ssh key \d+",
+        message,
+    ), message
+
+
+def test_droplet_never_active(cloud: LocalCloud, tmp_path: Path) -> None:
+    cloud.faults.stall(name="^scaler-bake-")
+    message = failing_bake(cloud, tmp_path, timeouts={"active": 1})
+    assert re.fullmatch(
+        r"bake failed while waiting for droplet (\d+) to become active: timed out after 1s "
+        r"waiting for droplet \1 to become active; removed droplet \1, ssh key \d+",
+        message,
+    ), message
+
+
+def _cli_args(cloud: LocalCloud) -> list[str]:
+    return ["--state", str(EXAMPLE_STATE), "--local-state-dir", str(cloud.state_dir)]
+
+
+def _config_file(tmp_path: Path, tasks: list[dict[str, Any]]) -> None:
+    playbook = write_playbook(tmp_path, tasks)
+    (tmp_path / "scaler.toml").write_text(
+        f'[bake]\nproject = "sig"\nconnection = "local"\nplaybook = "{playbook}"\n'
+        "poll_min = 0.05\npoll_max = 0.2\n"
+    )
+
+
+@pytest.mark.slow
+def test_sigint_during_provisioning(cloud: LocalCloud, tmp_path: Path) -> None:
+    _config_file(tmp_path, [{"name": "Take a while", "ansible.builtin.command": "sleep 20"}])
+    bake = BakeProcess(_cli_args(cloud), tmp_path, bake_env(cloud, tmp_path))
+    bake.wait_for(r"provisioning droplet \d+")
+    bake.wait_for(r"ansible|provisioning")
+    bake.proc.send_signal(signal.SIGINT)
+    code, out, err = bake.finish()
+    assert code == 1 and out == ""
+    last = err.splitlines()[-1]
+    assert re.fullmatch(
+        r"Error: bake interrupted \(SIGINT\) while provisioning droplet (\d+) with play\.yml; "
+        r"removed droplet \1, ssh key \d+",
+        last,
+    ), err
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting(cloud: LocalCloud, tmp_path: Path) -> None:
+    _config_file(tmp_path, PING)
+    cloud.faults.stall(name="^scaler-bake-")
+    bake = BakeProcess(_cli_args(cloud), tmp_path, bake_env(cloud, tmp_path))
+    bake.wait_for(r"waiting for droplet \d+ to become active")
+    bake.proc.send_signal(signal.SIGTERM)
+    code, out, err = bake.finish()
+    assert code == 1 and out == ""
+    assert re.fullmatch(
+        r"Error: bake interrupted \(SIGTERM\) while waiting for droplet (\d+) to become active; "
+        r"removed droplet \1, ssh key \d+",
+        err.splitlines()[-1],
+    ), err
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_lists_what_is_left(cloud: LocalCloud, tmp_path: Path) -> None:
+    _config_file(tmp_path, PING)
+    cloud.faults.stall(name="^scaler-bake-")
+    cloud.faults.latency("DELETE", r"/v2/droplets/\d+", 3.0, times=1)
+    bake = BakeProcess(_cli_args(cloud), tmp_path, bake_env(cloud, tmp_path))
+    line = bake.wait_for(r"waiting for droplet \d+ to become active")
+    droplet = re.search(r"droplet (\d+)", line).group(1)  # type: ignore[union-attr]
+    key = re.search(r"key (\d+)", bake.wait_for(r"registered temporary SSH key")).group(1)  # type: ignore[union-attr]
+    bake.proc.send_signal(signal.SIGINT)
+    bake.wait_for(rf"removing droplet {droplet}")
+    bake.proc.send_signal(signal.SIGINT)
+    code, out, err = bake.finish()
+    try:
+        assert code == 1 and out == ""
+        auth = '-H "Authorization: Bearer $DIGITALOCEAN_TOKEN"'
+        assert (
+            f"  droplet {droplet}: curl -fsS -X DELETE {auth} {cloud.endpoint}droplets/{droplet}"
+            in err
+        )
+        assert (
+            f"  ssh key {key}: curl -fsS -X DELETE {auth} {cloud.endpoint}account/keys/{key}" in err
+        )
+        assert re.fullmatch(
+            rf"Error: bake interrupted \(SIGINT\) while waiting for droplet {droplet} to become "
+            rf"active; LEFT BEHIND droplet {droplet}, ssh key {key} \(commands above\); "
+            "nothing to remove",
+            err.splitlines()[-1],
+        ), err
+    finally:
+        for path in (f"droplets/{droplet}", f"account/keys/{key}"):
+            with contextlib.suppress(OSError):  # the slow delete may have gone through
+                api(cloud, "DELETE", path)

@@ -1,0 +1,110 @@
+"""The DigitalOcean client against the local cloud: retries, waits, errors, no token leaks."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from test_bake import SECRET_TOKEN, api, bake_cloud_fixture  # noqa: F401 - fixture
+
+from scaler.cloud import (
+    ActionErrored,
+    Cloud,
+    CloudError,
+    DropletSpec,
+    NotFound,
+    Pacing,
+    WaitTimeout,
+    endpoint_from,
+)
+from scaler.local.api import LocalCloud
+
+SPEC = DropletSpec(name="client-test", region="nyc3", size="s-1vcpu-1gb", image="debian-12-x64")
+
+
+def client(cloud: LocalCloud, lines: list[str] | None = None) -> Cloud:
+    return Cloud(
+        SECRET_TOKEN,
+        cloud.endpoint,
+        pacing=Pacing.fast(0.05),
+        on_progress=lines.append if lines is not None else None,
+    )
+
+
+def test_endpoint_forms() -> None:
+    assert endpoint_from("http://127.0.0.1:9/") == "http://127.0.0.1:9/v2/"
+    assert endpoint_from(None, {"DIGITALOCEAN_API_URL": "http://h:1"}) == "http://h:1/v2/"
+    assert endpoint_from(None, {"DIGITALOCEAN_END_POINT": "http://h:2/v2/"}) == "http://h:2/v2/"
+    assert endpoint_from(None, {}) == "https://api.digitalocean.com/v2/"
+
+
+def test_retries_5xx_then_gives_up_with_the_apis_message(bake_cloud: LocalCloud) -> None:
+    bake_cloud.faults.clear()
+    bake_cloud.faults.fail("GET", "/v2/account", status=503, times=2)
+    lines: list[str] = []
+    assert "account" in client(bake_cloud, lines).request("GET", "account")
+    assert lines == [
+        "GET /v2/account -> 503; retrying in 0.1s",
+        "GET /v2/account -> 503; retrying in 0.1s",
+    ]
+    bake_cloud.faults.fail("GET", "/v2/account", status=500, times=50, message="Broken.")
+    with pytest.raises(CloudError, match=r"^GET /v2/account failed \(500\): Broken\.$"):
+        client(bake_cloud).request("GET", "account")
+    bake_cloud.faults.clear()
+
+
+def test_429_waits_retry_after(bake_cloud: LocalCloud) -> None:
+    bake_cloud.faults.clear()
+    bake_cloud.faults.fail("GET", "/v2/regions", status=429, retry_after=1)
+    started = time.monotonic()
+    client(bake_cloud).request("GET", "regions")
+    assert time.monotonic() - started >= 1.0
+
+
+def test_pending_event_is_retried_and_actions_wait(bake_cloud: LocalCloud) -> None:
+    bake_cloud.faults.clear()
+    c = client(bake_cloud)
+    droplet = c.create_droplet(SPEC)
+    try:
+        # creation is still in progress: the API says "pending event" and the client waits
+        action = c.droplet_action(droplet.id, "power_off")
+        assert c.wait_for_action(action.id, 10, "power-off").status == "completed"
+        assert c.wait_for_droplet_off(droplet.id, 10).status == "off"
+        bake_cloud.faults.error_action(droplet_id=droplet.id, action_type="power_on")
+        action = c.droplet_action(droplet.id, "power_on")
+        started = time.monotonic()
+        with pytest.raises(ActionErrored, match=rf"^power-on failed: action {action.id} errored$"):
+            c.wait_for_action(action.id, 60, "power-on")
+        assert time.monotonic() - started < 5  # at once, not at the timeout
+    finally:
+        c.delete_droplet(droplet.id)
+    c.delete_droplet(droplet.id)  # gone already is fine
+    with pytest.raises(NotFound):
+        c.get_droplet(droplet.id)
+
+
+def test_wait_times_out(bake_cloud: LocalCloud) -> None:
+    bake_cloud.faults.clear()
+    bake_cloud.faults.stall(name="^stalled-")
+    c = client(bake_cloud)
+    droplet = c.create_droplet(DropletSpec("stalled-1", "nyc3", "s-1vcpu-1gb", "debian-12-x64"))
+    try:
+        with pytest.raises(
+            WaitTimeout,
+            match=rf"^timed out after 0\.5s waiting for droplet {droplet.id} to become active$",
+        ):
+            c.wait_for_droplet_active(droplet.id, 0.5)
+    finally:
+        c.delete_droplet(droplet.id)
+
+
+def test_token_never_logged(bake_cloud: LocalCloud, caplog: pytest.LogCaptureFixture) -> None:
+    bake_cloud.faults.clear()
+    bake_cloud.faults.fail("GET", "/v2/sizes", status=401)
+    with caplog.at_level(logging.DEBUG), pytest.raises(CloudError) as caught:
+        client(bake_cloud).request("GET", "sizes")
+    assert str(caught.value) == (
+        "GET /v2/sizes: the API token was refused (401); check DIGITALOCEAN_TOKEN"
+    )
+    assert caplog.records and SECRET_TOKEN not in caplog.text
