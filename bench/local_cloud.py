@@ -15,6 +15,7 @@ Usage: python bench/local_cloud.py [--delay SECONDS] [--threads N] [--requests N
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import shutil
 import statistics
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -55,8 +57,13 @@ def call(url: str, token: str, method: str, path: str, body: object = None) -> o
     return json.loads(raw) if raw else None
 
 
-def get_rate(url: str, token: str, threads: int, per_thread: int) -> float:
-    """Droplet GETs per second with `threads` clients doing `per_thread` requests each."""
+def get_rate(
+    url: str, token: str, threads: int, per_thread: int, keep_alive: bool = False
+) -> float:
+    """Droplet GETs per second with `threads` clients doing `per_thread` requests each.
+
+    keep_alive: each client keeps one HTTP/1.1 connection (as requests and python-digitalocean
+    do), else one connection per request (as urllib and the Terraform provider do)."""
     made = call(
         url,
         token,
@@ -67,8 +74,20 @@ def get_rate(url: str, token: str, threads: int, per_thread: int) -> float:
     path = f"/v2/droplets/{made['droplet']['id']}"  # type: ignore[index]
 
     def client() -> None:
-        for _ in range(per_thread):
-            call(url, token, "GET", path)
+        if not keep_alive:
+            for _ in range(per_thread):
+                call(url, token, "GET", path)
+            return
+        where = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=30)
+        try:
+            for _ in range(per_thread):
+                conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200, resp.status
+        finally:
+            conn.close()
 
     workers = [threading.Thread(target=client) for _ in range(threads)]
     start = time.perf_counter()
@@ -136,7 +155,9 @@ def main() -> None:
             "DIGITALOCEAN_API_URL": url,
         }
         rates = {
-            n: get_rate(url, env["DIGITALOCEAN_TOKEN"], n, args.requests) for n in (1, args.threads)
+            (n, keep): get_rate(url, env["DIGITALOCEAN_TOKEN"], n, args.requests, keep)
+            for keep in (False, True)
+            for n in (1, args.threads)
         }
         engines = {"embedded": "embedded"}
         if shutil.which("terraform"):
@@ -149,8 +170,9 @@ def main() -> None:
         shutil.rmtree(state, ignore_errors=True)
 
     print(f"local cloud (delays {args.delay:g} s), droplet GETs on loopback:")
-    for n, rate in rates.items():
-        print(f"  {n:2d} thread(s) x {args.requests} requests: {rate:8.0f} req/s")
+    for (n, keep), rate in rates.items():
+        how = "one kept-alive connection each" if keep else "a new connection per request"
+        print(f"  {n:2d} thread(s) x {args.requests} requests, {how}: {rate:8.0f} req/s")
     print()
     head = ("terraform", "apply stack", "no-op plan", "dev_overrides", "destroy")
     print(f"{head[0]:<10} {head[1]:>12} {head[2]:>11} {head[3]:>14} {head[4]:>8}")

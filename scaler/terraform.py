@@ -333,6 +333,11 @@ def local_provider(
     cloud_env: Mapping[str, str], *, mode: ProviderMode = "reattach", timeout: float = 30.0
 ) -> Iterator[dict[str, str]]:
     """Serve the local provider for the cloud in `cloud_env`; yields the env to give Terraform."""
+    if importlib.util.find_spec("tf") is None:
+        raise TerraformNotFound(
+            "the local cloud's Terraform provider is not installed (package tf); "
+            "install `scaler[local]`"
+        )
     tmp = Path(tempfile.mkdtemp(prefix="scaler-provider-"))
     config = tmp / "terraform.rc"
     env = {**cloud_env, "TF_CLI_CONFIG_FILE": str(config), _MODE_ENV: mode}

@@ -53,6 +53,11 @@ FRESH_CLOUD_NETWORK_BASE = 120
 CLI_CLOUD_NETWORK_BASE = 180
 TERRAFORM_CLOUD_NETWORK_BASE = 200  # tests/test_terraform_local.py
 PROVIDER_CLOUD_NETWORK_BASE = 220  # tests/test_provider_local.py
+ROLLOUT_CLOUD_NETWORK_BASE = 236  # tests/test_rollout.py
+BAKE_CLOUD_NETWORK_BASE = 160  # tests/test_bake*.py
+SNAPSHOTS_CLOUD_NETWORK_BASE = 240  # tests/test_snapshots.py
+REBAKE_CLOUD_NETWORK_BASE = 244  # tests/test_rebake.py
+REBAKE_LOCAL_CLOUD_NETWORK_BASE = 248  # tests/test_rebake_local.py
 
 
 @pytest.fixture(scope="session")

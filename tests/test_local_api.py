@@ -1021,3 +1021,49 @@ def test_session_fixture_is_a_running_cloud_of_this_worker(local_cloud: LocalClo
     assert local_cloud.delays == Delays.uniform(0.2)
     resp = Client(local_cloud, env["DIGITALOCEAN_TOKEN"])("GET", "/v2/account")
     assert resp.json()["account"]["status"] == "active"
+
+
+def test_every_fault_kind_takes_effect_over_http(api: Client) -> None:
+    """What a subprocess (Terraform's provider, Packer, a chaos run) can do via /_local/faults."""
+    url = api.cloud.url + "/_local/faults"
+
+    def arm(fault: dict[str, Any]) -> None:
+        resp = requests.post(url, json=fault, timeout=5)
+        assert resp.status_code == 200, resp.text
+
+    droplet = api.droplet("target")
+    path = f"/v2/droplets/{droplet['id']}"
+    arm({"kind": "fail", "method": "GET", "path": r"/v2/droplets/\d+", "status": 502, "nth": 2})
+    assert [api("GET", path).status_code for _ in range(3)] == [200, 502, 200]
+
+    arm({"kind": "latency", "method": "GET", "path": "/v2/sizes", "seconds": 0.3, "times": 1})
+    started = time.monotonic()
+    api.ok("GET", "/v2/sizes")
+    assert time.monotonic() - started >= 0.3
+
+    arm({"kind": "error_action", "droplet_id": droplet["id"], "action_type": "power_off"})
+    assert api.finish(api.act(droplet["id"], "power_off"))["status"] == "errored"
+    assert api.status(droplet["id"]) == "active"
+
+    arm({"kind": "stall", "name": "^stuck-"})
+    stuck = api.droplet("stuck-1", active=False)
+    arm({"kind": "stall", "droplet_id": api.droplet("held", active=False)["id"]})
+    time.sleep(0.3)  # well past the 0.1 s boot delay
+    held = api.ok("GET", "/v2/droplets", name="held")["droplets"][0]
+    assert (api.status(stuck["id"]), held["status"]) == ("new", "new")
+    assert api.status(api.droplet("free-1")["id"]) == "active"
+    assert requests.get(url, timeout=5).json() == {"faults": []}
+
+
+def test_default_budget_is_250_requests_a_minute(fresh_cloud: LocalCloud) -> None:
+    api = Client(fresh_cloud, token="budget")
+    assert fresh_cloud.rate_limit_per_minute == 250
+    statuses = [api("GET", "/v2/account").status_code for _ in range(251)]
+    assert statuses == [200] * 250 + [429]
+    assert 1 <= int(api("GET", "/v2/account").headers["retry-after"]) <= 60
+
+
+def test_per_page_is_capped_at_200(api: Client) -> None:
+    second = api.ok("GET", "/v2/regions", per_page=1000, page=2)
+    assert second["regions"] == []
+    assert second["links"]["pages"]["first"] == f"{api.cloud.url}/v2/regions?page=1&per_page=200"

@@ -9,9 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import CLI_CLOUD_NETWORK_BASE, xdist_worker_index
@@ -173,3 +176,120 @@ def test_help_names_the_commands() -> None:
         assert f"  {command} " in result.stdout
     assert 'eval "$(scaler local up)"' in result.stdout
     assert os.path.basename(SCALER) == "scaler"
+
+
+def _call(url: str, method: str, path: str, body: dict[str, object] | None = None) -> Any:
+    request = urllib.request.Request(
+        f"{url}/v2/{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": "Bearer cli-test", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _web(ip: str, port: int) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{port}/", timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """A project directory to run `scaler local` in with the default state dir."""
+    yield tmp_path
+    subprocess.run([str(SCALER), "local", "down"], cwd=tmp_path, capture_output=True, timeout=60)
+
+
+def test_restart_keeps_droplets_images_and_their_listeners(workdir: Path) -> None:
+    def local(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SCALER), "local", *args], cwd=workdir, capture_output=True, text=True, timeout=60
+        )
+
+    port = _free_port()
+    up = ["up", "--port", str(port), "--network", str(NETWORK), "--delay", "0.1"]
+    started = local(*up)
+    assert started.returncode == 0, started.stderr
+    # the default state dir, relative to where scaler runs
+    state = workdir / ".scaler" / "local"
+    assert json.loads((state / "server.json").read_text())["port"] == port
+    assert started.stderr.rstrip().endswith('use it with: eval "$(scaler local up)"')
+    url = _exports(started.stdout)["DIGITALOCEAN_API_URL"]
+    # loopback only, and on 127.0.0.1 exactly
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.2", port), timeout=2):
+        pass
+
+    body = {"name": "keep-1", "region": "nyc3", "size": "s-1vcpu-1gb", "image": "debian-12-x64"}
+    droplet = _call(url, "POST", "droplets", body)["droplet"]
+    path = f"droplets/{droplet['id']}"
+    _until(lambda: _call(url, "GET", path)["droplet"]["status"] == "active", "droplet active")
+    (ip,) = [n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "public"]
+    assert ip == f"127.{NETWORK}.1.1"
+    web_port = 80 if os.geteuid() == 0 else 8080  # the documented mapping of the droplet's :80
+    assert _web(ip, web_port)[0] == 404  # an empty web root: it answers, the check fails
+    page = state / "machines" / "droplets" / str(droplet["id"]) / "root/var/www/html/index.html"
+    page.write_text("kept\n")
+    assert _web(ip, web_port) == (200, b"kept\n")
+    action = _call(url, "POST", f"{path}/actions", {"type": "snapshot", "name": "kept"})["action"]
+    _until(
+        lambda: _call(url, "GET", f"actions/{action['id']}")["action"]["status"] == "completed",
+        "snapshot",
+    )
+    (image,) = _call(url, "GET", "images?private=true")["images"]
+
+    stopped = local("down")
+    assert stopped.returncode == 0, stopped.stderr
+    with pytest.raises(urllib.error.URLError):
+        _web(ip, web_port)
+
+    restarted = local(*up)
+    assert restarted.returncode == 0, restarted.stderr
+    assert _call(url, "GET", path)["droplet"]["status"] == "active"
+    assert _web(ip, web_port) == (200, b"kept\n")
+    assert _call(url, "GET", "images?private=true")["images"] == [image]
+    status = local("status")
+    assert status.stdout.splitlines()[1] == (
+        "holds 1 droplets, 1 images, 0 ssh keys, 0 load balancers, 0 floating ips, 0 tags"
+    )
+    clone = _call(url, "POST", "droplets", body | {"name": "clone-1", "image": image["id"]})
+    clone_path = f"droplets/{clone['droplet']['id']}"
+    _until(lambda: _call(url, "GET", clone_path)["droplet"]["status"] == "active", "clone active")
+    assert _web(f"127.{NETWORK}.1.2", web_port) == (200, b"kept\n")
+
+
+def test_up_sets_delays_and_rate_limit(state_dir: Path) -> None:
+    port = _free_port()
+    where = ["--state-dir", str(state_dir), "--port", str(port), "--network", str(NETWORK)]
+    started = scaler("up", *where, "--delay", "0.05", "--rate-limit", "3")
+    assert started.returncode == 0, started.stderr
+    url = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{url}/_local/delays", timeout=5) as resp:
+        delays = json.loads(resp.read())["delays"]
+    assert set(delays.values()) == {0.05}
+    with urllib.request.urlopen(f"{url}/_local/health", timeout=5) as resp:
+        assert json.loads(resp.read())["rate_limit_per_minute"] == 3
+    for _ in range(3):
+        _get(f"{url}/v2/account", "budget")
+    with pytest.raises(urllib.error.HTTPError) as limited:
+        _get(f"{url}/v2/account", "budget")
+    assert limited.value.code == 429
+    assert 1 <= int(limited.value.headers["retry-after"]) <= 60
+
+
+def test_up_refuses_a_bad_rate_limit(state_dir: Path) -> None:
+    result = scaler("up", "--state-dir", str(state_dir), "--rate-limit", "0")
+    assert result.returncode == 2
+    assert "Invalid value for '--rate-limit': 0 is not in the range x>=1." in result.stderr
+    assert not (state_dir / "server.json").exists()

@@ -281,3 +281,95 @@ def test_failure_message_never_holds_the_token() -> None:
     err = TerraformFailed("apply", 1, f"Error: bad request\n\nrejected token {token}\n", [token])
     assert str(err) == "terraform apply failed (exit 1): Error: bad request: rejected token ***"
     assert token not in err.stderr
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stack_validates_against_the_provider_schema(
+    cloud: LocalCloud, stack: Path, engine: str
+) -> None:
+    with local_provider(cloud.env()) as env:
+        tf = Terraform(stack, env=env, engine=engine_for(engine))
+        tf.init()
+        result = json.loads(tf.run("validate", json=True).stdout)
+    assert (result["valid"], result["error_count"], result["warning_count"]) == (True, 0, 0)
+    assert result["diagnostics"] == []
+
+
+# Meta-arguments and blocks every resource may have.
+_META = {"count", "for_each", "depends_on", "provider", "lifecycle"}
+# digitalocean_loadbalancer's arguments in the real provider's 2.x documentation (no state in
+# ../shared/data has a load balancer to learn them from).
+_REAL_LB = {
+    "name", "region", "size", "size_unit", "algorithm", "forwarding_rule", "healthcheck",
+    "sticky_sessions", "droplet_ids", "droplet_tag", "redirect_http_to_https",
+    "enable_proxy_protocol", "enable_backend_keepalive", "http_idle_timeout_seconds",
+    "disable_lets_encrypt_dns_records", "project_id", "vpc_uuid", "firewall", "type",
+}  # fmt: skip
+_REAL_BLOCKS = {
+    "forwarding_rule": {
+        "entry_protocol", "entry_port", "target_protocol", "target_port", "certificate_id",
+        "certificate_name", "tls_passthrough",
+    },
+    "healthcheck": {
+        "protocol", "port", "path", "check_interval_seconds", "response_timeout_seconds",
+        "healthy_threshold", "unhealthy_threshold",
+    },
+}  # fmt: skip
+
+
+def _real_attributes(shared_data: Path) -> dict[str, set[str]]:
+    """Attribute names the real DigitalOcean provider wrote into real v4 states, by type."""
+    seen: dict[str, set[str]] = {}
+    for path in sorted((shared_data / "tfstate" / "realworld").glob("*.tfstate")):
+        for resource in json.loads(path.read_text()).get("resources", []):
+            if resource["type"].startswith("digitalocean_") and resource["mode"] == "managed":
+                for instance in resource.get("instances", []):
+                    seen.setdefault(resource["type"], set()).update(instance["attributes"])
+    return seen
+
+
+def _plain(node: Any) -> Any:
+    """python-hcl2's parse without its bookkeeping: no __keys__, no quotes around names."""
+    if isinstance(node, dict):
+        return {k.strip('"'): _plain(v) for k, v in node.items() if not k.startswith("__")}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node.strip('"') if isinstance(node, str) else node
+
+
+def test_stack_uses_only_real_provider_arguments(shared_data: Path) -> None:
+    """terraform/ stays valid for real DigitalOcean: nothing in it exists only locally."""
+    import hcl2
+
+    real = _real_attributes(shared_data)
+    checked: set[str] = set()
+    for path in sorted((ROOT / "terraform").rglob("*.tf")):
+        doc = _plain(hcl2.loads(path.read_text()))
+        for block in doc.get("provider", []):
+            # the token and the endpoint come from the environment, never from the configuration
+            assert block == {"digitalocean": {}}, path
+        for block in doc.get("terraform", []):
+            (providers,) = block["required_providers"]
+            assert providers["digitalocean"] == {
+                "source": "digitalocean/digitalocean",
+                "version": "~> 2.0",
+            }, path
+        for entry in doc.get("resource", []):
+            for kind, named in entry.items():
+                for name, body in named.items():
+                    args = set(body) - _META
+                    allowed = _REAL_LB if kind == "digitalocean_loadbalancer" else real.get(kind)
+                    assert allowed is not None, f"{kind} is in no real state; check it by hand"
+                    assert args <= allowed, f"{path} {kind}.{name}: {sorted(args - allowed)}"
+                    if kind == "digitalocean_loadbalancer":
+                        for sub, names in _REAL_BLOCKS.items():
+                            for inner in body.get(sub, []):
+                                assert set(inner) <= names, f"{path} {kind}.{name}.{sub}"
+                    checked.add(kind)
+    assert checked == {
+        "digitalocean_droplet",
+        "digitalocean_floating_ip",
+        "digitalocean_loadbalancer",
+        "digitalocean_ssh_key",
+        "digitalocean_tag",
+    }

@@ -1,7 +1,8 @@
 """A stateful DigitalOcean API v2 stand-in on loopback: the local cloud's control plane.
 
 Run it with `scaler local up` (background; prints `export K=V` lines), with
-`scaler local up --foreground`, or in Python::
+`scaler local up --foreground` (both take `--delay SECONDS` for every delay and `--rate-limit N`
+for the per-minute budget), or in Python::
 
     with LocalCloud(Path(".scaler/local"), port=0, network=42) as cloud:
         os.environ.update(cloud.env())  # python-digitalocean, Packer, Terraform find it there
@@ -632,6 +633,9 @@ class _HTTPHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "scaler-local-cloud"
+    # Headers and body go out in two writes: with Nagle on, a kept-alive client (requests,
+    # python-digitalocean) waits for a delayed ACK, about 40 ms per call.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self.server.cloud._handle(self)
@@ -987,6 +991,7 @@ class LocalCloud:
             body = _parse_body(raw)
             if path == "/_local/health" and method == "GET":
                 status = {"ok": True, "pid": os.getpid(), "url": self.url, "network": self.network}
+                status["rate_limit_per_minute"] = self.rate_limit_per_minute
                 return 200, status | self.summary(), {}
             if path == "/_local/requests" and method in ("GET", "DELETE"):
                 if method == "DELETE":
@@ -2388,10 +2393,19 @@ def serve(
     network: int = DEFAULT_NETWORK,
     verbose: bool = True,
     ready: Callable[[ServerInfo], None] | None = None,
+    delays: Delays | None = None,
+    rate_limit_per_minute: int = 250,
 ) -> None:
     """Run a local cloud in this process until SIGTERM or Ctrl-C (`up --foreground`)."""
     state_dir = Path(state_dir)
-    cloud = LocalCloud(state_dir, port=port, network=network, verbose=verbose)
+    cloud = LocalCloud(
+        state_dir,
+        port=port,
+        network=network,
+        verbose=verbose,
+        delays=delays,
+        rate_limit_per_minute=rate_limit_per_minute,
+    )
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
@@ -2420,6 +2434,8 @@ def launch(
     port: int = DEFAULT_PORT,
     network: int = DEFAULT_NETWORK,
     timeout: float = 30.0,
+    delay: float | None = None,
+    rate_limit_per_minute: int = 250,
 ) -> tuple[ServerInfo, bool]:
     """Start a background server for state_dir unless one runs; returns it, and if it ran."""
     state_dir = Path(state_dir)
@@ -2431,6 +2447,9 @@ def launch(
     log = state_dir / "server.log"
     argv = [sys.executable, "-m", "scaler.local.api", "--state-dir", str(state_dir)]
     argv += ["--port", str(port), "--network", str(network)]
+    argv += ["--rate-limit", str(rate_limit_per_minute)]
+    if delay is not None:
+        argv += ["--delay", str(delay)]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
@@ -2492,9 +2511,18 @@ def _main() -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--network", type=int, default=DEFAULT_NETWORK)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--delay", type=float, default=None, help="every delay, in seconds")
+    parser.add_argument("--rate-limit", type=int, default=250, help="requests a minute per token")
     args = parser.parse_args()
     try:
-        serve(args.state_dir, port=args.port, network=args.network, verbose=not args.quiet)
+        serve(
+            args.state_dir,
+            port=args.port,
+            network=args.network,
+            verbose=not args.quiet,
+            delays=None if args.delay is None else Delays.uniform(args.delay),
+            rate_limit_per_minute=args.rate_limit,
+        )
     except ScalerError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)

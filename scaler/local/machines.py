@@ -26,6 +26,21 @@ connected as (no chroot): provisioning is confined to the droplet by the role's 
 variable such as welp_root prefixing every path). Every session gets SCALER_DROPLET_ID and
 SCALER_DROPLET_ROOT in its environment to fill such a variable. The sshd processes are the only
 processes this module starts: it is the local cloud's runner for droplets.
+
+Provisioning a droplet with Ansible (packer-build.yml and roles/ansible-welp), two ways, both
+run by tests/test_local_ansible.py:
+
+- Local connection, confined: run the play with `ansible_connection=local` and the extra vars
+  `welp_root=<Machines.root(id)>` (every path the role writes is prefixed with it),
+  `welp_become=false`, `welp_install_packages=false`, `welp_manage_services=false`. In Python:
+  `scaler.provision.run_playbook(inventory, connection=LocalConnection(), extravars=...)`.
+- SSH: upload a key (POST /v2/account/keys), create the droplet with it in `ssh_keys`, and
+  connect to the droplet's public address on ssh_port() as the local user, with that key
+  (`SshConnection(ip, user, key, port=ssh_port())`). Other keys are refused. A first task reads
+  `printenv SCALER_DROPLET_ROOT` and sets `welp_root` from it, with the same confined extra vars.
+
+The role writes root/etc/scaler/webroot naming its doc root, so the droplet's web server then
+serves WordPress and a health check on "/" passes.
 """
 
 from __future__ import annotations
