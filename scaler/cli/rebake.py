@@ -1,0 +1,289 @@
+"""`scaler rebake`: bake a fresh snapshot and roll it out when one is due (for schedulers)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from scaler import health
+from scaler.bake import local_droplet_roots
+from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
+from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
+from scaler.errors import ScalerError
+from scaler.events import LOG_FORMATS, EventLog, LogFormat, known_secrets
+from scaler.notify import NotifyError, check_url, post_summary
+from scaler.rebake import (
+    EXIT_CODE_HELP,
+    RebakeOptions,
+    Site,
+    SiteResult,
+    load_sites,
+    rebake_site,
+    summary_fields,
+    summary_text,
+    worst_exit,
+)
+from scaler.rollout import DEFAULT_BATCH, parse_duration
+from scaler.snapshots import parse_age
+
+
+@dataclass(frozen=True)
+class LoadedBake:
+    """The bake settings, the token the Packer var file held (if any), and whether the
+    project name was set explicitly (config file or template) rather than defaulted."""
+
+    config: BakeConfig
+    token: str | None
+    explicit_project: bool
+
+
+def load_bake_config(
+    config_path: Path | None, template: Path | None, packer_vars: Path | None
+) -> LoadedBake:
+    """scaler.toml's [bake] (if any), then the Packer template (if given)."""
+    config = BakeConfig()
+    found = find_config_file(config_path)
+    if found is not None:
+        config = load_config_file(found, config)
+    token = None
+    if template is not None:
+        loaded = load_packer_template(template, config, var_file=packer_vars)
+        config, token = loaded.config, loaded.token
+    return LoadedBake(config, token, config.project != BakeConfig().project)
+
+
+def cloud_from(loaded: LoadedBake | None) -> Cloud:
+    """The API client: token from the environment (or the Packer var file), end point likewise."""
+    token = token_from_env() or (loaded.token if loaded else None) or ""
+    if loaded is None:
+        return Cloud(token, endpoint_from(None))
+    config = loaded.config
+    pacing = Pacing(poll_min=config.poll_min, poll_max=config.poll_max)
+    return Cloud(token, endpoint_from(config.api_url), pacing=pacing)
+
+
+class _StopFlag:
+    """SIGTERM or Ctrl-C: finish the rollout batch in flight, then stop; a second one aborts."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.requested = False
+        self.log = log
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        name = signal.Signals(signum).name
+        self.log.event("stop", "info", f"{name}: stopping after the current step")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The handler on SIGTERM and SIGINT for the block (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, self.handler) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def _duration(text: str | None, option: str) -> float | None:
+    return parse_duration(text) if text else None
+
+
+@click.command(epilog=f"Exit codes: {EXIT_CODE_HELP}")
+@click.option("--check", is_flag=True, help="Only say whether a rebake is due (exit 6 if so).")
+@click.option("--force", is_flag=True, help="Rebake even if nothing says it is due.")
+@click.option("--max-age", help="Due when the newest snapshot is older than this (7d, 24h).")
+@click.option("--all", "all_sites", is_flag=True, help="Every [[sites]] entry of scaler.toml.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="scaler.toml ([bake] and [[sites]]; default ./scaler.toml when present).",
+)
+@click.option(
+    "--template",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A Packer template (wp-node.json) to take the bake settings from.",
+)
+@click.option(
+    "--packer-var-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The template's var file (variables.json).",
+)
+@click.option(
+    "--terraform-dir",
+    "-C",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The Terraform directory to roll out to (one site).",
+)
+@click.option("--workspace", help="Terraform workspace (one site).")
+@click.option(
+    "--var-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The tfvars file with image_slug (default: terraform.tfvars in --terraform-dir).",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The manifest.json the last bake wrote (default: the bake settings').",
+)
+@click.option("--strategy", type=click.Choice(["rolling", "all"]), help="Rollout strategy.")
+@click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, help="N or N%.")
+@click.option("--max-unavailable", help="N or N% droplets out at once.")
+@click.option("--canary", is_flag=True, help="Roll one droplet first, alone.")
+@click.option("--deadline", help="Give up the rollout (and roll back) after this long.")
+@click.option("--health-interval", type=float, help="Seconds between checks (default: the LB's).")
+@click.option("--health-timeout", default="5m", show_default=True, help="Time for a batch.")
+@click.option("--health-grace", default="30s", show_default=True, help="Boot time allowed.")
+@click.option("--lock-timeout", default="60s", show_default=True, help="Terraform state lock.")
+@click.option("--port-map", help="Dial PORT=LOCALPORT,... for health checks (local cloud).")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="Events on stderr: text, or one JSON object per line.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--notify-url", help="POST a JSON summary ({'text': ...}) here when done.")
+@click.pass_context
+def rebake(
+    ctx: click.Context,
+    check: bool,
+    force: bool,
+    max_age: str | None,
+    all_sites: bool,
+    config_path: Path | None,
+    template: Path | None,
+    packer_var_file: Path | None,
+    terraform_dir: Path,
+    workspace: str | None,
+    var_file: Path | None,
+    manifest: Path | None,
+    strategy: str | None,
+    batch_size: str,
+    max_unavailable: str | None,
+    canary: bool,
+    deadline: str | None,
+    health_interval: float | None,
+    health_timeout: str,
+    health_grace: str,
+    lock_timeout: str,
+    port_map: str | None,
+    log_format: LogFormat,
+    as_json: bool,
+    notify_url: str | None,
+) -> None:
+    """Bake and roll out a fresh snapshot when one is due; say why.
+
+    Due when the base image changed (the API gives another id for the slug
+    than the last bake recorded), the newest snapshot is older than
+    --max-age, or the provisioning (playbook, roles, cloud-config) changed.
+    When due it bakes, then rolls out with the rollout's guard, without
+    asking. One run at a time per Terraform directory: a second is refused,
+    a lock left by a dead process is taken over. With --all each site of
+    scaler.toml runs in turn under its own lock; one failing does not stop
+    the others. The API token is never printed or logged.
+
+    \b
+    Examples:
+      scaler rebake --check --max-age 7d
+      scaler rebake --max-age 7d --log-format json --notify-url https://hooks.example/x
+      scaler rebake --all --config /srv/scaler.toml
+    """
+    if notify_url:
+        check_url(notify_url)
+    loaded = load_bake_config(config_path, template, packer_var_file)
+    secrets = tuple(s for s in (*known_secrets(), loaded.token) if s)
+    log = EventLog(log_format, secrets=secrets)
+    if all_sites:
+        if workspace or var_file or manifest:
+            raise click.UsageError(
+                "--workspace, --var-file and --manifest are per site; "
+                "set them in [[sites]] with --all"
+            )
+        found = find_config_file(config_path)
+        if found is None:
+            raise ScalerError("--all needs a scaler.toml with [[sites]]; pass --config PATH")
+        sites = load_sites(found)
+    else:
+        sites = (Site(str(terraform_dir), terraform_dir, workspace, var_file, manifest),)
+    options = RebakeOptions(
+        max_age=parse_age(max_age, "--max-age") if max_age else None,
+        force=force,
+        check=check,
+        strategy="all" if strategy == "all" else "rolling" if strategy else None,
+        batch_size=batch_size,
+        max_unavailable=max_unavailable,
+        canary=canary,
+        health_interval=health_interval,
+        health_timeout=parse_duration(health_timeout),
+        health_grace=parse_duration(health_grace),
+        lock_timeout=lock_timeout,
+        deadline=_duration(deadline, "--deadline"),
+        port_map=health.parse_port_map(port_map) if port_map else health.port_map_from_env(),
+    )
+    cloud = cloud_from(loaded)
+    # The local cloud's droplet roots, for --connection local bakes (None on a real cloud).
+    roots = None
+    if not check and loaded.config.connection == "local":
+        state_dir = os.environ.get("SCALER_LOCAL_STATE_DIR")
+        roots = local_droplet_roots(cloud.endpoint, Path(state_dir) if state_dir else None)
+    stop = _StopFlag(log)
+    results: list[SiteResult] = []
+    with stop.installed():
+        for site in sites:
+            if stop.requested or (results and results[-1].stopped):
+                results.append(SiteResult(site.name, "error", "not started: the run was stopped"))
+                continue
+            results.append(
+                rebake_site(
+                    site, loaded.config, cloud, options, log, droplet_root=roots, should_stop=stop
+                )
+            )
+    command = "rebake --check" if check else "rebake"
+    code = worst_exit(results)
+    log.event(
+        "finish",
+        "ok" if code in (0, 3, 6) else "failed",
+        summary_text(command, results),
+        exit_code=code,
+    )
+    if as_json:
+        click.echo(json.dumps(summary_fields(command, results), indent=2))
+    else:
+        for result in results:
+            click.echo(f"{result.site}: {result.outcome}: {result.message}")
+    if notify_url:
+        try:
+            post_summary(
+                notify_url,
+                summary_text(command, results),
+                summary_fields(command, results),
+                secrets=secrets,
+            )
+            log.event("notify", "ok")
+        except NotifyError as err:
+            # The run's outcome stands; a dead webhook must not turn a rollout into a failure.
+            log.event("notify", "failed", str(err))
+    ctx.exit(code)
