@@ -1,48 +1,206 @@
-"""`python -m scaler.demo` (`make demo`): scaler on the example state of the tutorial stack."""
+"""`python -m scaler.demo` (`make demo`): the whole job on the built-in local cloud, no account.
+
+It runs the commands a user would run, prints each one, and shows what changed:
+start the local cloud, `terraform apply` the stack (3 web droplets on the base image behind a load
+balancer, a Galera module with the ha_db_fip floating IP), bake a WordPress snapshot, roll it out
+all at once, bake again and roll that out in health-checked batches with a canary, show the
+droplets and the inventory before and after, and stop the local cloud.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-from scaler.inventory import build_inventory, list_json, render_graph
-from scaler.state import read_state
+ROOT = Path(__file__).resolve().parent.parent
+WORK = Path(".scaler") / "demo"
+DEBIAN_WORDPRESS = Path("/usr/share/wordpress")
 
-EXAMPLE_STATE = Path(__file__).resolve().parent.parent / "examples" / "terraform.tfstate"
+
+def _scaler() -> list[str]:
+    """The scaler command of this interpreter (works from a checkout without installing)."""
+    return [sys.executable, "-m", "scaler"]
+
+
+class Demo:
+    """Runs commands in WORK with the local cloud's environment, printing each one."""
+
+    def __init__(self) -> None:
+        self.env = {**os.environ}
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"\n== [{time.monotonic() - self.started:5.1f}s] {text}", flush=True)
+
+    def run(self, *args: str, cwd: Path = WORK, show: bool = True) -> str:
+        """Run `scaler ARGS` (stdout returned and printed; stderr, the progress, passed through)."""
+        print(f"$ scaler {shlex.join(args)}", flush=True)
+        done = subprocess.run(
+            [*_scaler(), *args], cwd=cwd, env=self.env, stdout=subprocess.PIPE, text=True
+        )
+        if show and done.stdout:
+            print(done.stdout, end="" if done.stdout.endswith("\n") else "\n", flush=True)
+        if done.returncode != 0:
+            raise SystemExit(f"demo: `scaler {shlex.join(args)}` failed (exit {done.returncode})")
+        return done.stdout
+
+    def api(self, path: str) -> Any:
+        """GET one DigitalOcean API path from the local cloud."""
+        request = urllib.request.Request(self.env["DIGITALOCEAN_API_URL"] + path)
+        request.add_header("Authorization", "Bearer " + self.env["DIGITALOCEAN_TOKEN"])
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.load(answer)
+
+    def droplets(self, title: str) -> None:
+        """A table of the droplets: name, id, image, public address and the HTTP check on `/`."""
+        self.say(title)
+        images = {i["id"]: i["name"] for i in self.api("/v2/images?private=true")["images"]}
+        port = self.env.get("SCALER_LOCAL_WEB_PORT", "80")
+        print(f"{'droplet':<24}{'id':>6}  {'image':<34}{'address':<14}GET / on :{port}")
+        for droplet in sorted(self.api("/v2/droplets")["droplets"], key=lambda d: d["name"]):
+            image = droplet["image"]
+            label = images.get(image["id"]) or image.get("slug") or str(image["id"])
+            v4 = droplet["networks"]["v4"]
+            address = next(n["ip_address"] for n in v4 if n["type"] == "public")
+            shown = f"{label} ({image['id']})"
+            status = _http_status(address, port)
+            print(f"{droplet['name']:<24}{droplet['id']:>6}  {shown:<34}{address:<14}{status}")
+
+
+def _http_status(address: str, port: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=3) as answer:
+            return str(answer.status)
+    except urllib.error.HTTPError as err:
+        return str(err.code)
+    except OSError as err:
+        return f"down ({err.__class__.__name__})"
 
 
 def main() -> int:
-    """Print the inventory of examples/terraform.tfstate as people and as Ansible see it."""
-    inventory = build_inventory(read_state(EXAMPLE_STATE))
-    for warning in inventory.warnings:
-        print(f"Warning: {warning}", file=sys.stderr)
-    print("== scaler inventory --graph --state examples/terraform.tfstate")
-    print(
-        "The tutorial stack's Terraform state (3 wp_node droplets behind a load balancer, a\n"
-        "Galera module with 3 droplets and the floating IP ha_db_fip) as Ansible groups. The\n"
-        "load balancer and the floating-IP assignment are not hosts; the sensitive output\n"
-        "db_root_password stays out.\n"
-    )
-    sys.stdout.write(render_graph(inventory))
+    """Run the demo; the local cloud is stopped on every path."""
+    if WORK.exists():
+        subprocess.run(
+            [*_scaler(), "local", "down", "--state-dir", str(WORK / "cloud")], check=False
+        )
+        shutil.rmtree(WORK)
+    WORK.mkdir(parents=True)
+    demo = Demo()
+    demo.say("Start the local cloud (a DigitalOcean API on 127.0.0.1)")
+    exports = demo.run("local", "up", "--state-dir", "cloud", "--port", "0")
+    for line in exports.splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            demo.env[key] = shlex.split(value)[0] if value else ""
+    try:
+        return _story(demo)
+    finally:
+        demo.run("local", "down", "--state-dir", "cloud")
 
-    doc = list_json(inventory)
-    fip = inventory.groups["ha_db_fip"][0]
-    print("\n== scaler inventory --list --state examples/terraform.tfstate")
-    print(
-        "What Ansible reads (inventory/scaler-inventory prints the same). Groups, then the\n"
-        f"typed host variables of {fip} only;\n"
-        "the role's wp_db_host, hostvars[groups['ha_db_fip'][0]]['ip_address'], is "
-        f"{inventory.hosts[fip]['ip_address']}.\n"
+
+def _story(demo: Demo) -> int:
+    shutil.copytree(ROOT / "terraform", WORK / "stack")
+    (WORK / "stack" / "terraform.tfvars").write_text(
+        "# The demo stack. `scaler rollout` changes image_slug, and only its value.\n"
+        'image_slug    = "debian-12-x64"\n'
+        "wp_node_count = 3\n"
     )
-    print("{")
-    for group, body in doc.items():
-        if group != "_meta":
-            print(f'  "{group}": {json.dumps(body)},')
-    shown = {fip: inventory.hosts[fip]}
-    others = len(inventory.hosts) - 1
-    meta = json.dumps({"hostvars": shown}, indent=2).replace("\n", "\n  ")
-    print(f'  "_meta": {meta}\n  (and the hostvars of {others} more hosts)\n}}')
+    demo.say("terraform apply: 3 web droplets on the base image, load balancer, Galera + ha_db_fip")
+    demo.run(
+        "local",
+        "terraform",
+        "-C",
+        "stack",
+        "--state-dir",
+        "cloud",
+        "--",
+        "init",
+        "-input=false",
+        "-no-color",
+    )
+    demo.run(
+        "local",
+        "terraform",
+        "-C",
+        "stack",
+        "--state-dir",
+        "cloud",
+        "--",
+        "apply",
+        "-auto-approve",
+        "-input=false",
+        "-no-color",
+    )
+    demo.droplets("Before: the web droplets run the base image, so WordPress is not there (404)")
+
+    demo.say("The Terraform state as Ansible sees it (the groups the bake uses)")
+    demo.run("inventory", "--state", "stack/terraform.tfstate", "--graph")
+
+    bake = [
+        "bake",
+        "--state",
+        "stack/terraform.tfstate",
+        "--project",
+        "wordpress",
+        "--local-state-dir",
+        "cloud",
+        "-e",
+        "welp_db_password=demo-only-password",
+    ]
+    if DEBIAN_WORDPRESS.is_dir():
+        bake += ["-e", f"welp_wordpress_src_dir={DEBIAN_WORDPRESS}"]
+    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
+        bake += ["--connection", "local"]
+    demo.say("Bake a WordPress snapshot (build droplet, ansible-welp, snapshot, manifest.json)")
+    demo.run(*bake)
+    demo.say("Roll it out all at once (guarded plan, then every droplet must pass health)")
+    demo.run(
+        "rollout",
+        "-C",
+        "stack",
+        "--from-manifest",
+        "manifest.json",
+        "--strategy",
+        "all",
+        "--yes",
+        "--health-interval",
+        "1",
+    )
+    demo.droplets("Now every web droplet serves WordPress")
+
+    demo.say("A rebake: a new snapshot, rolled out in batches behind the load balancer's check")
+    demo.run(*bake)
+    demo.run(
+        "rollout",
+        "-C",
+        "stack",
+        "--from-manifest",
+        "manifest.json",
+        "--canary",
+        "--batch-size",
+        "1",
+        "--yes",
+        "--health-interval",
+        "1",
+    )
+    demo.droplets("After: new droplets on the new snapshot; the database droplets kept their ids")
+    demo.say("The web droplets in the inventory after the rollout")
+    demo.run(
+        "inventory",
+        "--state",
+        "stack/terraform.tfstate",
+        "--host",
+        "digitalocean_droplet.wp_node.0",
+    )
+    demo.say(f"Done. Everything is in {WORK}/ (manifest.json, stack/terraform.tfvars, the state)")
     return 0
 
 

@@ -173,7 +173,8 @@ class Terraform:
         engine: str | None = None,
         parallelism: int | None = None,
     ) -> None:
-        self.directory = Path(directory)
+        # Absolute: Terraform runs inside the directory, callers' relative paths do not.
+        self.directory = Path(directory).resolve()
         if not self.directory.is_dir():
             raise TerraformError(
                 f"no Terraform directory {self.directory}; pass the folder with the *.tf files"
@@ -223,7 +224,7 @@ class Terraform:
         destroy: bool = False,
     ) -> Plan:
         """Plan into `out` (default DIR/scaler.tfplan); `changed`: is there anything to do."""
-        planfile = Path(out) if out is not None else self.directory / "scaler.tfplan"
+        planfile = Path(out).resolve() if out is not None else self.directory / "scaler.tfplan"
         result = self.run(
             "plan",
             ok=(0, 2),
@@ -239,7 +240,7 @@ class Terraform:
 
     def show_plan_json(self, planfile: Path) -> dict[str, Any]:
         """The saved plan as Terraform's JSON plan representation."""
-        result = self.run("show", str(planfile), json=python_terraform.IsFlagged)
+        result = self.run("show", str(Path(planfile).resolve()), json=python_terraform.IsFlagged)
         return dict(json.loads(result.stdout))
 
     def apply(
@@ -253,7 +254,9 @@ class Terraform:
         if planfile is not None:
             if vars or replace:
                 raise TerraformError("a saved plan already fixes vars and replacements")
-            return self.run("apply", str(planfile), input=False, parallelism=self.parallelism)
+            return self.run(
+                "apply", str(Path(planfile).resolve()), input=False, parallelism=self.parallelism
+            )
         return self.run(
             "apply",
             input=False,
@@ -285,6 +288,20 @@ class Terraform:
         if not result.stdout.strip():
             raise NoState(self.directory)
         return result.stdout
+
+
+def run_attached(
+    directory: Path, args: Sequence[str], env: Mapping[str, str], *, engine: str | None = None
+) -> int:
+    """Run `terraform ARGS` in `directory` on this terminal (no capture); its exit code."""
+    if not Path(directory).is_dir():
+        raise TerraformError(f"no Terraform directory {directory}; pass the folder with *.tf files")
+    binary = find_engine(engine)
+    child_env = {**os.environ, "CHECKPOINT_DISABLE": "1", **env}
+    # Python, not the shell, sees Ctrl-C first; the child gets it too and stops cleanly.
+    with contextlib.suppress(KeyboardInterrupt):
+        return subprocess.run([binary, *args], cwd=directory, env=child_env).returncode
+    return 130
 
 
 def state_pull(terraform_dir: Path, *, engine: str | None = None) -> str:

@@ -566,7 +566,13 @@ def test_snapshot_images_transfer_and_reuse(api: Client) -> None:
     assert [i["id"] for i in api.ok("GET", "/v2/images", private="true")["images"]] == [image_id]
     assert [i["id"] for i in api.ok("GET", "/v2/images", type="snapshot")["images"]] == [image_id]
     distros = api.ok("GET", "/v2/images", type="distribution")["images"]
-    assert [i["slug"] for i in distros] == ["debian-12-x64", "ubuntu-22-04-x64", "ubuntu-24-04-x64"]
+    assert [i["slug"] for i in distros] == [
+        "debian-12-x64",
+        "ubuntu-22-04-x64",
+        "ubuntu-24-04-x64",
+        "debian-9-x64",
+        "debian-11-x64",
+    ]
     assert api.ok("GET", "/v2/images/ubuntu-22-04-x64")["image"]["id"] == 150000002
     snap = api.ok("GET", f"/v2/snapshots/{image_id}")["snapshot"]
     assert (snap["id"], snap["resource_id"], snap["resource_type"]) == (
@@ -1008,6 +1014,9 @@ def test_delays_and_reset_over_http(api: Client) -> None:
     api.droplet(active=False)
     health = requests.get(api.cloud.url + "/_local/health", timeout=5).json()
     assert (health["ok"], health["pid"], health["droplets"]) == (True, os.getpid(), 1)
+    # A separate process (`scaler bake --connection local`) finds droplet roots through these.
+    assert health["state_dir"] == str(api.cloud.state_dir.resolve())
+    assert health["web_port"] == api.cloud.machines.web_port()
     assert requests.post(api.cloud.url + "/_local/reset", timeout=5).status_code == 204
     assert api.ok("GET", "/v2/droplets")["droplets"] == []
 
@@ -1017,6 +1026,7 @@ def test_session_fixture_is_a_running_cloud_of_this_worker(local_cloud: LocalClo
     env = local_cloud.env()
     assert env["DIGITALOCEAN_END_POINT"] == f"{local_cloud.url}/v2/" == local_cloud.endpoint
     assert env["DIGITALOCEAN_API_URL"] == env["SCALER_LOCAL_URL"] == local_cloud.url
+    assert env["SCALER_LOCAL_WEB_PORT"] == str(local_cloud.machines.web_port())
     assert local_cloud.url.startswith("http://127.0.0.1:")
     assert local_cloud.delays == Delays.uniform(0.2)
     resp = Client(local_cloud, env["DIGITALOCEAN_TOKEN"])("GET", "/v2/account")

@@ -86,6 +86,7 @@ def test_up_status_down_and_state_across_restarts(state_dir: Path) -> None:
         "DIGITALOCEAN_END_POINT": f"{url}/v2/",
         "DIGITALOCEAN_API_URL": url,
         "SCALER_LOCAL_URL": url,
+        "SCALER_LOCAL_WEB_PORT": "80" if os.geteuid() == 0 else "8080",
     }
     assert started.stderr.strip() == (
         f"local cloud running at {url} (pid {_pid(state_dir)}, network {NETWORK}, "

@@ -94,6 +94,8 @@ def test_keys_images_regions_sizes(cloud: LocalCloud) -> None:
         "debian-12-x64",
         "ubuntu-22-04-x64",
         "ubuntu-24-04-x64",
+        "debian-9-x64",
+        "debian-11-x64",
     ]
     assert manager.get_image("ubuntu-24-04-x64").id == 150000003
     assert "nyc3" in [r.slug for r in manager.get_all_regions()]

@@ -400,3 +400,28 @@ def test_droplet_made_through_the_api_has_insides(
     assert not root.exists()
     with pytest.raises(urllib.error.URLError, match="Connection refused"):
         _get(f"http://{nets['public']}:{port}/")
+
+
+def test_ssh_works_with_a_relative_state_dir(
+    tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `scaler local up` defaults to the relative .scaler/local; sshd needs absolute paths.
+    need(shutil.which("ssh") is not None, "the ssh client is not installed")
+    good, _wrong = keys
+    monkeypatch.chdir(tmp_path)
+    machines = Machines(Path("relative-state"))
+    need(machines.ssh_port() is not None, "sshd is not installed (Debian package openssh-server)")
+    try:
+        public, private = _addresses()
+        machines.create(
+            12, public, private, "debian-12-x64", [good.with_suffix(".pub").read_text()], None
+        )
+        port = machines.ssh_port()
+        assert port is not None
+        done = _ssh(good, public, port, 'printf "%s" "$SCALER_DROPLET_ROOT"')
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == str(
+            tmp_path / "relative-state" / "machines" / "droplets" / "12" / "root"
+        )
+    finally:
+        machines.close()

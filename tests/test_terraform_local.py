@@ -183,6 +183,21 @@ def test_dev_overrides_fallback(cloud: LocalCloud, stack: Path) -> None:
     assert cloud.summary()["droplets"] == 0
 
 
+def test_relative_directory_and_plan_file(
+    cloud: LocalCloud, stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `scaler rollout -C stack` hands relative paths; Terraform itself runs inside the directory.
+    monkeypatch.chdir(stack.parent)
+    with local_provider(cloud.env()) as env:
+        tf = Terraform(Path(stack.name), env=env, engine="embedded")
+        tf.init()
+        plan = tf.plan(Path(stack.name) / "relative.tfplan", vars={"wp_node_count": 1})
+        assert plan.file == stack / "relative.tfplan" and plan.file.is_file()
+        assert plan.changed is True
+        shown = tf.show_plan_json(Path(stack.name) / "relative.tfplan")
+    assert "digitalocean_droplet.wp_node[0]" in changes(shown)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_unknown_argument_is_a_one_line_error(cloud: LocalCloud, stack: Path, engine: str) -> None:
     (stack / "extra.tf").write_text(

@@ -151,6 +151,43 @@ def status(state_dir: Path) -> None:
     click.echo(f"holds {counts}")
 
 
+@local.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "-C",
+    "--chdir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("terraform"),
+    show_default=True,
+    help="The Terraform configuration to run in.",
+)
+@_STATE_DIR
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def terraform(directory: Path, state_dir: Path, args: tuple[str, ...]) -> None:
+    """Run Terraform against the running local cloud, its provider hooked in.
+
+    Any Terraform command works (`init`, `plan`, `apply`, `destroy`, `state`, ...): scaler
+    serves the local DigitalOcean provider to it and uses the `terraform` on PATH or, without
+    one, the embedded engine (SCALER_TERRAFORM=embedded|PATH chooses).
+
+    \b
+    Examples:
+      scaler local terraform -- init
+      scaler local terraform -C terraform -- apply -auto-approve
+      scaler local terraform -- destroy -auto-approve
+    """
+    from scaler import terraform as runner  # imports python-terraform: only on this branch
+
+    info = api.running(state_dir)
+    if info is None:
+        raise api.LocalCloudError(
+            f"no local cloud is running for {state_dir}; start it with: scaler local up"
+        )
+    with runner.local_provider(info.env()) as env:
+        code = runner.run_attached(directory, args, env)
+    sys.exit(code)
+
+
 def _print_env(info: api.ServerInfo) -> None:
     for line in api.iter_env_lines(info.env()):
         click.echo(line)

@@ -61,8 +61,8 @@ Addresses, for network number N (1-254; default 42; two clouds never share one):
 has public 127.N.1.k and private 127.N.2.k, floating/reserved IPs are 127.N.3.k, load
 balancers 127.N.4.k (k = 1..253, reused after a delete once the range wraps). Base images
 (public, type base, fixed ids): debian-12-x64 150000001, ubuntu-22-04-x64 150000002,
-ubuntu-24-04-x64 150000003. New ids count up from: droplets 100000001, SSH keys 41000001,
-snapshots 170000001, actions 900000001.
+ubuntu-24-04-x64 150000003, debian-9-x64 150000004, debian-11-x64 150000005. New ids
+count up from: droplets 100000001, SSH keys 41000001, snapshots 170000001, actions 900000001.
 
 State: `state_dir/state.json` (written atomically after every change) and
 `state_dir/machines/` (Machines'); a restart restores droplets, images, keys, tags, load
@@ -180,6 +180,7 @@ class ServerInfo:
     port: int
     network: int
     state_dir: Path
+    web_port: int
 
     @property
     def url(self) -> str:
@@ -187,16 +188,18 @@ class ServerInfo:
 
     def env(self) -> dict[str, str]:
         """The environment that points DigitalOcean clients at this server."""
-        return _env(self.url)
+        return _env(self.url, self.web_port)
 
 
-def _env(url: str) -> dict[str, str]:
+def _env(url: str, web_port: int) -> dict[str, str]:
     return {
         "DIGITALOCEAN_TOKEN": TOKEN,
         "DIGITALOCEAN_ACCESS_TOKEN": TOKEN,
         "DIGITALOCEAN_END_POINT": f"{url}/v2/",
         "DIGITALOCEAN_API_URL": url,
         "SCALER_LOCAL_URL": url,
+        # Where a droplet's port 80 is served (80 as root, else 8080): health checks dial it.
+        "SCALER_LOCAL_WEB_PORT": str(web_port),
     }
 
 
@@ -286,6 +289,9 @@ _BASE_IMAGES: dict[str, tuple[int, str, str, int, float]] = {
     "debian-12-x64": (150000001, "12 x64", "Debian", 10, 1.12),
     "ubuntu-22-04-x64": (150000002, "22.04 (LTS) x64", "Ubuntu", 10, 2.28),
     "ubuntu-24-04-x64": (150000003, "24.04 (LTS) x64", "Ubuntu", 10, 2.44),
+    # The tutorial's variables.json builds from debian-9-x64; it gets the same small tree.
+    "debian-9-x64": (150000004, "9 x64", "Debian", 10, 1.0),
+    "debian-11-x64": (150000005, "11 x64", "Debian", 10, 1.1),
 }
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9]?[a-z0-9A-Z.\-]*[a-z0-9A-Z]$")
@@ -751,8 +757,8 @@ class LocalCloud:
         return f"{self.url}/v2/"
 
     def env(self) -> dict[str, str]:
-        """The variables DigitalOcean clients read: token, end point, API URL, SCALER_LOCAL_URL."""
-        return _env(self.url)
+        """The variables DigitalOcean clients read: token, end point, API URL, SCALER_LOCAL_*."""
+        return _env(self.url, self.machines.web_port())
 
     # -- control (Python side of /_local/)
 
@@ -991,6 +997,8 @@ class LocalCloud:
             body = _parse_body(raw)
             if path == "/_local/health" and method == "GET":
                 status = {"ok": True, "pid": os.getpid(), "url": self.url, "network": self.network}
+                status["state_dir"] = str(self.state_dir.resolve())
+                status["web_port"] = self.machines.web_port()
                 status["rate_limit_per_minute"] = self.rate_limit_per_minute
                 return 200, status | self.summary(), {}
             if path == "/_local/requests" and method in ("GET", "DELETE"):
@@ -2376,7 +2384,13 @@ def running(state_dir: Path) -> ServerInfo | None:
     path = _server_file(state_dir)
     try:
         raw = json.loads(path.read_text())
-        info = ServerInfo(int(raw["pid"]), int(raw["port"]), int(raw["network"]), Path(state_dir))
+        info = ServerInfo(
+            int(raw["pid"]),
+            int(raw["port"]),
+            int(raw["network"]),
+            Path(state_dir),
+            int(raw.get("web_port", 80)),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not _alive(info.pid):
@@ -2411,9 +2425,10 @@ def serve(
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     cloud.start()
-    info = ServerInfo(os.getpid(), cloud.port, network, state_dir)
+    info = ServerInfo(os.getpid(), cloud.port, network, state_dir, cloud.machines.web_port())
     try:
         payload = {"pid": info.pid, "port": info.port, "network": network, "url": info.url}
+        payload["web_port"] = info.web_port
         _write_atomic(_server_file(state_dir), json.dumps(payload) + "\n")
         if ready is not None:
             ready(info)

@@ -70,6 +70,8 @@ _BASE_OS: dict[str, tuple[str, str, str, str]] = {
     "debian-12-x64": ("debian", "12", "Debian GNU/Linux 12 (bookworm)", "bookworm"),
     "ubuntu-22-04-x64": ("ubuntu", "22.04", "Ubuntu 22.04.5 LTS", "jammy"),
     "ubuntu-24-04-x64": ("ubuntu", "24.04", "Ubuntu 24.04.1 LTS", "noble"),
+    "debian-9-x64": ("debian", "9", "Debian GNU/Linux 9 (stretch)", "stretch"),
+    "debian-11-x64": ("debian", "11", "Debian GNU/Linux 11 (bullseye)", "bullseye"),
 }
 BASE_IMAGES: tuple[str, ...] = tuple(_BASE_OS)
 """Slugs of the base images every local cloud has."""
@@ -171,7 +173,8 @@ class Machines:
     """The droplets' filesystems and listeners of one local cloud, kept under state_dir/machines."""
 
     def __init__(self, state_dir: Path, *, web_port: int | None = None, ssh: bool = True) -> None:
-        self.base = Path(state_dir) / "machines"
+        # Absolute: sshd configs and listeners outlive the working directory they were made in.
+        self.base = Path(state_dir).resolve() / "machines"
         (self.base / "droplets").mkdir(parents=True, exist_ok=True)
         (self.base / "images").mkdir(parents=True, exist_ok=True)
         as_root = os.geteuid() == 0
