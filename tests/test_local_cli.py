@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI_CLOUD_NETWORK_BASE, xdist_worker_index
+from conftest import CLI_CLOUD_NETWORK_BASE, ROOT, xdist_worker_index
 
 SCALER = Path(sys.executable).parent / "scaler"
 NETWORK = CLI_CLOUD_NETWORK_BASE + xdist_worker_index()
@@ -294,3 +295,35 @@ def test_up_refuses_a_bad_rate_limit(state_dir: Path) -> None:
     assert result.returncode == 2
     assert "Invalid value for '--rate-limit': 0 is not in the range x>=1." in result.stderr
     assert not (state_dir / "server.json").exists()
+
+
+def test_terraform_runs_against_the_running_cloud(state_dir: Path, tmp_path: Path) -> None:
+    stack = Path(shutil.copytree(ROOT / "terraform", tmp_path / "stack"))
+    where = ["--state-dir", str(state_dir)]
+    refused = scaler("terraform", "-C", str(stack), *where, "--", "plan")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"Error: no local cloud is running for {state_dir}; start it with: scaler local up\n"
+    )
+
+    started = subprocess.run(
+        [*_up_args(state_dir, _free_port()), "--delay", "0.05"], capture_output=True, text=True
+    )
+    assert started.returncode == 0, started.stderr
+    env = _exports(started.stdout)
+    init = scaler("terraform", "-C", str(stack), *where, "--", "init", "-no-color")
+    assert init.returncode == 0, init.stderr
+    args = ["-auto-approve", "-no-color", "-var", "wp_node_count=1", "-var", "db_node_count=1"]
+    applied = scaler("terraform", "-C", str(stack), *where, "--", "apply", *args)
+    assert applied.returncode == 0, applied.stderr
+    assert "Apply complete! Resources: 7 added, 0 changed, 0 destroyed." in applied.stdout
+    droplets = _get(env["DIGITALOCEAN_API_URL"] + "/v2/droplets", env["DIGITALOCEAN_TOKEN"])
+    assert sorted(d["name"] for d in droplets["droplets"]) == [  # type: ignore[attr-defined]
+        "wordpress-db-node-01",
+        "wordpress-wp-node-01",
+    ]
+    # Terraform's own exit code comes back: a plan with changes under -detailed-exitcode is 2.
+    planned = scaler(
+        "terraform", "-C", str(stack), *where, "--", "plan", "-detailed-exitcode", "-no-color"
+    )
+    assert planned.returncode == 2, planned.stderr
