@@ -1,19 +1,25 @@
 """Rolling rollout on the local cloud: wall time, API requests, peak per minute, capacity.
 
-`python bench/rollout.py [--sizes 3,20,60]`. For each size: a fresh local cloud (default delays:
-droplet boot 2 s, actions 1 s; the real 250 requests/minute limit enforced), terraform/ applied
-with that many wp_node droplets on a WordPress snapshot, then `rolling` in batches of 25% onto a
-second snapshot with the real Terraform (or the embedded one). The health check is the load
-balancer's own (3 passes in a row) with its 10 s interval scaled to --health-interval (default
-1 s): that only shortens the waits between batches, it sends no API request. Capacity: a sampler
-reads the cloud's state file (no API requests) every 0.1 s and probes every droplet behind the
-load balancer; the fewest healthy seen must never fall under the floor (N - batch size).
+`python bench/rollout.py [--sizes 3,20,60] [--speed K]`. For each size: a fresh local cloud (its
+default delays: droplet boot 2 s, actions 1 s; the 250 requests/minute limit enforced), terraform/
+applied with that many wp_node droplets on a WordPress snapshot, then `rolling` in batches of 25%
+onto a second snapshot, with the --api-budget pacing on (250/minute). The local provider polls at
+the real DigitalOcean provider's cadence (10 s before its first look, then 3 s, 6 s, 10 s...).
+The health check is the load balancer's own (3 passes in a row), its 10 s interval scaled to
+--health-interval (default 1 s): that only shortens the waits between batches, it sends no API
+request. Capacity: a sampler reads the cloud's state file (no API requests) every 0.1 s and probes
+every droplet behind the load balancer; the fewest healthy seen must never fall under the floor.
+
+--speed K (default 1: real time) runs every clock K times faster, together: the cloud's delays
+and the provider's poll waits are divided by K, the cloud's limit becomes 250*K a minute, and the
+budget window and the peak are taken over 60/K seconds (so "peak/min" is per scaled minute).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -24,19 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from scaler import health
-from scaler.local.api import LocalCloud
-from scaler.rollout import Settings, apply_rollout, open_terraform, prepare_rollout
+from scaler.cloud import Cloud
+from scaler.local.api import Delays, LocalCloud
+from scaler.rollout import ApiBudget, Settings, apply_rollout, open_terraform, prepare_rollout
 from scaler.terraform import Terraform, local_provider
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = 97
-PIN_VARIABLE = """
-variable "wp_node_images" {
-  description = "Image override per wp_node droplet, by count index."
-  type        = map(string)
-  default     = {}
-}
-"""
+POLL_ENV = "SCALER_LOCAL_PROVIDER_POLL"
 
 
 def api(cloud: LocalCloud, method: str, path: str, body: Any = None) -> Any:
@@ -78,20 +79,6 @@ def make_image(cloud: LocalCloud, name: str) -> str:
     return str(snaps[0]["id"])
 
 
-def with_pins(stack: Path) -> None:
-    """The per-instance image override (see /tmp/g-needs.md) until terraform/ has it."""
-    if "wp_node_images" in (stack / "variables.tf").read_text():
-        return
-    (stack / "variables.tf").write_text((stack / "variables.tf").read_text() + PIN_VARIABLE)
-    main_tf = stack / "main.tf"
-    main_tf.write_text(
-        main_tf.read_text().replace(
-            "  image     = var.image_slug\n",
-            "  image     = lookup(var.wp_node_images, tostring(count.index), var.image_slug)\n",
-        )
-    )
-
-
 class Sampler(threading.Thread):
     """Healthy droplets behind the load balancer, from the state file and real probes."""
 
@@ -116,28 +103,40 @@ class Sampler(threading.Thread):
             self.halt.wait(0.1)
 
 
-def peak_per_minute(times: list[float]) -> int:
-    """The most requests in any 60 s window."""
+def peak_per_minute(times: list[float], window: float = 60.0) -> int:
+    """The most requests in any `window` seconds."""
     best, start = 0, 0
     for end, t in enumerate(times):
-        while t - times[start] >= 60:
+        while t - times[start] >= window:
             start += 1
         best = max(best, end - start + 1)
     return best
 
 
-def run(size: int, health_interval: float, engine: str | None) -> dict[str, Any]:
+def run(
+    size: int, health_interval: float, engine: str | None, speed: float, budget: int
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"scaler-bench-rollout-{size}-"))
+    defaults = Delays()
+    delays = Delays(**{k: v / speed for k, v in defaults.__dict__.items()})
+    window = 60.0 / speed
+    os.environ[POLL_ENV] = str(1.0 / speed)
     try:
-        with LocalCloud(tmp / "cloud", network=NETWORK, ssh=False) as cloud:
+        with LocalCloud(
+            tmp / "cloud",
+            network=NETWORK,
+            ssh=False,
+            delays=delays,
+            rate_limit_per_minute=int(250 * speed),
+        ) as cloud:
             old, new = make_image(cloud, "wp-old"), make_image(cloud, "wp-new")
             stack = Path(shutil.copytree(ROOT / "terraform", tmp / "terraform"))
-            with_pins(stack)
             (stack / "terraform.tfvars").write_text(
                 f'image_slug = "{old}"\nwp_node_count = {size}\n'
             )
             with local_provider(cloud.env()) as env:
-                tf = Terraform(stack, env=env, engine=engine)
+                # The set-up is not measured: a wider apply gets it done sooner.
+                tf = Terraform(stack, env=env, engine=engine, parallelism=30)
                 tf.init()
                 tf.apply()
             cloud.reset_log()
@@ -154,10 +153,19 @@ def run(size: int, health_interval: float, engine: str | None) -> dict[str, Any]
             )
             sampler = Sampler(cloud, port_map)
             sampler.start()
+            meter = ApiBudget.for_cloud(
+                Cloud(cloud.env()["DIGITALOCEAN_TOKEN"], cloud.endpoint), budget, window=window
+            )
             started = time.monotonic()
+            lines: list[str] = []
+
+            def report(line: str) -> None:
+                lines.append(f"[{time.monotonic() - started:6.1f}s] {line}")
+
             with open_terraform(settings) as tf:
-                prepared = prepare_rollout(tf, settings, new, batch_size="25%")
-                result = apply_rollout(tf, settings, prepared)
+                meter.mark()
+                prepared = prepare_rollout(tf, settings, new, batch_size="25%", report=report)
+                result = apply_rollout(tf, settings, prepared, report=report, budget=meter)
             wall = time.monotonic() - started
             sampler.halt.set()
             sampler.join()
@@ -168,11 +176,14 @@ def run(size: int, health_interval: float, engine: str | None) -> dict[str, Any]
                 "status": result.status,
                 "wall_s": round(wall, 1),
                 "requests": len(log),
-                "peak_per_min": peak_per_minute(sorted(r.time for r in log)),
+                "peak_per_min": peak_per_minute(sorted(r.time for r in log), window),
                 "http_429": sum(1 for r in log if r.status == 429),
                 "min_healthy": min(sampler.counts) if sampler.counts else None,
                 "floor": prepared.plan.floor,
                 "samples": len(sampler.counts),
+                "top": sorted(cloud.counters().items(), key=lambda kv: -kv[1])[:6],
+                "pauses": [line for line in lines if "pausing" in line],
+                "message": result.message,
             }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -183,17 +194,28 @@ def main() -> int:
     parser.add_argument("--sizes", default="3,20,60")
     parser.add_argument("--health-interval", type=float, default=1.0)
     parser.add_argument("--engine", help="terraform binary or 'embedded' (default: PATH first)")
+    parser.add_argument("--speed", type=float, default=1.0, help="run every clock K times faster")
+    parser.add_argument("--api-budget", type=int, default=250, help="requests per (scaled) minute")
     args = parser.parse_args()
+    scale = "real time"
+    if args.speed != 1:
+        scale = f"{args.speed:g}x faster, minute = {60 / args.speed:g}s"
+    print(f"# rolling, batches of 25%, api budget {args.api_budget}, {scale}", flush=True)
     print("droplets batches status  wall_s requests peak/min 429s min_healthy floor", flush=True)
     ok = True
     for size in args.sizes.split(","):
-        r = run(int(size), args.health_interval, args.engine)
+        r = run(int(size), args.health_interval, args.engine, args.speed, args.api_budget)
         print(
             f"{r['droplets']:8} {r['batches']:7} {r['status']:7} {r['wall_s']:6} "
             f"{r['requests']:8} {r['peak_per_min']:8} {r['http_429']:4} "
             f"{r['min_healthy']!s:>11} {r['floor']:5}",
             flush=True,
         )
+        print(f"#   by endpoint: {', '.join(f'{k} {v}' for k, v in r['top'])}", flush=True)
+        for line in r["pauses"]:
+            print(f"#   {line}", flush=True)
+        if r["status"] != "done":
+            print(f"#   {r['message']}", flush=True)
         ok &= r["status"] == "done" and r["peak_per_min"] < 250
         ok &= r["min_healthy"] is not None and r["min_healthy"] >= r["floor"]
     return 0 if ok else 1

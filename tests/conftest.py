@@ -59,6 +59,20 @@ SNAPSHOTS_CLOUD_NETWORK_BASE = 240  # tests/test_snapshots.py
 REBAKE_CLOUD_NETWORK_BASE = 244  # tests/test_rebake.py
 REBAKE_LOCAL_CLOUD_NETWORK_BASE = 248  # tests/test_rebake_local.py
 
+# The local provider polls at the real provider's cadence (10 s before the first look); tests run
+# it 50 times faster, as their local clouds' delays are short too. Set before any provider starts.
+PROVIDER_POLL_SCALE = "0.02"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _provider_poll_scale() -> Iterator[None]:
+    """SCALER_LOCAL_PROVIDER_POLL for every Terraform run in the session (unless already set)."""
+    saved = os.environ.get("SCALER_LOCAL_PROVIDER_POLL")
+    os.environ.setdefault("SCALER_LOCAL_PROVIDER_POLL", PROVIDER_POLL_SCALE)
+    yield
+    if saved is None:
+        os.environ.pop("SCALER_LOCAL_PROVIDER_POLL", None)
+
 
 @pytest.fixture(scope="session")
 def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:

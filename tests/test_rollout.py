@@ -19,27 +19,30 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROLLOUT_CLOUD_NETWORK_BASE, ROOT, xdist_worker_index
+from conftest import ROLLOUT_CLOUD_NETWORK_BASE, ROOT, need, xdist_worker_index
 
 from scaler import health
 from scaler.cli import main
+from scaler.cloud import Cloud
 from scaler.local.api import Delays, LocalCloud
-from scaler.rollout import PlanRefused, check_plan
+from scaler.manifest import last_artifact
+from scaler.rollout import (
+    ApiBudget,
+    PlanRefused,
+    Settings,
+    apply_rollout,
+    check_plan,
+    open_terraform,
+    prepare_rollout,
+)
 from scaler.terraform import Terraform, local_provider
 from scaler.tfvars import get_tfvar
 
+WORDPRESS = Path("/usr/share/wordpress")
 WEB_PORT = 18080  # the droplets' port 80, mapped (as a non-root local cloud would)
 WEB = [f"digitalocean_droplet.wp_node[{i}]" for i in range(3)]
 LB = "digitalocean_loadbalancer.wp_lb"
 FAST = ["--health-interval", "0.05", "--health-grace", "0", "--health-timeout", "20s"]
-
-PIN_VARIABLE = """
-variable "wp_node_images" {
-  description = "Image override per wp_node droplet, by count index."
-  type        = map(string)
-  default     = {}
-}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,9 @@ def wait_for(what: str, check: Any, timeout: float = 20.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def make_image(cloud: LocalCloud, name: str, index_php: str | None) -> str:
+def make_image(
+    cloud: LocalCloud, name: str, index_php: str | None, extra: dict[str, str] | None = None
+) -> str:
     """A snapshot made the way a bake would: a droplet, its web root filled (or not), snapshot."""
     droplet = api(
         cloud,
@@ -99,6 +104,9 @@ def make_image(cloud: LocalCloud, name: str, index_php: str | None) -> str:
         web_root = cloud.machines.web_root(droplet_id)
         web_root.mkdir(parents=True, exist_ok=True)
         (web_root / "index.php").write_text(index_php)
+    for name_in_root, text in (extra or {}).items():
+        cloud.machines.web_root(droplet_id).mkdir(parents=True, exist_ok=True)
+        (cloud.machines.web_root(droplet_id) / name_in_root).write_text(text)
     action = api(
         cloud, "POST", f"/v2/droplets/{droplet_id}/actions", {"type": "snapshot", "name": name}
     )["action"]
@@ -109,24 +117,6 @@ def make_image(cloud: LocalCloud, name: str, index_php: str | None) -> str:
     snapshots = api(cloud, "GET", f"/v2/droplets/{droplet_id}/snapshots")["snapshots"]
     api(cloud, "DELETE", f"/v2/droplets/{droplet_id}")
     return str(next(s["id"] for s in snapshots if s["name"] == name))
-
-
-def with_pins(stack: Path) -> None:
-    """The per-instance image override of /tmp/g-needs.md, until terraform/ has it."""
-    variables = (stack / "variables.tf").read_text()
-    if "wp_node_images" in variables:
-        return
-    (stack / "variables.tf").write_text(variables + PIN_VARIABLE)
-    main_tf = stack / "main.tf"
-    text = main_tf.read_text()
-    old = "  image     = var.image_slug\n"
-    assert old in text
-    main_tf.write_text(
-        text.replace(
-            old,
-            "  image     = lookup(var.wp_node_images, tostring(count.index), var.image_slug)\n",
-        )
-    )
 
 
 @dataclass
@@ -178,11 +168,11 @@ def resource_ids(stack: Path) -> dict[str, int]:
 def stack(cloud: LocalCloud, tmp_path: Path) -> Stack:
     """terraform/ copied, with image_slug = a WordPress snapshot, applied on a clean cloud."""
     cloud.reset()
-    good = make_image(cloud, "wp-1", "<?php /* WordPress */ ?>\n")
-    good2 = make_image(cloud, "wp-2", "<?php /* WordPress, newer */ ?>\n")
+    login = {"wp-login.php": "<?php /* login */ ?>\n"}
+    good = make_image(cloud, "wp-1", "<?php /* WordPress */ ?>\n", login)
+    good2 = make_image(cloud, "wp-2", "<?php /* WordPress, newer */ ?>\n", login)
     bad = make_image(cloud, "empty", None)
     directory = Path(shutil.copytree(ROOT / "terraform", tmp_path / "terraform"))
-    with_pins(directory)
     (directory / "terraform.tfvars").write_text(
         f'# the web image\nimage_slug    = "{good}"\nwp_node_count = 3\n'
     )
@@ -253,6 +243,12 @@ def test_rolling_rollout_replaces_only_the_web_droplets(stack: Stack) -> None:
     after = stack.ids()
     assert others(after) == others(stack.before)  # db droplets, LB, floating IP, tags kept
     assert not {after[a] for a in WEB} & {stack.before[a] for a in WEB}
+    table = result.stdout.splitlines()
+    assert table[1] == f"  {'target':<31}  before (droplet image)   after (droplet image)"
+    for line, address in zip(table[2:5], WEB, strict=True):
+        then = f"{stack.before[address]} {stack.good}"
+        assert line == f"  {address}  {then:<23}  {after[address]} {stack.good2}"
+    assert re.search(r"^  API requests seen during the batches: \d+$", result.stdout, re.M)
     assert get_tfvar(stack.tfvars, "image_slug") == stack.good2
     assert stack.tfvars.read_text().startswith("# the web image\n")
     assert sampler.counts and min(sampler.counts) >= 2  # floor: 3 - max-unavailable 1
@@ -515,3 +511,154 @@ def test_image_from_a_packer_manifest(stack: Stack, tmp_path: Path) -> None:
     both = stack.rollout("--from-manifest", str(manifest), "--image", stack.good2)
     assert both.exit_code == 2
     assert both.stderr.splitlines()[-1] == "Error: give --image or --from-manifest, not both"
+
+
+def droplet_id_of(stack: Stack, address: str) -> int:
+    return int(stack.ids()[address])
+
+
+def test_low_capacity_stops_before_the_batch_and_resumes(stack: Stack) -> None:
+    # wp_node[1] loses its index: 404 on the check, so replacing wp_node[0] would leave one.
+    web_root = stack.cloud.machines.web_root(droplet_id_of(stack, WEB[1]))
+    index = web_root / "index.php"
+    saved = index.read_text()
+    index.unlink()
+    result = stack.rollout(
+        "--image",
+        stack.good2,
+        "--max-unavailable",
+        "1",
+        "--yes",
+        *FAST[:-2],
+        "--health-timeout",
+        "1s",
+    )
+    assert result.exit_code == 1
+    message = (
+        f"batch 1/3: only 1 healthy droplets would stay behind the load balancer while {WEB[0]} "
+        "is replaced, under the floor of 2 (--max-unavailable 1); not healthy: "
+        f"{WEB[1]}; nothing of this batch was changed: fix them and run scaler rollout --resume"
+    )
+    assert result.stdout.splitlines()[0] == f"failed: {message}"
+    assert result.stderr.splitlines()[-1] == f"Error: rollout failed: {message}"
+    assert re.search(r"\] batch 1/3: only 1 healthy .*; waiting up to \d+s$", result.stderr, re.M)
+    assert stack.ids() == stack.before  # nothing replaced
+    progress = json.loads((stack.dir / ".scaler-rollout.json").read_text())
+    assert (progress["status"], progress["done"]) == ("waiting-for-capacity", [])
+
+    index.write_text(saved)  # fixed: the resume goes through
+    resumed = stack.rollout("--resume", "--yes", *FAST)
+    assert resumed.exit_code == 0, resumed.output
+    assert set(stack.web_images().values()) == {stack.good2}
+    assert others(stack.ids()) == others(stack.before)
+
+
+def test_max_unavailable_zero_is_refused_with_the_reason(stack: Stack) -> None:
+    before = stack.tfvars.read_bytes()
+    result = stack.rollout("--image", stack.good2, "--max-unavailable", "0", "--yes", *FAST)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: --max-unavailable 0 would never let a droplet go: a replaced droplet leaves the "
+        "load balancer's healthy set until its new droplet passes the check; give 1 or more"
+    )
+    assert stack.tfvars.read_bytes() == before
+    assert stack.ids() == stack.before
+
+
+@pytest.mark.slow
+def test_the_load_balancers_health_path_decides(stack: Stack) -> None:
+    # Every droplet so far serves / and /wp-login.php; the new image serves / only.
+    main_tf = stack.dir / "main.tf"
+    main_tf.write_text(
+        main_tf.read_text().replace(
+            '    path                     = "/"\n',
+            '    path                     = "/wp-login.php"\n',
+        )
+    )
+    with local_provider(stack.cloud.env()) as env:
+        Terraform(stack.dir, env=env).apply()  # the balancer's check changes in place
+    no_login = make_image(stack.cloud, "no-login", "<?php /* WordPress, no login */ ?>\n")
+    result = stack.rollout("--image", no_login, "--canary", "--yes", *FAST)
+    assert result.exit_code == 1
+    assert "waiting for 1 droplets to pass http:80/wp-login.php 3 times" in result.stderr
+    assert result.stdout.splitlines()[0] == (
+        f"rolled-back: batch 1/3: {WEB[0]} failed its health check; rolled back 1 droplets to "
+        f"image {stack.good} (healthy)"
+    )
+    assert set(stack.web_images().values()) == {stack.good}
+    assert others(stack.ids()) == others(stack.before)
+
+
+@pytest.mark.slow
+def test_api_budget_paces_the_batches(stack: Stack) -> None:
+    """A budget of 14 requests per 2 s: batches wait for room, no 2 s window holds more."""
+    stack.cloud.reset_log()
+    token = stack.env()["DIGITALOCEAN_TOKEN"]  # the provider's: the budget is per token
+    meter = ApiBudget.for_cloud(Cloud(token, stack.cloud.endpoint), 14, window=2.0)
+    lines: list[str] = []
+    settings = Settings(
+        terraform_dir=stack.dir,
+        env=stack.env(),
+        local=True,
+        health_interval=0.05,
+        health_grace=0,
+        health_timeout=20,
+        port_map={80: WEB_PORT},
+    )
+    with open_terraform(settings) as tf:
+        meter.mark()
+        prepared = prepare_rollout(tf, settings, stack.good2, batch_size="1")
+        result = apply_rollout(tf, settings, prepared, report=lines.append, budget=meter)
+    assert result.status == "done", result.message
+    pauses = [line for line in lines if "for the API budget" in line]
+    assert pauses and all(
+        re.fullmatch(
+            r"batch \d/3: pausing \d+s for the API budget \(\d+ requests in the last 2s, this "
+            r"batch about \d+, budget 14\)",
+            line,
+        )
+        for line in pauses
+    ), lines
+    times = sorted(r.time for r in stack.cloud.requests())
+    peak = max(sum(1 for t in times if start <= t < start + 2.0) for start in times)
+    assert peak <= 14
+    assert result.api_requests == sum(u.requests for u in meter.uses) > 3 * 4
+    assert set(stack.web_images().values()) == {stack.good2}
+
+
+@pytest.mark.slow
+def test_rollout_bakes_first_without_an_image(stack: Stack, tmp_path: Path) -> None:
+    """No --image: bake WordPress (local connection, the real role), record it, roll it out."""
+    need(WORDPRESS.is_dir(), "Debian's wordpress package is not installed")
+    manifest = tmp_path / "manifest.json"
+    config = tmp_path / "scaler.toml"
+    config.write_text(
+        '[bake]\nproject = "rollout-bake"\nconnection = "local"\n'
+        f'manifest = "{manifest}"\npoll_min = 0.05\npoll_max = 0.2\n'
+        f'[bake.extra_vars]\nwelp_db_password = "s3cret"\nwelp_wordpress_src_dir = "{WORDPRESS}"\n'
+    )
+    result = stack.rollout(
+        "--bake-config",
+        str(config),
+        "--local-state-dir",
+        str(stack.cloud.state_dir),
+        "--batch-size",
+        "2",
+        "--yes",
+        *FAST,
+    )
+    assert result.exit_code == 0, result.output
+    baked = str(last_artifact(manifest).id)
+    assert re.search(
+        rf"\] baked snapshot {baked} \(rollout-bake_[\d-]+\), recorded in ", result.stderr
+    )
+    assert result.stdout.splitlines()[0] == f"done: 3 droplets now run image {baked}, all healthy"
+    assert set(stack.web_images().values()) == {baked}
+    assert get_tfvar(stack.tfvars, "image_slug") == baked
+    after = stack.ids()
+    assert others(after) == others(stack.before)  # db droplets, LB, floating IP keep their ids
+    for address in WEB:
+        droplet = api(stack.cloud, "GET", f"/v2/droplets/{after[address]}")["droplet"]
+        ip = next(n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "public")
+        with urllib.request.urlopen(f"http://{ip}:{WEB_PORT}/", timeout=10) as resp:
+            assert resp.status == 200 and b"wp-blog-header.php" in resp.read()

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from scaler.rollout import (
+    ApiBudget,
     PlanRefused,
     Progress,
     RolloutError,
@@ -188,3 +189,66 @@ def test_progress_round_trip(tmp_path: Path) -> None:
     with pytest.raises(RolloutError) as err:
         read_progress(path)
     assert str(err.value) == f"{path} is not a rollout record ('target_image'); move it away"
+
+
+@pytest.mark.parametrize("zero", ["0", "0%", 0])
+def test_max_unavailable_zero_is_refused(zero: str | int) -> None:
+    with pytest.raises(RolloutError) as err:
+        plan_rollout(nodes(3), "new", "old", max_unavailable=zero)
+    assert str(err.value).startswith("--max-unavailable 0 would never let a droplet go: ")
+
+
+class Ledger:
+    """What GET /v2/account would say: ratelimit-remaining, and a clock we move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.remaining = 5000
+
+    def use(self, requests: int, seconds: float) -> None:
+        self.remaining -= requests
+        self.now += seconds
+
+    def read(self) -> int:
+        self.remaining -= 1  # the reading is a request too
+        return self.remaining
+
+
+def test_budget_learns_the_cost_per_droplet_and_waits_for_room() -> None:
+    ledger = Ledger()
+    budget = ApiBudget(ledger.read, 100, clock=lambda: ledger.now)
+    assert budget.mark() == 4999
+    assert budget.pause_for(5) == 0  # nothing seen yet
+    assert budget.projected(5) == 50  # the prior: 10 a droplet
+    ledger.use(30, 20)  # the whole-change plan refreshes 30 resources
+    budget.mark()
+    assert budget.pause_for(5) == 0  # 31 seen + 50 projected <= 100
+    ledger.use(60, 40)  # batch 1: 5 droplets cost 60
+    budget.mark(5)
+    assert budget.per_droplet() == 61 / 5 and budget.projected(5) == 61
+    assert budget.used_in_window() == 31 + 61
+    # 3 more droplets (37) fit once the plan's interval (ended at t=20) leaves at t=80;
+    # 5 more (61) only once batch 1's interval (ended at t=60) has left too.
+    assert budget.used_in_window(80) == 61
+    assert budget.pause_for(3) == 20
+    assert budget.pause_for(5) == 60
+    ledger.now = 120  # the batch's interval ended 60 s ago: out of the window
+    assert budget.pause_for(5) == 0
+
+
+def test_budget_too_small_for_a_batch_waits_for_an_empty_window() -> None:
+    ledger = Ledger()
+    budget = ApiBudget(ledger.read, 40, clock=lambda: ledger.now)
+    budget.mark()
+    ledger.use(10, 5)
+    budget.mark()
+    assert budget.pause_for(5) == 60  # 50 projected > 40: start on an empty window
+    with pytest.raises(RolloutError) as err:
+        ApiBudget(ledger.read, 0)
+    assert str(err.value) == "--api-budget 0 is out of range; give 1 or more"
+
+
+def test_budget_without_headers_records_nothing() -> None:
+    budget = ApiBudget(lambda: None, 100, clock=lambda: 0.0)
+    assert budget.mark() is None and budget.mark(3) is None
+    assert budget.uses == [] and budget.readings == 2 and budget.pause_for(50) == 0

@@ -12,11 +12,14 @@ from types import FrameType
 import click
 
 from scaler import health, lock
+from scaler.cloud import NoToken
 from scaler.errors import ScalerError
 from scaler.rollout import (
+    DEFAULT_API_BUDGET,
     DEFAULT_BATCH,
     DEFAULT_TARGET,
     PIN_VAR,
+    ApiBudget,
     Prepared,
     RolloutResult,
     Settings,
@@ -71,12 +74,74 @@ def _image_from(image: str | None, manifest: Path | None) -> str | None:
     return None
 
 
-def _bake(var_file: Path) -> str:
-    # The bake branch (scaler.bake.bake_image) is wired in by the lead once it lands.
-    raise ScalerError(
-        "no image to roll out; pass --image ID or --from-manifest PATH "
-        "(bake first with scaler bake)"
+def _bake(
+    report: _Clock,
+    terraform_dir: Path,
+    config_file: Path | None,
+    connection: str | None,
+    extra_vars: tuple[str, ...],
+    local_state_dir: Path | None,
+) -> str:
+    """`scaler bake` with the same config (scaler.toml's [bake]); the manifest gets the build."""
+    from scaler.bake import bake_image, local_droplet_roots
+    from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
+    from scaler.config import (
+        BakeConfig,
+        apply,
+        find_config_file,
+        load_config_file,
+        parse_assignments,
     )
+    from scaler.inventory import build_inventory, list_json
+    from scaler.state import load_state
+
+    config = BakeConfig()
+    path = find_config_file(config_file)
+    if path is not None:
+        config = load_config_file(path, config)
+    overrides = {
+        "connection": connection,
+        "extra_vars": parse_assignments(extra_vars, "--extra-var") or None,
+    }
+    config = apply(config, overrides)
+    token = token_from_env()
+    if not token:
+        raise NoToken()
+    state, source = load_state(state=config.state, terraform_dir=str(terraform_dir))
+    inventory = build_inventory(state)
+    for warning in inventory.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    endpoint = endpoint_from(config.api_url)
+    cloud = Cloud(
+        token,
+        endpoint,
+        pacing=Pacing(poll_min=config.poll_min, poll_max=config.poll_max),
+        on_progress=report,
+    )
+    report(f"baking a new image (config {path or 'built-in defaults'}, inventory {source.path})")
+    result = bake_image(
+        config,
+        cloud,
+        inventory=list_json(inventory),
+        droplet_root=local_droplet_roots(endpoint, local_state_dir),
+        on_progress=report,
+    )
+    report(f"baked snapshot {result.id} ({result.name}), recorded in {config.manifest}")
+    return str(result.id)
+
+
+def _budget(per_minute: int, report: _Clock) -> ApiBudget | None:
+    if not per_minute:
+        return None
+    try:
+        budget = ApiBudget.from_env(None, per_minute)
+    except NoToken:
+        report("no DIGITALOCEAN_TOKEN here: the API budget is not watched")
+        return None
+    if budget.mark() is None:
+        report("the API does not report ratelimit-remaining: the API budget is not watched")
+        return None
+    return budget
 
 
 def _summary(prepared: Prepared, settings: Settings) -> str:
@@ -105,6 +170,16 @@ def _render(result: RolloutResult, as_json: bool) -> None:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     click.echo(f"{result.status}: {result.message}")
+    if result.before:
+        after = {node.address: node for node in result.after}
+        width = max(len(node.address) for node in result.before)
+        click.echo(f"  {'target':<{width}}  before (droplet image)   after (droplet image)")
+        for node in result.before:
+            now = after.get(node.address)
+            then = f"{node.droplet_id} {node.image}"
+            shown = f"{now.droplet_id} {now.image}" if now else "(gone)"
+            same = " (unchanged)" if now and now.droplet_id == node.droplet_id else ""
+            click.echo(f"  {node.address:<{width}}  {then:<23}  {shown}{same}")
     for number, batch in enumerate(result.batches, 1):
         state = "healthy" if batch.healthy else "UNHEALTHY"
         click.echo(
@@ -116,6 +191,8 @@ def _render(result: RolloutResult, as_json: bool) -> None:
             f"  fewest healthy droplets seen behind the load balancer: {result.min_healthy} "
             f"(floor {result.floor})"
         )
+    if result.api_requests is not None:
+        click.echo(f"  API requests seen during the batches: {result.api_requests}")
     click.echo(f"  elapsed: {result.elapsed:.1f}s")
 
 
@@ -174,6 +251,37 @@ def _render(result: RolloutResult, as_json: bool) -> None:
     "SCALER_LOCAL_WEB_PORT for the local cloud).",
 )
 @click.option("--pin-var", default=PIN_VAR, show_default=True, help="Per-instance image variable.")
+@click.option(
+    "--api-budget",
+    type=click.IntRange(min=0),
+    default=DEFAULT_API_BUDGET,
+    show_default=True,
+    help="DigitalOcean API requests per minute to stay under: batches wait for room (0: off).",
+)
+@click.option(
+    "--bake-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Without --image: bake first with this config's [bake] table (default ./scaler.toml).",
+)
+@click.option(
+    "--bake-connection",
+    type=click.Choice(["ssh", "local"]),
+    help="The bake's Ansible connection (as scaler bake --connection).",
+)
+@click.option(
+    "-e",
+    "--extra-var",
+    "extra_vars",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Ansible extra variable for the bake (e.g. welp_db_password=...).",
+)
+@click.option(
+    "--local-state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="SCALER_LOCAL_STATE_DIR",
+    help="The local cloud's state dir, for a bake when its server does not report it.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def rollout(
     image: str | None,
@@ -200,10 +308,17 @@ def rollout(
     health_grace: str,
     port_map: str | None,
     pin_var: str,
+    api_budget: int,
+    bake_config: Path | None,
+    bake_connection: str | None,
+    extra_vars: tuple[str, ...],
+    local_state_dir: Path | None,
     quiet: bool,
 ) -> None:
     """Roll the wp_node droplets onto a new image, in health-checked batches.
 
+    Without --image, --from-manifest or --resume it first bakes a snapshot as
+    `scaler bake` would (./scaler.toml or --bake-config) and rolls that out.
     Sets image_slug in terraform.tfvars, plans with Terraform, refuses any plan
     that would replace or delete anything but the targets (the load balancer
     may only be updated in place), asks, then replaces the droplets batch by
@@ -215,14 +330,19 @@ def rollout(
 
     \b
     Examples:
+      scaler rollout --yes -e welp_db_password=...     # bake, then roll out
       scaler rollout --image 170000001 --canary --yes
       scaler rollout --from-manifest manifest.json --batch-size 2 --dry-run
       scaler rollout --resume --yes
     """
     report = _Clock(quiet)
     chosen = _image_from(image, manifest)
+    if not terraform_dir.is_dir():
+        raise ScalerError(f"no directory {terraform_dir}; pass --terraform-dir DIR")
     if chosen is None and not resume:
-        chosen = _bake(var_file or terraform_dir / "terraform.tfvars")
+        chosen = _bake(
+            report, terraform_dir, bake_config, bake_connection, extra_vars, local_state_dir
+        )
     settings = Settings(
         terraform_dir=terraform_dir,
         var_file=var_file,
@@ -240,13 +360,12 @@ def rollout(
         deadline=parse_duration(deadline) if deadline else None,
         rollback=not no_rollback,
     )
-    if not terraform_dir.is_dir():
-        raise ScalerError(f"no directory {terraform_dir}; pass --terraform-dir DIR")
     flag = _StopFlag()
     with lock.hold(terraform_dir, "rollout") as held:
         if held.stale is not None:
             report(f"took over a stale lock of {held.stale.describe()}")
         with open_terraform(settings) as tf:
+            budget = _budget(api_budget, report) if not dry_run else None
             prepared = prepare_rollout(
                 tf,
                 settings,
@@ -289,7 +408,9 @@ def rollout(
                     raise ScalerError("rollout cancelled; nothing was changed")
             previous = signal.signal(signal.SIGINT, flag.handler)
             try:
-                result = apply_rollout(tf, settings, prepared, report=report, should_stop=flag)
+                result = apply_rollout(
+                    tf, settings, prepared, report=report, should_stop=flag, budget=budget
+                )
             finally:
                 signal.signal(signal.SIGINT, previous)
     _render(result, as_json)

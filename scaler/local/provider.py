@@ -7,9 +7,16 @@ names, types and replacement rules, and speaks plain HTTP to the DigitalOcean AP
 accident.
 
 Run it as `scaler-provider-digitalocean --dev` to get a TF_REATTACH_PROVIDERS line (reattach mode),
-or let Terraform start it through a dev_overrides directory. Polling is paced: it starts at
-SCALER_POLL_INTERVAL seconds (default 0.2) and backs off to 3 s; SCALER_POLL_TIMEOUT (default 300 s)
-bounds every wait.
+or let Terraform start it through a dev_overrides directory.
+
+Polling follows the real provider (its StateChangeConf waits), so the local cloud sees the request
+pattern DigitalOcean would: droplet and action waits first look after 10 s, then every 3 s, 6 s,
+then 10 s; a load balancer's creation is looked at at once, then every 15 s; a delete waits for the
+droplet to be unlocked, deletes it, and looks again for it to be gone. An update ends with one read.
+SCALER_LOCAL_PROVIDER_POLL scales every one of those waits (default 1; tests use e.g. 0.02, with
+the local cloud's delays shortened to match). One deviation: a droplet still `new` at a look also
+has its create action looked at, so a creation the cloud failed ends at once instead of at the
+timeout. SCALER_POLL_TIMEOUT (default 300 s) bounds every wait.
 """
 
 from __future__ import annotations
@@ -46,7 +53,13 @@ from tf.types import Bool, Number, Set, String, Unknown
 from tf.utils import Diagnostics
 
 PROVIDER_ADDRESS = "registry.terraform.io/digitalocean/digitalocean"
-MAX_POLL_INTERVAL = 3.0
+POLL_SCALE_ENV = "SCALER_LOCAL_PROVIDER_POLL"
+# The real provider's StateChangeConf: Delay before the first look, MinTimeout between looks
+# (the wait starts at 0.1 s, doubles after each look, is raised to MinTimeout, capped at 10 s).
+STATE_DELAY = 10.0
+STATE_MIN_TIMEOUT = 3.0
+STATE_MAX_WAIT = 10.0
+LB_MIN_TIMEOUT = 15.0
 _ids = itertools.count(1)
 
 
@@ -65,10 +78,10 @@ class ApiError(ProviderError):
 class Api:
     """A small, thread-safe DigitalOcean API v2 client with paced polling and 429/5xx retries."""
 
-    def __init__(self, url: str, token: str, *, poll: float, timeout: float) -> None:
+    def __init__(self, url: str, token: str, *, scale: float = 1.0, timeout: float = 300.0) -> None:
         self.url = url.rstrip("/")
         self._token = token
-        self.poll = poll
+        self.scale = scale
         self.timeout = timeout
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -118,15 +131,24 @@ class Api:
             if err.status != 404:
                 raise
 
-    def wait(self, done: Callable[[], bool], what: str) -> None:
-        """Poll `done` (paced, backing off) until it holds; raise after the timeout."""
+    def wait(
+        self,
+        done: Callable[[], bool],
+        what: str,
+        *,
+        delay: float = STATE_DELAY,
+        min_timeout: float = STATE_MIN_TIMEOUT,
+    ) -> None:
+        """Look with `done` at the real provider's cadence until it holds; raise on timeout."""
         deadline = time.monotonic() + self.timeout
-        delay = self.poll
+        time.sleep(delay * self.scale)
+        wait = 0.0
         while not done():
             if time.monotonic() > deadline:
                 raise ProviderError(f"timed out after {self.timeout:g} s waiting for {what}")
-            time.sleep(delay)
-            delay = min(delay * 1.5, MAX_POLL_INTERVAL)
+            wait = 0.1 if wait == 0 else wait
+            wait = min(max(wait * 2, min_timeout), STATE_MAX_WAIT)
+            time.sleep(wait * self.scale)
 
     def wait_action(self, action: dict[str, Any], what: str) -> None:
         """Wait for an action to complete; raise if it errors."""
@@ -362,23 +384,32 @@ class Droplet(_Base):
                 body["with_droplet_agent"] = planned["droplet_agent"]
             resp = self.api.call("POST", "/v2/droplets", body)
             created["id"] = str(resp["droplet"]["id"])
-            # The create action errors when the droplet cannot come up; waiting on it fails fast.
-            for link in (resp.get("links") or {}).get("actions") or []:
-                self.api.wait_action(link, f"create droplet {created['id']}")
-            return self._fill(planned, self._wait_active(created["id"]))
+            links = (resp.get("links") or {}).get("actions") or []
+            actions = [str(link["id"]) for link in links if link.get("id")]
+            return self._fill(planned, self._wait_active(created["id"], actions))
 
         return self._guard(ctx, go, planned, created)
 
-    def _wait_active(self, droplet_id: str) -> dict[str, Any]:
+    def _wait_active(self, droplet_id: str, create_actions: list[str]) -> dict[str, Any]:
         seen: dict[str, Any] = {}
 
         def done() -> bool:
             got = self.api.call("GET", f"/v2/droplets/{droplet_id}")["droplet"]
             seen.update(got)
-            return bool(got.get("status") == "active")
+            if got.get("status") == "active":
+                return True
+            # Still new: a creation that errored would keep it so until the timeout.
+            for action_id in create_actions:
+                action = self.api.call("GET", f"/v2/actions/{action_id}")["action"]
+                if action.get("status") == "errored":
+                    raise ProviderError(f"action {action_id} (create droplet {droplet_id}) errored")
+            return False
 
         self.api.wait(done, f"droplet {droplet_id} to become active")
         return seen
+
+    def _read(self, droplet_id: str) -> dict[str, Any]:
+        return dict(self.api.call("GET", f"/v2/droplets/{droplet_id}")["droplet"])
 
     def _fill(self, planned: State, droplet: dict[str, Any]) -> State:
         values = _droplet_values(droplet)
@@ -425,7 +456,8 @@ class Droplet(_Base):
                 api.droplet_action(did, {"type": kind})
             if planned.get("ipv6") and not current.get("ipv6"):
                 api.droplet_action(did, {"type": "enable_ipv6"})
-            return self._fill(planned, self._wait_active(did))
+            # Each action above was waited for; the real provider ends an update with one read.
+            return self._fill(planned, self._read(did))
 
         return self._guard(ctx, go, current)
 
@@ -444,6 +476,18 @@ class Droplet(_Base):
 
         def go() -> None:
             did = current["id"]
+            missing = False
+
+            def unlocked() -> bool:
+                nonlocal missing
+                got = self.api.get(f"/v2/droplets/{did}")
+                missing = got is None
+                return missing or not (got or {}).get("droplet", {}).get("locked")
+
+            # As the real provider: wait until no action holds it, delete, wait until it is gone.
+            self.api.wait(unlocked, f"droplet {did} to be unlocked for destroy")
+            if missing:
+                return
             self.api.delete(f"/v2/droplets/{did}")
 
             def gone() -> bool:
@@ -594,7 +638,9 @@ class LoadBalancer(_Base):
                 raise ProviderError(f"load balancer {lb_id} errored")
             return bool(got.get("status") == "active")
 
-        self.api.wait(done, f"load balancer {lb_id} to become active")
+        self.api.wait(
+            done, f"load balancer {lb_id} to become active", delay=0, min_timeout=LB_MIN_TIMEOUT
+        )
         return seen
 
     @staticmethod
@@ -656,7 +702,9 @@ class LoadBalancer(_Base):
         def go() -> State:
             path = f"/v2/load_balancers/{current['id']}"
             self.api.call("PUT", path, self._body(planned))
-            return _fill(planned, self._values(self._wait_active(current["id"])))
+            # The real provider reads it back once; it does not wait for a status.
+            got = self.api.call("GET", path)["load_balancer"]
+            return _fill(planned, self._values(got))
 
         return self._guard(ctx, go, current)
 
@@ -991,9 +1039,9 @@ class LocalProvider(Provider):  # type: ignore[misc]
                 "no API endpoint: set DIGITALOCEAN_API_URL (the local cloud's URL) or api_endpoint"
             )
             return
-        poll = _float(env.get("SCALER_POLL_INTERVAL"), 0.2)
+        scale = max(_float(env.get(POLL_SCALE_ENV), 1.0), 0.0)
         timeout = _float(env.get("SCALER_POLL_TIMEOUT"), 300.0)
-        self.api = Api(url, token, poll=poll, timeout=timeout)
+        self.api = Api(url, token, scale=scale, timeout=timeout)
 
     def get_data_sources(self) -> list[Any]:
         """No data sources."""
