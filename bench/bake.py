@@ -8,7 +8,8 @@ since 1.3.3), so Packer runs the same ansible-playbook through its shell provisi
 droplet's SSH session (local connection there); the `scaler (local)` row runs Ansible the same
 way (local connection confined to the droplet), `scaler (ssh)` goes through SSH per task.
 Delays are the local cloud's defaults (boot 2 s, actions 1 s, snapshot 2 s, transfer 1 s).
-Prints wall time and API requests per tool.
+Prints the median wall time and API requests per tool over --runs rounds (the tools take
+turns within a round), and every run's figures.
 
     .venv/bin/python bench/bake.py [--runs N]
 """
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -137,10 +139,13 @@ def main() -> None:
                     results[name].append((took, requests))
                     left = cloud.summary()
                     assert left["droplets"] == 0 and left["ssh_keys"] == 0, left
-            print(f"{'tool':<16}{'wall s (best)':>14}{'API requests':>14}")
+            head = f"{'tool':<16}{'wall s (median)':>16}{'API requests (median)':>23}"
+            print(head + "  runs (s/requests)")
             for name, rows in results.items():
-                best = min(t for t, _ in rows)
-                print(f"{name:<16}{best:>14.1f}{rows[0][1]:>14}")
+                wall = statistics.median(t for t, _ in rows)
+                reqs = statistics.median(n for _, n in rows)
+                each = ", ".join(f"{t:.1f}/{n}" for t, n in rows)
+                print(f"{name:<16}{wall:>16.1f}{reqs:>23g}  {each}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -52,6 +53,8 @@ from scaler.provision import (
 
 Progress = Callable[[str], None]
 DropletRoot = Callable[[int], Path]
+# Debian's wordpress package: the offline WordPress tree for bakes on the local cloud.
+LOCAL_WORDPRESS = Path("/usr/share/wordpress")
 
 
 class BakeFailed(ScalerError):
@@ -59,7 +62,11 @@ class BakeFailed(ScalerError):
 
 
 class BakeInterrupted(BakeFailed):
-    """Ctrl-C or SIGTERM stopped the bake."""
+    """Ctrl-C or SIGTERM stopped the bake; `signum` says which."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 class Terminated(KeyboardInterrupt):
@@ -257,6 +264,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _has_ansible_vars(playbook: Path) -> bool:
+    """True when group_vars/ or host_vars/ beside the playbook may hold the role's variables."""
+    folder = Path(playbook).resolve().parent
+    return (folder / "group_vars").is_dir() or (folder / "host_vars").is_dir()
+
+
 def _curl(cloud: Cloud, path: str) -> str:
     # $DIGITALOCEAN_TOKEN stays a variable: the command never holds the token itself
     return (
@@ -298,6 +311,8 @@ class _Bake:
                 "droplet's root); use --connection ssh"
             )
         manifest_mod.read_manifest(c.manifest)  # a broken manifest fails before anything exists
+        self.step = "checking the inputs"
+        extravars = self._role_vars()
         prov_sha = provisioning_hash(c.playbook, c.roles_path, c.user_data_file)
         run_id = uuid.uuid4().hex[:8]
         cloud = self.cloud
@@ -348,7 +363,6 @@ class _Bake:
             raise BakeFailed(f"droplet {droplet_id} is active but has no IPv4 address")
         self.say(f"droplet {droplet_id} is active at {address}")
 
-        extravars: dict[str, Any] = dict(c.extra_vars)
         if self.droplet_root is not None:
             # the local cloud: droplets share this host, so the role is confined to the root
             extravars = {
@@ -449,6 +463,36 @@ class _Bake:
             custom_data=custom,
         )
 
+    def _role_vars(self) -> dict[str, Any]:
+        """The extra vars, with what the local cloud lacks filled in; a missing DB password
+        fails here, before anything is created (on a real cloud)."""
+        c = self.config
+        extravars: dict[str, Any] = dict(c.extra_vars)
+        local = self.droplet_root is not None
+        has_source = extravars.get("welp_wordpress_src_dir") or extravars.get(
+            "welp_wordpress_archive"
+        )
+        if local and not has_source and LOCAL_WORDPRESS.is_dir():
+            # the local cloud is offline: WordPress comes from Debian's package, not a download
+            extravars["welp_wordpress_src_dir"] = str(LOCAL_WORDPRESS)
+            self.say(f"local cloud: WordPress from {LOCAL_WORDPRESS} (welp_wordpress_src_dir)")
+        if str(extravars.get("welp_db_password") or ""):
+            return extravars
+        if local:
+            # no database behind the local cloud; a random password keeps the role's check
+            # honest without inventing a shared default (it is never printed)
+            extravars["welp_db_password"] = secrets.token_urlsafe(24)
+            self.say(
+                "local cloud: no welp_db_password given; a random one goes into the "
+                "snapshot's wp-config.php"
+            )
+        elif not _has_ansible_vars(c.playbook):
+            raise BakeFailed(
+                "no welp_db_password for wp-config.php; pass -e welp_db_password=... or set it "
+                "in scaler.toml under [bake.extra_vars] (or in group_vars/ beside the playbook)"
+            )
+        return extravars
+
     def _shut_down(self, droplet_id: int) -> None:
         c, cloud = self.config, self.cloud
         try:
@@ -486,7 +530,10 @@ class _Bake:
 
         def one(region: str) -> None:
             action = cloud.transfer_image(image_id, region)
-            cloud.wait_for_action(action.id, timeout, f"transfer of {image_id} to {region}")
+            # parallel waits share one poll budget
+            cloud.wait_for_action(
+                action.id, timeout, f"transfer of {image_id} to {region}", share=len(regions)
+            )
             self.say(f"snapshot {image_id} is in {region}")
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(regions), 8)) as pool:
@@ -516,10 +563,12 @@ def bake_image(
         try:
             return _finish(bake, bake.run())
         except KeyboardInterrupt as err:
-            signame = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
+            signum = signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT
             removed, leftovers = _unwind(bake)
             raise BakeInterrupted(
-                f"bake interrupted ({signame}) while {bake.step}; " + _summary(removed, leftovers)
+                f"bake interrupted ({signum.name}) while {bake.step}; "
+                + _summary(removed, leftovers),
+                signum,
             ) from None
         except ScalerError as err:
             removed, leftovers = _unwind(bake)
@@ -562,6 +611,28 @@ def _summary(removed: list[str], leftovers: list[Leftover]) -> str:
 
 def local_droplet_roots(endpoint: str, state_dir: Path | None = None) -> DropletRoot | None:
     """Droplet roots when endpoint is a local cloud on loopback, else None (a real cloud)."""
+    health = _local_health(endpoint)
+    if health is None:
+        return None
+    reported = health.get("state_dir")
+    base = Path(reported) if reported else (state_dir or Path(".scaler/local"))
+    droplets = base.resolve() / "machines" / "droplets"
+    if not droplets.is_dir():
+        raise BakeFailed(
+            f"the local cloud at {urllib.parse.urlsplit(endpoint).netloc} keeps no droplets "
+            f"under {droplets}; pass its state dir with --local-state-dir"
+        )
+    return lambda droplet_id: droplets / str(droplet_id) / "root"
+
+
+def local_ssh_port(endpoint: str) -> int | None:
+    """The droplets' SSH port when endpoint is a local cloud that reports it, else None."""
+    health = _local_health(endpoint)
+    port = health.get("ssh_port") if health else None
+    return port if isinstance(port, int) and not isinstance(port, bool) else None
+
+
+def _local_health(endpoint: str) -> dict[str, Any] | None:
     parts = urllib.parse.urlsplit(endpoint)
     host = parts.hostname or ""
     if not (host == "localhost" or host.startswith("127.")):
@@ -575,12 +646,4 @@ def local_droplet_roots(endpoint: str, state_dir: Path | None = None) -> Droplet
         return None
     if not isinstance(health, dict) or not health.get("ok"):
         return None
-    reported = health.get("state_dir")
-    base = Path(reported) if reported else (state_dir or Path(".scaler/local"))
-    droplets = base.resolve() / "machines" / "droplets"
-    if not droplets.is_dir():
-        raise BakeFailed(
-            f"the local cloud at {parts.netloc} keeps no droplets under {droplets}; pass its "
-            "state dir with --local-state-dir"
-        )
-    return lambda droplet_id: droplets / str(droplet_id) / "root"
+    return health

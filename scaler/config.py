@@ -73,7 +73,7 @@ class BakeConfig:
     extra_vars: Mapping[str, Any] = field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     poll_min: float = 1.0
-    poll_max: float = 5.0
+    poll_max: float = 3.0
 
 
 @dataclass(frozen=True)

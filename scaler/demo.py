@@ -64,7 +64,7 @@ class Demo:
         self.say(title)
         images = {i["id"]: i["name"] for i in self.api("/v2/images?private=true")["images"]}
         port = self.env.get("SCALER_LOCAL_WEB_PORT", "80")
-        print(f"{'droplet':<24}{'id':>6}  {'image':<34}{'address':<14}GET / on :{port}")
+        print(f"{'droplet':<22}{'id':>10}  {'image':<42}{'address':<14}GET / on :{port}")
         for droplet in sorted(self.api("/v2/droplets")["droplets"], key=lambda d: d["name"]):
             image = droplet["image"]
             label = images.get(image["id"]) or image.get("slug") or str(image["id"])
@@ -72,7 +72,7 @@ class Demo:
             address = next(n["ip_address"] for n in v4 if n["type"] == "public")
             shown = f"{label} ({image['id']})"
             status = _http_status(address, port)
-            print(f"{droplet['name']:<24}{droplet['id']:>6}  {shown:<34}{address:<14}{status}")
+            print(f"{droplet['name']:<22}{droplet['id']:>10}  {shown:<42}{address:<14}{status}")
 
 
 def _http_status(address: str, port: str) -> str:
@@ -94,6 +94,9 @@ def main() -> int:
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True)
     demo = Demo()
+    # The local cloud boots droplets in seconds, not DigitalOcean's minute; the local provider's
+    # waits (the real provider's: first look after 10 s) are scaled to match.
+    demo.env.setdefault("SCALER_LOCAL_PROVIDER_POLL", "0.2")
     demo.say("Start the local cloud (a DigitalOcean API on 127.0.0.1)")
     exports = demo.run("local", "up", "--state-dir", "cloud", "--port", "0")
     for line in exports.splitlines():
@@ -192,14 +195,15 @@ def _story(demo: Demo) -> int:
         "1",
     )
     demo.droplets("After: new droplets on the new snapshot; the database droplets kept their ids")
-    demo.say("The web droplets in the inventory after the rollout")
-    demo.run(
-        "inventory",
-        "--state",
-        "stack/terraform.tfstate",
-        "--host",
-        "digitalocean_droplet.wp_node.0",
+    demo.say("A web droplet in the inventory after the rollout (some of its host variables)")
+    state = "stack/terraform.tfstate"
+    host = json.loads(
+        demo.run(
+            "inventory", "--state", state, "--host", "digitalocean_droplet.wp_node.0", show=False
+        )
     )
+    for key in ("ansible_host", "image", "status", "terraform_address", "terraform_tags"):
+        print(f"  {key}: {json.dumps(host[key])}")
     demo.say(f"Done. Everything is in {WORK}/ (manifest.json, stack/terraform.tfvars, the state)")
     return 0
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -28,6 +31,10 @@ BUILD_HOST = "packerbox"
 # DigitalOcean token and anything else that looks like a credential. The play needs none.
 _SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
 _MESSAGE_LIMIT = 300
+# How often ansible-runner looks at the cancel callback (its default is 5 s).
+_CANCEL_POLL = 0.2
+# ssh's control socket path must fit in 108 bytes: <dir>/<40-char hash>.<16-char suffix>.
+_CONTROL_DIR_MAX = 48
 
 Status = Literal["successful", "failed", "timeout", "canceled"]
 Progress = Callable[[str], None]
@@ -136,8 +143,13 @@ def run_playbook(
     roles_path: Path = ROLES_DIR,
     on_progress: Progress | None = None,
     timeout: int | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> ProvisionResult:
-    """Run `playbook` on `host` only (--limit) and return the result; raise ProvisionFailed."""
+    """Run `playbook` on `host` only (--limit) and return the result; raise ProvisionFailed.
+
+    Ctrl-C and SIGTERM (main thread) or `cancel()` returning True stop ansible-playbook and
+    every process it started; the signal is then re-raised here, `cancel` gives "canceled".
+    """
     if not playbook.is_file():
         raise ProvisionFailed(f"no playbook at {playbook}; pass the path of packer-build.yml")
     static = to_static_inventory(inventory)
@@ -145,7 +157,12 @@ def run_playbook(
     bin_dir = _ansible_bin_dir()
 
     private = Path(tempfile.mkdtemp(prefix="scaler-ansible-"))
+    control = private / "cp"
+    if len(str(control)) > _CONTROL_DIR_MAX:  # a long $TMPDIR
+        control = Path(tempfile.mkdtemp(prefix="scaler-cp-", dir="/tmp"))
+    stop = _Stop(cancel)
     try:
+        control.mkdir(mode=0o700, exist_ok=True)
         (private / "inventory").mkdir()
         (private / "env").mkdir()
         (private / "project").mkdir()
@@ -153,6 +170,8 @@ def run_playbook(
         _write_private(inventory_file, json.dumps(static))
         # Extra vars (the database password among them) go in a file, not on the command line.
         _write_private(private / "env" / "extravars", json.dumps(dict(extravars or {})))
+        # a file, not RunnerConfig(settings=...): ansible-runner drops those without the file
+        _write_private(private / "env" / "settings", json.dumps({"pexpect_timeout": _CANCEL_POLL}))
         events = _Events(on_progress)
         config = ansible_runner.RunnerConfig(
             private_data_dir=str(private),
@@ -169,6 +188,8 @@ def run_playbook(
                 "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
                 "ANSIBLE_NOCOLOR": "True",
                 "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                # ~/.ansible/cp breaks with a long $HOME (ssh's 108-byte socket path limit)
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
             },
             quiet=True,
             timeout=timeout,
@@ -176,9 +197,17 @@ def run_playbook(
         )
         config.prepare()
         config.env = {k: v for k, v in config.env.items() if not _is_secret_env(k)}
-        runner = ansible_runner.Runner(config=config, event_handler=events.handle)
+        runner = ansible_runner.Runner(
+            config=config, event_handler=events.handle, cancel_callback=stop.requested
+        )
         started = time.monotonic()
-        status, rc = runner.run()
+        with stop.catching_signals():
+            try:
+                status, rc = runner.run()
+            finally:
+                # whatever ended the run (an exception too), nothing it started may outlive it:
+                # ansible-playbook, its workers, modules and ssh control masters
+                _kill_processes_under(private, control, events.pids)
         duration = time.monotonic() - started
         stdout = _read(Path(config.artifact_dir) / "stdout")
         result = ProvisionResult(
@@ -193,6 +222,8 @@ def run_playbook(
         )
     finally:
         shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(control, ignore_errors=True)
+    stop.reraise()
     if not result.ok:
         raise ProvisionFailed(_failure_message(result, timeout), result)
     return result
@@ -263,8 +294,12 @@ class _Events:
     def __init__(self, on_progress: Progress | None) -> None:
         self.on_progress = on_progress
         self.failure: TaskFailure | None = None
+        self.pids: set[int] = set()
 
     def handle(self, event: Mapping[str, Any]) -> bool:
+        pid = event.get("pid")
+        if isinstance(pid, int) and pid > 0:
+            self.pids.add(pid)
         kind = self._DONE.get(str(event.get("event", "")))
         if kind is None:
             return True
@@ -284,6 +319,85 @@ class _Events:
             suffix = f" ({float(took):.1f}s)" if isinstance(took, int | float) else ""
             self.on_progress(f"{kind}: [{host}] {task}{suffix}")
         return True
+
+
+class _Stop:
+    """Why a run should stop: a caught SIGINT/SIGTERM or the caller's cancel callback."""
+
+    def __init__(self, cancel: Callable[[], bool] | None) -> None:
+        self.cancel = cancel
+        self.signum: int | None = None
+
+    def requested(self) -> bool:
+        """ansible-runner's cancel callback (polled every _CANCEL_POLL seconds)."""
+        return self.signum is not None or bool(self.cancel and self.cancel())
+
+    @contextlib.contextmanager
+    def catching_signals(self) -> Iterator[None]:
+        """Within the block, SIGINT/SIGTERM only ask the runner to stop (main thread only).
+
+        A KeyboardInterrupt raised inside ansible-runner's loop would leave ansible-playbook
+        running in its own session; the runner kills it itself when the callback says so."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def note(signum: int, frame: Any) -> None:
+            if self.signum is None:
+                self.signum = signum
+
+        # a signal the caller ignores stays ignored
+        wanted = [
+            s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN
+        ]
+        previous = {s: signal.signal(s, note) for s in wanted}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def reraise(self) -> None:
+        """Deliver a caught signal again, now to the handler the caller had."""
+        if self.signum is not None:
+            signal.raise_signal(self.signum)
+
+
+def _kill_processes_under(private: Path, control: Path, pids: set[int]) -> None:
+    """SIGKILL every process group whose leader's command line names our private dirs."""
+    own = os.getpgrp()
+    groups: set[int] = set()
+    # pids from events only without /proc: a finished run's pids may be reused by now
+    found = _processes_naming((str(private), str(control)))
+    for pid in pids if found is None else found:
+        with contextlib.suppress(OSError):
+            group = os.getpgid(pid)
+            if group == own:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                groups.add(group)
+    for group in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _processes_naming(needles: tuple[str, ...]) -> set[int] | None:
+    """Pids whose command line holds one of needles; None without /proc (not Linux)."""
+    found: set[int] = set()
+    proc = Path("/proc")
+    if not (proc / "self" / "cmdline").is_file():
+        return None
+    me = os.getpid()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if any(needle in cmdline for needle in needles):
+            found.add(int(entry.name))
+    return found
 
 
 def _is_static(inventory: Mapping[str, Any]) -> bool:

@@ -302,6 +302,10 @@ class Settings:
     deadline: float | None = None
     rollback: bool = True
 
+    def __post_init__(self) -> None:
+        # Terraform runs inside terraform_dir: plan files named under it must not be relative.
+        object.__setattr__(self, "terraform_dir", Path(self.terraform_dir).resolve())
+
     @property
     def tfvars(self) -> Path:
         """The tfvars file holding image_slug."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from test_bake import (
     resources,
     write_playbook,
 )
+from test_provision import alive, processes_naming
 
 from scaler.bake import BakeFailed, bake_image
 from scaler.config import BakeConfig, apply
@@ -126,20 +128,36 @@ def _config_file(tmp_path: Path, tasks: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.slow
-def test_sigint_during_provisioning(cloud: LocalCloud, tmp_path: Path) -> None:
-    _config_file(tmp_path, [{"name": "Take a while", "ansible.builtin.command": "sleep 20"}])
-    bake = BakeProcess(_cli_args(cloud), tmp_path, bake_env(cloud, tmp_path))
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_signal_during_provisioning(
+    cloud: LocalCloud, tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    """Ansible is stopped too: no process of the run outlives the bake."""
+    pidfile = tmp_path / "task.pid"
+    task = {"name": "Take a while", "ansible.builtin.shell": f"echo $$ > {pidfile}; exec sleep 30"}
+    _config_file(tmp_path, [task])
+    temp = tmp_path / "t"  # the bake's temp files (Ansible's private dir) go here
+    temp.mkdir()
+    env = {**bake_env(cloud, tmp_path), "TMPDIR": str(temp)}
+    bake = BakeProcess(_cli_args(cloud), tmp_path, env)
     bake.wait_for(r"provisioning droplet \d+")
-    bake.wait_for(r"ansible|provisioning")
-    bake.proc.send_signal(signal.SIGINT)
-    code, out, err = bake.finish()
-    assert code == 1 and out == ""
-    last = err.splitlines()[-1]
+    deadline = time.monotonic() + 30
+    while not pidfile.is_file() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline and bake.proc.poll() is None, "\n".join(bake.lines)
+        time.sleep(0.05)
+    assert processes_naming(str(temp)), "ansible-playbook should be running"
+    bake.proc.send_signal(signum)
+    exit_code, out, err = bake.finish()
+    assert exit_code == code and out == ""
     assert re.fullmatch(
-        r"Error: bake interrupted \(SIGINT\) while provisioning droplet (\d+) with play\.yml; "
-        r"removed droplet \1, ssh key \d+",
-        last,
+        rf"Error: bake interrupted \({signum.name}\) while provisioning droplet (\d+) with "
+        r"play\.yml; removed droplet \1, ssh key \d+",
+        err.splitlines()[-1],
     ), err
+    assert processes_naming(str(temp)) == []
+    assert not alive(int(pidfile.read_text()))
 
 
 @pytest.mark.slow
@@ -150,7 +168,7 @@ def test_sigterm_while_waiting(cloud: LocalCloud, tmp_path: Path) -> None:
     bake.wait_for(r"waiting for droplet \d+ to become active")
     bake.proc.send_signal(signal.SIGTERM)
     code, out, err = bake.finish()
-    assert code == 1 and out == ""
+    assert code == 143 and out == ""
     assert re.fullmatch(
         r"Error: bake interrupted \(SIGTERM\) while waiting for droplet (\d+) to become active; "
         r"removed droplet \1, ssh key \d+",
@@ -172,7 +190,7 @@ def test_second_ctrl_c_lists_what_is_left(cloud: LocalCloud, tmp_path: Path) -> 
     bake.proc.send_signal(signal.SIGINT)
     code, out, err = bake.finish()
     try:
-        assert code == 1 and out == ""
+        assert code == 130 and out == ""
         auth = '-H "Authorization: Bearer $DIGITALOCEAN_TOKEN"'
         assert (
             f"  droplet {droplet}: curl -fsS -X DELETE {auth} {cloud.endpoint}droplets/{droplet}"
@@ -191,3 +209,19 @@ def test_second_ctrl_c_lists_what_is_left(cloud: LocalCloud, tmp_path: Path) -> 
         for path in (f"droplets/{droplet}", f"account/keys/{key}"):
             with contextlib.suppress(OSError):  # the slow delete may have gone through
                 api(cloud, "DELETE", path)
+
+
+def test_missing_db_password_on_a_real_cloud_fails_before_anything(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """Without the local cloud's droplet roots (a real cloud) the password is never invented."""
+    cloud.reset_log()
+    config = apply(BakeConfig(), {"manifest": str(tmp_path / "manifest.json")})
+    with pytest.raises(BakeFailed) as caught:
+        bake_image(config, fast_cloud(cloud), inventory=example_inventory())
+    assert str(caught.value) == (
+        "bake failed while checking the inputs: no welp_db_password for wp-config.php; pass "
+        "-e welp_db_password=... or set it in scaler.toml under [bake.extra_vars] (or in "
+        "group_vars/ beside the playbook); nothing to remove"
+    )
+    assert cloud.requests() == []

@@ -108,3 +108,24 @@ def test_token_never_logged(bake_cloud: LocalCloud, caplog: pytest.LogCaptureFix
         "GET /v2/sizes: the API token was refused (401); check DIGITALOCEAN_TOKEN"
     )
     assert caplog.records and SECRET_TOKEN not in caplog.text
+
+
+def test_polls_stay_steady_then_slow_down(bake_cloud: LocalCloud) -> None:
+    """steady_polls looks poll_min apart, then the interval grows to poll_max."""
+    bake_cloud.faults.clear()
+    bake_cloud.faults.stall(name="^paced-")
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 4))
+        time.sleep(seconds)
+
+    pacing = Pacing(poll_min=0.01, poll_max=0.03, growth=2, steady_polls=3)
+    c = Cloud(SECRET_TOKEN, bake_cloud.endpoint, pacing=pacing, sleep=sleep)
+    droplet = c.create_droplet(DropletSpec("paced-1", "nyc3", "s-1vcpu-1gb", "debian-12-x64"))
+    try:
+        with pytest.raises(WaitTimeout):
+            c.wait_for_droplet_active(droplet.id, 0.5)
+    finally:
+        c.delete_droplet(droplet.id)
+    assert slept[:7] == [0.01, 0.01, 0.01, 0.02, 0.03, 0.03, 0.03]

@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -232,6 +233,108 @@ def test_extra_vars_stay_off_the_command_line(tmp_path: Path) -> None:
     assert "hunter2-secret" not in text
 
 
+# --- interrupts ---------------------------------------------------------------------------
+
+# On Ctrl-C it reports, while the exception (and so ansible-runner's frames) is still alive, the
+# processes that name its temp dir: none may outlive run_playbook's raise.
+INTERRUPTED_RUN = """
+import os, sys, time
+from pathlib import Path
+from scaler.provision import run_playbook
+try:
+    run_playbook({"all": {"hosts": {"packerbox": {}}}}, playbook=Path(sys.argv[1]))
+except KeyboardInterrupt as err:
+    kept = err
+    time.sleep(0.5)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if os.environ["TMPDIR"].encode() in cmdline:
+                print("left:", cmdline.replace(b"\\0", b" ").decode())
+    print("KeyboardInterrupt")
+    sys.exit(130)
+print("finished")
+"""
+
+
+def processes_naming(text: str) -> list[str]:
+    """Command lines of the live processes that contain text."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(cmdline)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_leaves_no_ansible_behind(tmp_path: Path, signum: signal.Signals) -> None:
+    """A signal during a slow task stops ansible-playbook and its module at once."""
+    need(Path("/proc/self/cmdline").is_file(), "needs /proc")
+    started = tmp_path / "sleep.pid"
+    playbook = write_playbook(
+        tmp_path,
+        [{"name": "Slow", "ansible.builtin.shell": f"echo $$ > {started}; exec sleep 60"}],
+    )
+    temp = tmp_path / "t"  # the private data dir lands here, so its processes are findable
+    temp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_RUN, str(playbook)],
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not started.is_file() or not started.read_text().strip():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the slow task never started"
+            time.sleep(0.05)
+        sleeper = int(started.read_text())
+        assert processes_naming(str(temp)), "ansible-playbook should be running now"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if signum == signal.SIGINT:
+        assert (proc.returncode, out) == (130, "KeyboardInterrupt\n"), err
+    else:  # Python's default for SIGTERM: the process ends by the signal, after the cleanup
+        assert (proc.returncode, out) == (-signal.SIGTERM, ""), err
+    assert processes_naming(str(temp)) == []
+    assert not alive(sleeper)
+    # the private data dir is gone too (a killed module may leave its own payload dir)
+    assert [p.name for p in temp.iterdir() if p.name.startswith("scaler-ansible-")] == []
+
+
+def test_cancel_callback_stops_the_run(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    playbook = write_playbook(
+        tmp_path, [{"name": "Slow", "ansible.builtin.shell": f"touch {started}; sleep 60"}]
+    )
+    began = time.monotonic()
+    with pytest.raises(ProvisionFailed, match=r"^provisioning was canceled$") as caught:
+        run_playbook(one_host(), playbook=playbook, cancel=started.is_file)
+    assert time.monotonic() - began < 20
+    assert caught.value.result is not None and caught.value.result.status == "canceled"
+
+
 # --- inventory shapes -------------------------------------------------------------------
 
 
@@ -389,8 +492,21 @@ def loopback_sshd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         proc.wait(timeout=10)
 
 
+def sshd_sessions(sshd_pid: int) -> list[int]:
+    """The live child processes of the sshd (one per open connection)."""
+    children = Path(f"/proc/{sshd_pid}/task/{sshd_pid}/children").read_text().split()
+    return [int(pid) for pid in children if alive(int(pid))]
+
+
 @pytest.mark.slow
-def test_ssh_connection(tmp_path: Path, loopback_sshd: tuple[int, Path]) -> None:
+def test_ssh_connection(
+    tmp_path: Path, loopback_sshd: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over SSH with a long $HOME (ssh's control socket path is limited to 108 bytes); no
+    connection is left open afterwards (ControlPersist)."""
+    home = tmp_path / ("a-long-home-directory-" * 4)
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
     port, key = loopback_sshd
     out = tmp_path / "over-ssh.txt"
     playbook = write_playbook(
@@ -418,6 +534,11 @@ def test_ssh_connection(tmp_path: Path, loopback_sshd: tuple[int, Path]) -> None
     result = run_playbook(one_host(), playbook=playbook, connection=connection)
     assert result.ok and result.changed == 1
     assert out.read_text() == f"{user} {port}\n"
+    sshd_pid = int((tmp_path / "sshd.pid").read_text())
+    deadline = time.monotonic() + 5
+    while sshd_sessions(sshd_pid):
+        assert time.monotonic() < deadline, "an SSH connection outlived the run"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from scaler.bake import bake_image, local_droplet_roots
+from scaler.bake import BakeInterrupted, bake_image, local_droplet_roots, local_ssh_port
 from scaler.cloud import Cloud, NoToken, Pacing, endpoint_from, token_from_env
 from scaler.config import (
     BakeConfig,
@@ -92,7 +95,11 @@ from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
     help="The local cloud's state dir, when its server does not report it (default .scaler/local).",
 )
 @click.option("--timeout", "active_timeout", type=float, help="Seconds to wait for active.")
-@click.option("--poll-interval", type=float, help="First poll interval in seconds (default 1).")
+@click.option(
+    "--poll-interval",
+    type=float,
+    help="Seconds between API polls (default 1; after 10 polls it grows to 3x).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the id.")
 def bake(
     config_file: Path | None,
@@ -141,62 +148,90 @@ def bake(
     def progress(message: str) -> None:
         click.echo(f"[{time.monotonic() - started:6.1f}s] {message}", err=True)
 
-    config = BakeConfig()
-    path = find_config_file(config_file)
-    if path is not None:
-        config = load_config_file(path, config)
-    token: str | None = None
-    if packer_template is not None:
-        loaded = load_packer_template(
-            packer_template,
+    with _signal_exit_codes():
+        config = BakeConfig()
+        path = find_config_file(config_file)
+        if path is not None:
+            config = load_config_file(path, config)
+        token: str | None = None
+        if packer_template is not None:
+            loaded = load_packer_template(
+                packer_template,
+                config,
+                var_file=var_file,
+                variables=parse_assignments(variables, "--var"),
+            )
+            config, token = loaded.config, loaded.token
+        overrides: dict[str, Any] = {
+            "project": project,
+            "image": image,
+            "region": region,
+            "size": size,
+            "snapshot_name": snapshot_name,
+            "snapshot_regions": list(snapshot_regions) or None,
+            "tags": list(tags) or None,
+            "ssh_username": ssh_username,
+            "ssh_port": ssh_port,
+            "connection": connection,
+            "playbook": playbook,
+            "user_data_file": user_data_file,
+            "manifest": manifest,
+            "state": state,
+            "api_url": api_url,
+            "extra_vars": parse_assignments(extra_vars, "--extra-var") or None,
+            "timeouts": {"active": active_timeout} if active_timeout is not None else None,
+        }
+        if poll_interval is not None:
+            overrides.update(poll_min=poll_interval, poll_max=poll_interval * 3)
+        config = apply(config, overrides)
+        token = token_from_env() or token
+        if not token:
+            raise NoToken()
+        endpoint = endpoint_from(config.api_url)
+        loaded_state, source = load_state(state=config.state, terraform_dir=terraform_dir)
+        inventory = build_inventory(loaded_state)
+        for warning in inventory.warnings:
+            click.echo(f"Warning: {warning}", err=True)
+        progress(f"inventory from {source.path}")
+        roots = local_droplet_roots(endpoint, local_state_dir)
+        if roots is not None and ssh_port is None and config.ssh_port == 22:
+            # the local cloud's droplets listen on 2222 when it does not run as root
+            config = apply(config, {"ssh_port": local_ssh_port(endpoint)})
+        pacing = Pacing(poll_min=config.poll_min, poll_max=config.poll_max)
+        cloud = Cloud(token, endpoint, pacing=pacing, on_progress=progress)
+        result = bake_image(
             config,
-            var_file=var_file,
-            variables=parse_assignments(variables, "--var"),
+            cloud,
+            inventory=list_json(inventory),
+            droplet_root=roots,
+            on_progress=progress,
         )
-        config, token = loaded.config, loaded.token
-    overrides: dict[str, Any] = {
-        "project": project,
-        "image": image,
-        "region": region,
-        "size": size,
-        "snapshot_name": snapshot_name,
-        "snapshot_regions": list(snapshot_regions) or None,
-        "tags": list(tags) or None,
-        "ssh_username": ssh_username,
-        "ssh_port": ssh_port,
-        "connection": connection,
-        "playbook": playbook,
-        "user_data_file": user_data_file,
-        "manifest": manifest,
-        "state": state,
-        "api_url": api_url,
-        "extra_vars": parse_assignments(extra_vars, "--extra-var") or None,
-        "timeouts": {"active": active_timeout} if active_timeout is not None else None,
-    }
-    if poll_interval is not None:
-        overrides.update(poll_min=poll_interval, poll_max=max(poll_interval * 4, poll_interval))
-    config = apply(config, overrides)
-    token = token_from_env() or token
-    if not token:
-        raise NoToken()
-    endpoint = endpoint_from(config.api_url)
-    loaded_state, source = load_state(state=config.state, terraform_dir=terraform_dir)
-    inventory = build_inventory(loaded_state)
-    for warning in inventory.warnings:
-        click.echo(f"Warning: {warning}", err=True)
-    progress(f"inventory from {source.path}")
-    roots = local_droplet_roots(endpoint, local_state_dir)
-    pacing = Pacing(poll_min=config.poll_min, poll_max=config.poll_max)
-    cloud = Cloud(token, endpoint, pacing=pacing, on_progress=progress)
-    result = bake_image(
-        config,
-        cloud,
-        inventory=list_json(inventory),
-        droplet_root=roots,
-        on_progress=progress,
-    )
-    progress(f"done: snapshot {result.id} ({result.name}) in {', '.join(result.regions)}")
-    if as_json:
-        click.echo(json.dumps(result.to_json()))
-    else:
-        click.echo(str(result.id))
+        progress(f"done: snapshot {result.id} ({result.name}) in {', '.join(result.regions)}")
+        if as_json:
+            click.echo(json.dumps(result.to_json()))
+        else:
+            click.echo(str(result.id))
+
+
+class _Interrupted(click.ClickException):
+    """`Error: <reason>`, exit 130: Ctrl-C (the shell's 128 + SIGINT)."""
+
+    exit_code = 128 + signal.SIGINT
+
+
+class _Terminated(click.ClickException):
+    """`Error: <reason>`, exit 143: SIGTERM (128 + SIGTERM)."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _signal_exit_codes() -> Iterator[None]:
+    try:
+        yield
+    except BakeInterrupted as err:
+        kind = _Terminated if err.signum == signal.SIGTERM else _Interrupted
+        raise kind(str(err)) from err
+    except KeyboardInterrupt:
+        # before the bake started (reading the state, the template): nothing was created
+        raise _Interrupted("bake interrupted (SIGINT) before it created anything") from None
