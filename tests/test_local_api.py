@@ -1017,6 +1017,7 @@ def test_delays_and_reset_over_http(api: Client) -> None:
     # A separate process (`scaler bake --connection local`) finds droplet roots through these.
     assert health["state_dir"] == str(api.cloud.state_dir.resolve())
     assert health["web_port"] == api.cloud.machines.web_port()
+    assert health["ssh_port"] == api.cloud.machines.ssh_port()
     assert requests.post(api.cloud.url + "/_local/reset", timeout=5).status_code == 204
     assert api.ok("GET", "/v2/droplets")["droplets"] == []
 

@@ -999,6 +999,7 @@ class LocalCloud:
                 status = {"ok": True, "pid": os.getpid(), "url": self.url, "network": self.network}
                 status["state_dir"] = str(self.state_dir.resolve())
                 status["web_port"] = self.machines.web_port()
+                status["ssh_port"] = self.machines.ssh_port()
                 status["rate_limit_per_minute"] = self.rate_limit_per_minute
                 return 200, status | self.summary(), {}
             if path == "/_local/requests" and method in ("GET", "DELETE"):
