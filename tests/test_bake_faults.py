@@ -212,10 +212,11 @@ def test_second_ctrl_c_lists_what_is_left(cloud: LocalCloud, tmp_path: Path) -> 
 
 
 def test_missing_db_password_on_a_real_cloud_fails_before_anything(
-    cloud: LocalCloud, tmp_path: Path
+    fresh_cloud: LocalCloud, tmp_path: Path
 ) -> None:
     """Without the local cloud's droplet roots (a real cloud) the password is never invented."""
-    cloud.reset_log()
+    # A cloud of its own: the shared one may still see the cleanup of an earlier test's bake.
+    cloud = fresh_cloud
     config = apply(BakeConfig(), {"manifest": str(tmp_path / "manifest.json")})
     with pytest.raises(BakeFailed) as caught:
         bake_image(config, fast_cloud(cloud), inventory=example_inventory())
