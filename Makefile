@@ -27,8 +27,13 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# Every benchmark in turn (about 15 minutes); each prints its own figures.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/inventory.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/local_cloud.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bake.py --runs 3
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/setgid.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/rollout.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .scaler

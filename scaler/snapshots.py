@@ -18,7 +18,8 @@ from typing import Any
 from scaler.cloud import Cloud, CloudError
 from scaler.errors import ScalerError
 from scaler.state import State
-from scaler.tfvars import IMAGE_VAR, BadValue, TfvarsError, get_tfvar, image_id_from
+from scaler.rollout import PIN_VAR
+from scaler.tfvars import IMAGE_VAR, BadValue, TfvarsError, image_id_from, read_tfvars
 
 DROPLET_TYPE = "digitalocean_droplet"
 _DURATION_PART = re.compile(r"(\d+)\s*(w|d|h|m|s)")
@@ -95,22 +96,39 @@ def project_snapshots(snapshots: Iterable[Snapshot], project: str) -> list[Snaps
 
 
 def in_use_from(
-    state: State | None, tfvars_path: Path | None, image_var: str = IMAGE_VAR
+    state: State | None,
+    tfvars_path: Path | None,
+    image_var: str = IMAGE_VAR,
+    pin_var: str = PIN_VAR,
 ) -> dict[int, tuple[str, ...]]:
-    """Snapshot ids in use, each with why: image_slug in the tfvars file, droplets in the state."""
+    """Snapshot ids in use, each with why: image_slug and the per-droplet pins (wp_node_images)
+    in the tfvars file, and the image of every droplet in the state.
+
+    A tfvars file that exists but cannot be read is a SnapshotError: what it names is unknown.
+    """
     reasons: dict[int, list[str]] = {}
-    if tfvars_path is not None and tfvars_path.is_file():
-        try:
-            value = get_tfvar(tfvars_path, image_var)
-        except TfvarsError:
-            value = None
+
+    def use(value: object, why: str) -> None:
         if isinstance(value, str | int) and not isinstance(value, bool):
             try:
                 image_id = int(image_id_from(str(value)))
             except BadValue:
-                pass  # a distribution slug such as debian-12-x64: no snapshot of ours
-            else:
-                reasons.setdefault(image_id, []).append(f"{image_var} in {tfvars_path.name}")
+                return  # a distribution slug such as debian-12-x64: no snapshot of ours
+            reasons.setdefault(image_id, []).append(why)
+
+    if tfvars_path is not None and tfvars_path.is_file():
+        try:
+            values = read_tfvars(tfvars_path)
+        except TfvarsError as err:
+            raise SnapshotError(
+                f"cannot tell which snapshots {tfvars_path} names: {err}; fix the file"
+            ) from None
+        use(values.get(image_var), f"{image_var} in {tfvars_path.name}")
+        pins = values.get(pin_var)
+        if isinstance(pins, Mapping):
+            # A rollout in progress pins the droplets it has not rolled yet to their old image.
+            for key, value in sorted(pins.items(), key=lambda kv: str(kv[0])):
+                use(value, f'{pin_var}["{key}"] in {tfvars_path.name}')
     if state is not None:
         for resource in state.resources:
             if resource.type != DROPLET_TYPE:

@@ -109,24 +109,6 @@ def first_image(cloud: LocalCloud) -> int:
     return int(snaps[0]["id"])
 
 
-def with_pins(stack: Path) -> None:
-    """The per-instance image override rolling batches need (see /tmp/g-needs.md)."""
-    variables = (stack / "variables.tf").read_text()
-    if "wp_node_images" in variables:
-        return
-    (stack / "variables.tf").write_text(
-        variables + '\nvariable "wp_node_images" {\n  type    = map(string)\n  default = {}\n}\n'
-    )
-    main_tf = stack / "main.tf"
-    old = "  image     = var.image_slug\n"
-    assert old in main_tf.read_text()
-    main_tf.write_text(
-        main_tf.read_text().replace(
-            old, "  image     = lookup(var.wp_node_images, tostring(count.index), var.image_slug)\n"
-        )
-    )
-
-
 class Hook:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
@@ -183,7 +165,6 @@ def site(cloud: LocalCloud, tmp_path: Path) -> Iterator[Site]:
     cloud.reset()
     old = first_image(cloud)
     stack = Path(shutil.copytree(ROOT / "terraform", tmp_path / "terraform"))
-    with_pins(stack)
     (stack / "terraform.tfvars").write_text(
         f'project_name  = "wordpress"\nimage_slug    = "{old}"\nwp_node_count = 2\n'
     )

@@ -98,7 +98,12 @@ def _in_use(
         raise ScalerError(
             f"cannot tell which snapshot image_slug names: no {var_file}; pass --var-file"
         )
-    return in_use_from(loaded, var_file), problem
+    try:
+        return in_use_from(loaded, var_file), problem
+    except ScalerError as err:
+        if required:
+            raise ScalerError(f"{err}; refusing to prune") from None
+        return in_use_from(loaded, None), f"warning: in-use status unknown for image_slug: {err}"
 
 
 def _row(snapshot: Snapshot, now: datetime, uses: tuple[str, ...]) -> dict[str, Any]:
