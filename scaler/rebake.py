@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 from scaler import bake as bake_mod
 from scaler import lock
+from scaler import rollout as rollout_mod
+from scaler import snapshots as snapshots_mod
 from scaler.cloud import Cloud, NotFound
 from scaler.config import BakeConfig
 from scaler.errors import ScalerError
@@ -39,6 +41,7 @@ from scaler.snapshots import (
     parse_time,
     project_snapshots,
 )
+from scaler.state import parse_state
 
 ReasonCode = Literal["forced", "no-snapshot", "base-image", "max-age", "provisioning"]
 Outcome = Literal[
@@ -353,6 +356,8 @@ class RebakeOptions:
     lock_timeout: str = "60s"
     deadline: float | None = None
     port_map: Mapping[int, int] = field(default_factory=dict)
+    prune_keep: int | None = None  # None: no prune after the run
+    prune_older_than: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -367,6 +372,8 @@ class SiteResult:
     previous_image: str | None = None
     duration: float = 0.0
     stopped: bool = False  # a signal ended it: the runs after it should not start
+    pruned: tuple[int, ...] = ()
+    prune_error: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -390,6 +397,10 @@ class SiteResult:
             data["snapshot_id"] = self.snapshot_id
         if self.previous_image is not None:
             data["previous_image"] = self.previous_image
+        if self.pruned:
+            data["pruned"] = list(self.pruned)
+        if self.prune_error is not None:
+            data["prune_error"] = self.prune_error
         return data
 
 
@@ -462,9 +473,12 @@ def rebake_site(
                 held = stack.enter_context(lock.hold(site.terraform_dir, "rebake"))
                 if held.stale is not None:
                     step.message = f"took over a stale lock of {held.stale.describe()}"
-            return _run_locked(
+            result = _run_locked(
                 site, config, cloud, options, log, clock, started, droplet_root, should_stop
             )
+            if options.prune_keep is None or result.outcome not in _PRUNE_AFTER:
+                return result
+            return _prune_site(site, config, cloud, options, log, clock, result, started)
     except (ScalerError, OSError) as err:
         # OSError: e.g. no permission to create the lock file; the other sites still run.
         log.event("rebake", "failed", str(err))
@@ -474,6 +488,64 @@ def rebake_site(
 
 def _since(started: float) -> float:
     return time.monotonic() - started
+
+
+# Prune only once the site is settled on one image: never after a failure or half-way stop.
+_PRUNE_AFTER: tuple[Outcome, ...] = ("not-due", "rolled-out", "unchanged")
+
+
+def _prune_site(
+    site: Site,
+    config: BakeConfig,
+    cloud: Cloud,
+    options: RebakeOptions,
+    log: EventLog,
+    clock: Clock,
+    result: SiteResult,
+    started: float,
+) -> SiteResult:
+    """Delete the project's old snapshots the site no longer uses (still under the lock)."""
+    keep = options.prune_keep if options.prune_keep is not None else 0
+    settings = _settings(site, options)
+    deleted: list[int] = []
+    with log.step("prune", keep=keep) as step:
+        try:
+            with rollout_mod.open_terraform(settings) as tf:
+                state = parse_state(tf.state_pull(), "the Terraform state")
+            if not settings.tfvars.is_file():
+                raise RebakeError(f"no {settings.tfvars}; cannot tell what image_slug names")
+            in_use = snapshots_mod.in_use_from(state, settings.tfvars)
+            mine = project_snapshots(list_snapshots(cloud), config.project)
+            plan = snapshots_mod.plan_prune(mine, in_use, keep, options.prune_older_than, clock())
+            step.ids.update(kept=[k.snapshot.id for k in plan.keep])
+            snapshots_mod.delete_snapshots(
+                cloud, plan.delete, on_deleted=lambda s: deleted.append(s.id)
+            )
+        except (ScalerError, OSError) as err:
+            # The site's outcome stands: an old snapshot left over costs money, not uptime.
+            step.fail(f"prune failed: {err}")
+            step.ids.update(deleted=deleted)
+            return replace(
+                result, pruned=tuple(deleted), prune_error=str(err), duration=_since(started)
+            )
+        step.ids.update(deleted=deleted)
+        step.message = f"deleted {len(deleted)} old snapshot(s)" if deleted else "nothing to prune"
+    return replace(result, pruned=tuple(deleted), duration=_since(started))
+
+
+def _settings(site: Site, options: RebakeOptions) -> rollout_mod.Settings:
+    """The rollout settings for the site."""
+    return rollout_mod.Settings(
+        terraform_dir=site.terraform_dir,
+        var_file=site.var_file,
+        workspace=site.workspace,
+        lock_timeout=options.lock_timeout,
+        health_interval=options.health_interval,
+        health_timeout=options.health_timeout,
+        health_grace=options.health_grace,
+        port_map=dict(options.port_map),
+        deadline=options.deadline,
+    )
 
 
 def _decide(
@@ -504,21 +576,9 @@ def _run_locked(
     droplet_root: bake_mod.DropletRoot | None,
     should_stop: Callable[[], bool],
 ) -> SiteResult:
-    from scaler import rollout as rollout_mod
     from scaler.inventory import build_inventory, list_json
-    from scaler.state import parse_state
 
-    settings = rollout_mod.Settings(
-        terraform_dir=site.terraform_dir,
-        var_file=site.var_file,
-        workspace=site.workspace,
-        lock_timeout=options.lock_timeout,
-        health_interval=options.health_interval,
-        health_timeout=options.health_timeout,
-        health_grace=options.health_grace,
-        port_map=dict(options.port_map),
-        deadline=options.deadline,
-    )
+    settings = _settings(site, options)
     progress = rollout_mod.read_progress(settings.progress_file)
     if progress is not None and not progress.finished:
         message = (

@@ -17,8 +17,8 @@ from typing import Any
 
 from scaler.cloud import Cloud, CloudError
 from scaler.errors import ScalerError
-from scaler.state import State
 from scaler.rollout import PIN_VAR
+from scaler.state import State
 from scaler.tfvars import IMAGE_VAR, BadValue, TfvarsError, image_id_from, read_tfvars
 
 DROPLET_TYPE = "digitalocean_droplet"

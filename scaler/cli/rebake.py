@@ -119,14 +119,15 @@ def _duration(text: str | None, option: str) -> float | None:
     help="scaler.toml ([bake] and [[sites]]; default ./scaler.toml when present).",
 )
 @click.option(
-    "--template",
+    "--packer-template",
+    "template",
     type=click.Path(dir_okay=False, path_type=Path),
     help="A Packer template (wp-node.json) to take the bake settings from.",
 )
 @click.option(
     "--packer-var-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The template's var file (variables.json).",
+    help="The Packer template's var file (variables.json); --var-file is the tfvars file.",
 )
 @click.option(
     "--terraform-dir",
@@ -157,6 +158,14 @@ def _duration(text: str | None, option: str) -> float | None:
 @click.option("--health-grace", default="30s", show_default=True, help="Boot time allowed.")
 @click.option("--lock-timeout", default="60s", show_default=True, help="Terraform state lock.")
 @click.option("--port-map", help="Dial PORT=LOCALPORT,... for health checks (local cloud).")
+@click.option(
+    "--prune-keep",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="After the run (unless it failed): delete old snapshots as "
+    "`scaler snapshots prune --keep N --yes` would.",
+)
+@click.option("--prune-older-than", help="With --prune-keep: delete only those older (30d).")
 @click.option(
     "--log-format",
     type=click.Choice(LOG_FORMATS),
@@ -190,6 +199,8 @@ def rebake(
     health_grace: str,
     lock_timeout: str,
     port_map: str | None,
+    prune_keep: int | None,
+    prune_older_than: str | None,
     log_format: LogFormat,
     as_json: bool,
     notify_url: str | None,
@@ -203,16 +214,21 @@ def rebake(
     asking. One run at a time per Terraform directory: a second is refused,
     a lock left by a dead process is taken over. With --all each site of
     scaler.toml runs in turn under its own lock; one failing does not stop
-    the others. The API token is never printed or logged.
+    the others. With --prune-keep it then deletes old snapshots the site no
+    longer uses (never the one in use, nor the newest N). The API token is
+    never printed or logged.
 
     \b
     Examples:
       scaler rebake --check --max-age 7d
       scaler rebake --max-age 7d --log-format json --notify-url https://hooks.example/x
-      scaler rebake --all --config /srv/scaler.toml
+      scaler rebake --all --config /srv/scaler.toml --prune-keep 3
+      scaler rebake --packer-template wp-node.json --packer-var-file variables.json
     """
     if notify_url:
         check_url(notify_url)
+    if prune_older_than and prune_keep is None:
+        raise click.UsageError("--prune-older-than needs --prune-keep N")
     loaded = load_bake_config(config_path, template, packer_var_file)
     secrets = tuple(s for s in (*known_secrets(), loaded.token) if s)
     log = EventLog(log_format, secrets=secrets)
@@ -242,6 +258,10 @@ def rebake(
         lock_timeout=lock_timeout,
         deadline=_duration(deadline, "--deadline"),
         port_map=health.parse_port_map(port_map) if port_map else health.port_map_from_env(),
+        prune_keep=prune_keep,
+        prune_older_than=(
+            parse_age(prune_older_than, "--prune-older-than") if prune_older_than else None
+        ),
     )
     cloud = cloud_from(loaded)
     # The local cloud's droplet roots, for --connection local bakes (None on a real cloud).

@@ -108,7 +108,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -122,6 +121,7 @@ from pathlib import Path
 from typing import Any
 
 from scaler.errors import ScalerError
+from scaler.fsutil import write_atomic
 from scaler.local.machines import MachineError, Machines
 
 JSON = dict[str, Any]
@@ -850,7 +850,7 @@ class LocalCloud:
         raw = {"version": 1, "next": s["next"]}
         for key in ("droplets", "actions", "images", "keys", "lbs", "ips", "tags"):
             raw[key] = list(s[key].values())
-        _write_atomic(
+        write_atomic(
             self.state_dir / "state.json", json.dumps(raw, indent=1, sort_keys=True) + "\n"
         )
         self._dirty = False
@@ -2314,19 +2314,6 @@ def _respond(
         pass  # the client went away; nothing to tell it
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _empty_state() -> JSON:
     return {
         "next": {
@@ -2430,7 +2417,7 @@ def serve(
     try:
         payload = {"pid": info.pid, "port": info.port, "network": network, "url": info.url}
         payload["web_port"] = info.web_port
-        _write_atomic(_server_file(state_dir), json.dumps(payload) + "\n")
+        write_atomic(_server_file(state_dir), json.dumps(payload) + "\n")
         if ready is not None:
             ready(info)
         while not stop.wait(0.5):

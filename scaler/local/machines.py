@@ -64,6 +64,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from scaler.errors import ScalerError
+from scaler.fsutil import write_atomic
 
 # slug -> (ID, VERSION_ID, PRETTY_NAME, VERSION_CODENAME) for /etc/os-release
 _BASE_OS: dict[str, tuple[str, str, str, str]] = {
@@ -468,18 +469,9 @@ def _guess_os(slug: str) -> tuple[str, str, str, str]:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write text atomically: temp file in the same directory, fsync, rename."""
+    """Write text atomically, making its folder first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)
 
 
 def _tree_size(root: Path) -> int:
