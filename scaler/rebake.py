@@ -358,6 +358,7 @@ class RebakeOptions:
     port_map: Mapping[int, int] = field(default_factory=dict)
     prune_keep: int | None = None  # None: no prune after the run
     prune_older_than: timedelta | None = None
+    prune_sites: tuple[Site, ...] = ()  # every site of the config: their images stay too
 
 
 @dataclass(frozen=True)
@@ -506,15 +507,14 @@ def _prune_site(
 ) -> SiteResult:
     """Delete the project's old snapshots the site no longer uses (still under the lock)."""
     keep = options.prune_keep if options.prune_keep is not None else 0
-    settings = _settings(site, options)
     deleted: list[int] = []
     with log.step("prune", keep=keep) as step:
         try:
-            with rollout_mod.open_terraform(settings) as tf:
-                state = parse_state(tf.state_pull(), "the Terraform state")
-            if not settings.tfvars.is_file():
-                raise RebakeError(f"no {settings.tfvars}; cannot tell what image_slug names")
-            in_use = snapshots_mod.in_use_from(state, settings.tfvars)
+            # Sites of one config share the project's snapshots: what any of them runs stays.
+            in_use: dict[int, tuple[str, ...]] = {}
+            for one in dict.fromkeys((site, *options.prune_sites)):
+                for image, why in _site_in_use(one, options).items():
+                    in_use[image] = in_use.get(image, ()) + why
             mine = project_snapshots(list_snapshots(cloud), config.project)
             plan = snapshots_mod.plan_prune(mine, in_use, keep, options.prune_older_than, clock())
             step.ids.update(kept=[k.snapshot.id for k in plan.keep])
@@ -531,6 +531,23 @@ def _prune_site(
         step.ids.update(deleted=deleted)
         step.message = f"deleted {len(deleted)} old snapshot(s)" if deleted else "nothing to prune"
     return replace(result, pruned=tuple(deleted), duration=_since(started))
+
+
+def _site_in_use(site: Site, options: RebakeOptions) -> dict[int, tuple[str, ...]]:
+    """The snapshot ids the site's tfvars and state name (an error when either is unreadable)."""
+    settings = _settings(site, options)
+    if not settings.tfvars.is_file():
+        raise RebakeError(
+            f"no {settings.tfvars} for site {site.name}; cannot tell what image_slug names"
+        )
+    if not settings.terraform_dir.is_dir():
+        raise RebakeError(f"no Terraform directory {site.terraform_dir} for site {site.name}")
+    with rollout_mod.open_terraform(settings) as tf:
+        state = parse_state(tf.state_pull(), f"the Terraform state of site {site.name}")
+    found = snapshots_mod.in_use_from(state, settings.tfvars)
+    if site.name == str(site.terraform_dir):
+        return found
+    return {k: tuple(f"{why} (site {site.name})" for why in v) for k, v in found.items()}
 
 
 def _settings(site: Site, options: RebakeOptions) -> rollout_mod.Settings:

@@ -104,3 +104,21 @@ def fresh_cloud(tmp_path: Path) -> Iterator[LocalCloud]:
     cloud.start()
     yield cloud
     cloud.stop()
+
+
+def make_snapshots(cloud: LocalCloud, names: list[str]) -> list[int]:
+    """Snapshots with these names (in order), taken of one droplet through the real API."""
+    from scaler.cloud import Cloud, DropletSpec, Pacing
+
+    client = Cloud("local-token", cloud.endpoint, pacing=Pacing.fast())
+    droplet = client.create_droplet(
+        DropletSpec(name="snapper", region="nyc3", size="s-1vcpu-1gb", image="debian-12-x64")
+    )
+    client.wait_for_droplet_active(droplet.id, 30)
+    ids = []
+    for name in names:
+        action = client.droplet_action(droplet.id, "snapshot", name=name)
+        client.wait_for_action(action.id, 30, f"snapshot {name}")
+        ids.append(next(i.id for i in client.droplet_snapshots(droplet.id) if i.name == name))
+    client.delete_droplet(droplet.id)
+    return ids

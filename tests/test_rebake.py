@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import REBAKE_CLOUD_NETWORK_BASE, xdist_worker_index
+from conftest import REBAKE_CLOUD_NETWORK_BASE, make_snapshots, xdist_worker_index
 
 from scaler.bake import provisioning_hash
 from scaler.cli import main
-from scaler.cloud import Cloud, DropletSpec, Pacing
+from scaler.cloud import Cloud
 from scaler.config import REPO_ROOT, BakeConfig
 from scaler.local.api import Delays, LocalCloud
 from scaler.lock import LOCK_NAME
@@ -241,22 +241,6 @@ def test_sites_from_scaler_toml(tmp_path: Path) -> None:
 
 
 # --- facts from the local cloud -----------------------------------------------------------------
-
-
-def make_snapshots(cloud: LocalCloud, names: list[str]) -> list[int]:
-    """Snapshots with these names, taken of one droplet through the real API."""
-    client = Cloud("local-token", cloud.endpoint, pacing=Pacing.fast())
-    droplet = client.create_droplet(
-        DropletSpec(name="snapper", region="nyc3", size="s-1vcpu-1gb", image="debian-12-x64")
-    )
-    client.wait_for_droplet_active(droplet.id, 30)
-    ids = []
-    for name in names:
-        action = client.droplet_action(droplet.id, "snapshot", name=name)
-        client.wait_for_action(action.id, 30, f"snapshot {name}")
-        ids.append(next(i.id for i in client.droplet_snapshots(droplet.id) if i.name == name))
-    client.delete_droplet(droplet.id)
-    return ids
 
 
 @pytest.fixture
@@ -576,3 +560,130 @@ def test_a_bad_notify_url_is_refused_before_anything_runs(
     assert result.stderr.startswith("Error: --notify-url 'hooks.example/x' is not an http(s) URL")
     assert fresh_cloud.counters() == {}
     assert not os.path.exists(site / LOCK_NAME)
+
+
+def test_tokens_from_the_env_and_the_packer_var_file_never_reach_any_output(
+    fresh_cloud: LocalCloud, site: Path, shared_data: Path
+) -> None:
+    # Neither looks like a DigitalOcean token, so only knowing the values can hide them.
+    env_token, file_token = "ocean-env-secret-7Qx", "ocean-file-secret-9Zy"
+    shutil.copy(shared_data / "packer" / "wp-node.json", site / "wp-node.json")
+    variables = json.loads((shared_data / "packer" / "variables.json").read_text())
+    # Both values end up in messages: the env token in a path, the file's in the image slug.
+    variables.update(do_api_token=file_token, app_node_image=file_token, project_name="wordpress")
+    (site / "variables.json").write_text(json.dumps(variables))
+    (site / f"{env_token}.json").write_text("{not json")
+    packer = ["--packer-template", str(site / "wp-node.json")]
+    packer += ["--packer-var-file", str(site / "variables.json")]
+    env = {"DIGITALOCEAN_TOKEN": env_token}
+    broken = rebake(
+        fresh_cloud,
+        site,
+        "--check",
+        *packer,
+        "--manifest",
+        str(site / f"{env_token}.json"),
+        "--log-format",
+        "json",
+        env=env,
+    )
+    missing = rebake(fresh_cloud, site, "--check", *packer, "--log-format", "json", env=env)
+    missing_json = rebake(fresh_cloud, site, "--check", *packer, "--json", env=env)
+    for result in (broken, missing, missing_json):
+        assert result.exit_code == 1, result.output
+        for secret in (env_token, file_token):
+            assert secret not in result.stdout + result.stderr
+    events = [json.loads(line) for line in broken.stderr.splitlines()]
+    assert events[0]["step"] == "decide" and events[0]["outcome"] == "failed"
+    assert f"manifest {site / '***.json'} is not JSON" in events[0]["message"]
+    events = [json.loads(line) for line in missing.stderr.splitlines()]
+    assert events[0]["ids"]["base_image"] == "***"
+    assert events[0]["message"] == (
+        "the base image '***' does not exist in the API; check `image` in the bake settings"
+    )
+    assert missing.stdout == (
+        f"{site}: error: the base image '***' does not exist in the API; check `image` in "
+        "the bake settings\n"
+    )
+    assert json.loads(missing_json.stdout)["sites"][0]["message"].startswith(
+        "the base image '***' does not exist"
+    )
+
+
+def test_per_site_options_with_all_are_a_usage_error(site: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["rebake", "--all", "--config", str(site / "scaler.toml"), "--workspace", "prod"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "Error: --workspace, --var-file and --manifest are per site; set them in [[sites]] "
+        "with --all"
+    )
+
+
+def test_prune_older_than_without_keep_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["rebake", "--prune-older-than", "30d"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == "Error: --prune-older-than needs --prune-keep N"
+
+
+def test_a_rollback_that_left_droplets_unhealthy_needs_a_person() -> None:
+    from scaler.rebake import _rollout_outcome
+    from scaler.rollout import RolloutResult
+
+    def ended(status: str, message: str) -> RolloutResult:
+        return RolloutResult(status, "2", "1", "rolling", (), (), (), None, 0, 1.0, message)  # type: ignore[arg-type]
+
+    healthy = ended("rolled-back", "batch 1 failed; rolled back 1 droplets to image 1 (healthy)")
+    sick = ended("rolled-back", "batch 1 failed; rolled back 1 droplets to image 1 (NOT healthy)")
+    assert _rollout_outcome(healthy) == "rolled-back"
+    assert _rollout_outcome(sick) == "needs-person"
+    assert _rollout_outcome(ended("done", "")) == "rolled-out"
+    assert _rollout_outcome(ended("nothing-to-do", "")) == "unchanged"
+    assert _rollout_outcome(ended("failed", "")) == "needs-person"
+    assert _rollout_outcome(ended("interrupted", "")) == "needs-person"
+    results = [
+        SiteResult("a", _rollout_outcome(healthy), ""),
+        SiteResult("b", _rollout_outcome(sick), ""),
+    ]
+    assert [r.exit_code for r in results] == [4, 5]
+
+
+def test_prune_after_all_sites_keeps_what_any_site_runs(
+    fresh_cloud: LocalCloud, site: Path
+) -> None:
+    from test_snapshots import state_with_droplets
+
+    oldest, staging, prod = make_snapshots(
+        fresh_cloud, ["wordpress_1", "wordpress_2", "wordpress_3"]
+    )
+    record_bake(site, prod)
+    for name, image in (("prod", prod), ("staging", staging)):
+        (site / name).mkdir()
+        (site / name / "terraform.tfvars").write_text(f'image_slug = "{image}"\n')
+        state_with_droplets(site / name / "terraform.tfstate", {"wp_node": str(image)})
+    with (site / "scaler.toml").open("a") as toml:
+        toml.write(
+            '\n[[sites]]\nname = "prod"\nterraform_dir = "prod"\n'
+            '\n[[sites]]\nname = "staging"\nterraform_dir = "staging"\n'
+        )
+    args = ["rebake", "--all", "--config", str(site / "scaler.toml"), "--prune-keep", "0"]
+    result = CliRunner().invoke(main, [*args, "--json"], env=fresh_cloud.env())
+    assert result.exit_code == 0, result.output
+    sites = json.loads(result.stdout)["sites"]
+    assert [(s["site"], s["outcome"], s.get("pruned")) for s in sites] == [
+        ("prod", "not-due", [oldest]),
+        ("staging", "not-due", None),
+    ]
+    left = {i.id for i in Cloud("t", fresh_cloud.endpoint).snapshot_images()}
+    assert {prod, staging} <= left and oldest not in left
+
+    # A site whose state cannot be read stops the prune, not the rebake.
+    (site / "staging" / "terraform.tfvars").write_text('image_slug = "unclosed\n')
+    broken = CliRunner().invoke(main, [*args, "--json"], env=fresh_cloud.env())
+    assert broken.exit_code == 0, broken.output
+    first = json.loads(broken.stdout)["sites"][0]
+    assert first["outcome"] == "not-due"
+    assert first["prune_error"].startswith(
+        f"cannot tell which snapshots {site / 'staging' / 'terraform.tfvars'} names: "
+    )

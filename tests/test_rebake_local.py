@@ -211,7 +211,15 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
     hook = Hook()
     try:
         result = site.rebake(
-            "--batch-size", "1", *FAST, "--log-format", "json", "--notify-url", hook.url
+            "--batch-size",
+            "1",
+            *FAST,
+            "--log-format",
+            "json",
+            "--notify-url",
+            hook.url,
+            "--prune-keep",
+            "0",
         )
     finally:
         hook.server.shutdown()
@@ -236,6 +244,7 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
         ("decide", "ok"),
         ("bake", "ok"),
         ("rollout", "ok"),
+        ("prune", "ok"),
         ("finish", "ok"),
         ("notify", "ok"),
     ]
@@ -244,11 +253,17 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
     bake = next(e for e in events if e["step"] == "bake" and e["outcome"] == "ok")
     assert bake["ids"]["snapshot"] == new.id
     assert TOKEN not in result.stderr + result.stdout
+    # The old snapshot runs nowhere any more: the prune after the rollout deleted it.
+    prune = next(e for e in events if e["step"] == "prune")
+    assert (prune["ids"]["deleted"], prune["ids"]["kept"]) == ([old], [new.id])
+    images = api(cloud, "GET", "/v2/images?private=true&per_page=200")["images"]
+    assert [i["id"] for i in images if i["name"].startswith("wordpress_")] == [new.id]
 
     (body,) = hook.bodies
     assert body["exit_code"] == 3 and body["outcome"] == "rolled-out"
     assert body["sites"][0]["snapshot_id"] == new.id
     assert body["sites"][0]["previous_image"] == str(old)
+    assert body["sites"][0]["pruned"] == [old]
     assert TOKEN not in json.dumps(body)
 
     again = site.rebake()
@@ -272,7 +287,9 @@ def test_a_broken_bake_is_rolled_back_with_exit_4(site: Site) -> None:
             ]
         )
     )
-    result = site.rebake("--canary", "--batch-size", "1", *FAST[:4], "--health-timeout", "3s")
+    result = site.rebake(
+        "--canary", "--batch-size", "1", *FAST[:4], "--health-timeout", "3s", "--prune-keep", "0"
+    )
     assert result.exit_code == 4, result.output
     new = last_artifact(site.work / "manifest.json").id
     assert result.stdout.startswith(f"{site.stack}: rolled-back: ")
@@ -280,6 +297,9 @@ def test_a_broken_bake_is_rolled_back_with_exit_4(site: Site) -> None:
     assert get_tfvar(site.stack / "terraform.tfvars", "image_slug") == str(site.old)
     assert [d["image"]["id"] for d in site.web_droplets()] == [site.old, site.old]
     assert new != site.old
+    # No prune after a failure: the new snapshot stays for a person to look at.
+    images = api(site.cloud, "GET", "/v2/images?private=true&per_page=200")["images"]
+    assert {site.old, new} <= {i["id"] for i in images}
 
 
 @pytest.mark.slow

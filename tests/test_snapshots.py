@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import SNAPSHOTS_CLOUD_NETWORK_BASE, xdist_worker_index
+from conftest import SNAPSHOTS_CLOUD_NETWORK_BASE, make_snapshots, xdist_worker_index
 
 from scaler.cli import main
-from scaler.cloud import Cloud, DropletSpec, Pacing
+from scaler.cloud import Cloud
 from scaler.errors import ScalerError
 from scaler.local.api import Delays, LocalCloud
 from scaler.snapshots import (
@@ -193,23 +193,29 @@ def test_a_slug_in_tfvars_names_no_snapshot(tmp_path: Path) -> None:
     assert in_use_from(None, tfvars) == {}
 
 
-# --- against the local cloud --------------------------------------------------------------------
-
-
-def make_snapshots(cloud: LocalCloud, names: list[str]) -> list[int]:
-    """Snapshots with these names, taken of one droplet through the real API (in order)."""
-    client = Cloud("local-token", cloud.endpoint, pacing=Pacing.fast())
-    droplet = client.create_droplet(
-        DropletSpec(name="snapper", region="nyc3", size="s-1vcpu-1gb", image="debian-12-x64")
+def test_per_droplet_pins_in_tfvars_are_in_use(tmp_path: Path) -> None:
+    tfvars = tmp_path / "terraform.tfvars"
+    tfvars.write_text(
+        'image_slug = "170000009"\n'
+        'wp_node_images = {\n  "0" = "170000007"\n  "1" = "170000007"\n  "2" = "debian-12-x64"\n}\n'
     )
-    client.wait_for_droplet_active(droplet.id, 30)
-    ids = []
-    for name in names:
-        action = client.droplet_action(droplet.id, "snapshot", name=name)
-        client.wait_for_action(action.id, 30, f"snapshot {name}")
-        ids.append(next(i.id for i in client.droplet_snapshots(droplet.id) if i.name == name))
-    client.delete_droplet(droplet.id)
-    return ids
+    assert in_use_from(None, tfvars) == {
+        170000009: ("image_slug in terraform.tfvars",),
+        170000007: (
+            'wp_node_images["0"] in terraform.tfvars',
+            'wp_node_images["1"] in terraform.tfvars',
+        ),
+    }
+
+
+def test_a_tfvars_file_that_does_not_parse_is_an_error(tmp_path: Path) -> None:
+    tfvars = tmp_path / "terraform.tfvars"
+    tfvars.write_text('image_slug = "170000009\n')
+    with pytest.raises(ScalerError, match=rf"^cannot tell which snapshots {tfvars} names: "):
+        in_use_from(None, tfvars)
+
+
+# --- against the local cloud --------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -337,3 +343,44 @@ def test_prune_refuses_without_tfvars(fresh_cloud: LocalCloud, site: Path) -> No
         "Error: cannot tell which snapshot image_slug names: no "
         f"{site / 'terraform.tfvars'}; pass --var-file\n"
     )
+
+
+def test_prune_keeps_pinned_and_refuses_a_broken_tfvars(
+    fresh_cloud: LocalCloud, site: Path
+) -> None:
+    old, pinned, new = make_snapshots(fresh_cloud, ["wordpress_a", "wordpress_b", "wordpress_c"])
+    tfvars = site / "terraform.tfvars"
+    tfvars.write_text(f'image_slug = "{new}"\nwp_node_images = {{ "1" = "{pinned}" }}\n')
+    state_with_droplets(site / "terraform.tfstate", {"wp_node": str(new)})
+    args = ["snapshots", "prune", "--keep", "0", "-C", str(site), "--yes", "--json"]
+    args += ["--state", str(site / "terraform.tfstate")]
+    done = CliRunner().invoke(main, args, env=fresh_cloud.env())
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["deleted"] == [old]
+    assert {k["id"]: k["reasons"] for k in report["keep"]} == {
+        new: [
+            "in use: image_slug in terraform.tfvars",
+            "in use: droplet digitalocean_droplet.wp_node[0]",
+        ],
+        pinned: ['in use: wp_node_images["1"] in terraform.tfvars'],
+    }
+
+    tfvars.write_text(f'image_slug = "{new}\n')  # an unclosed string: nothing can be told
+    refused = CliRunner().invoke(main, args, env=fresh_cloud.env())
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"Error: cannot tell which snapshots {tfvars} names: ")
+    assert refused.stderr.rstrip().endswith("; fix the file; refusing to prune")
+    client = Cloud("local-token", fresh_cloud.endpoint)
+    assert {pinned, new} <= {i.id for i in client.snapshot_images()}
+
+    listed = CliRunner().invoke(
+        main, ["snapshots", "list", "-C", str(site), "--json"], env=fresh_cloud.env()
+    )
+    assert listed.exit_code == 0, listed.output
+    assert listed.stderr.startswith("warning: in-use status unknown for image_slug: ")
+    rows = json.loads(listed.stdout)["snapshots"]
+    assert [(r["id"], r["in_use"]) for r in rows] == [
+        (new, ["droplet digitalocean_droplet.wp_node[0]"]),
+        (pinned, []),
+    ]

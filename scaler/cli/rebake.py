@@ -19,7 +19,7 @@ from scaler.bake import local_droplet_roots
 from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
 from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
 from scaler.errors import ScalerError
-from scaler.events import LOG_FORMATS, EventLog, LogFormat, known_secrets
+from scaler.events import LOG_FORMATS, EventLog, LogFormat, known_secrets, scrub
 from scaler.notify import NotifyError, check_url, post_summary
 from scaler.rebake import (
     EXIT_CODE_HELP,
@@ -259,6 +259,7 @@ def rebake(
         deadline=_duration(deadline, "--deadline"),
         port_map=health.parse_port_map(port_map) if port_map else health.port_map_from_env(),
         prune_keep=prune_keep,
+        prune_sites=sites,
         prune_older_than=(
             parse_age(prune_older_than, "--prune-older-than") if prune_older_than else None
         ),
@@ -290,10 +291,11 @@ def rebake(
         exit_code=code,
     )
     if as_json:
-        click.echo(json.dumps(summary_fields(command, results), indent=2))
+        click.echo(json.dumps(scrub(summary_fields(command, results), secrets), indent=2))
     else:
         for result in results:
-            click.echo(f"{result.site}: {result.outcome}: {result.message}")
+            # Stdout ends up in the same journal and CI logs as stderr: scrubbed alike.
+            click.echo(scrub(f"{result.site}: {result.outcome}: {result.message}", secrets))
     if notify_url:
         try:
             post_summary(
