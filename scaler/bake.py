@@ -501,8 +501,10 @@ class _Bake:
             return
         except (WaitTimeout, ActionErrored) as err:
             self.say(f"graceful shutdown did not finish ({_one_line(err)}); powering off")
+        # the hung shutdown may still be pending: the API answers 422 "pending event" until it
+        # ends, which request() retries; power-off then gets the state timeout, as in Packer
         action = cloud.droplet_action(droplet_id, "power_off")
-        cloud.wait_for_action(action.id, c.timeouts.shutdown, f"power-off of {droplet_id}")
+        cloud.wait_for_action(action.id, c.timeouts.active, f"power-off of {droplet_id}")
 
     def _find_snapshot(self, droplet_id: int, name: str) -> Any:
         found = [i for i in self.cloud.droplet_snapshots(droplet_id) if i.name == name]

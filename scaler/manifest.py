@@ -3,12 +3,15 @@
 The format is Packer's manifest post-processor's (1.6.6)::
 
     {"builds": [{"name": "digitalocean", "builder_type": "digitalocean",
-                 "build_time": 1795618954, "files": [], "artifact_id": "ams3,nyc3:170000001",
+                 "build_time": 1795618954, "files": null, "artifact_id": "ams3,nyc3:170000001",
                  "packer_run_uuid": "...", "custom_data": {...}}],
      "last_run_uuid": "..."}
 
 `artifact_id` is "<regions joined by ','>:<snapshot id>"; Terraform's droplet image needs the
-bare id (Artifact.id). Files are replaced atomically.
+bare id (Artifact.id). `files` is null, as Packer writes it for a digitalocean build (a
+snapshot has no local files and Go marshals the empty list as null), so tools that read Packer's
+manifests read ours unchanged; `custom_data` is null when empty, a map of strings otherwise.
+Files are replaced atomically.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def append_build(
         "name": name,
         "builder_type": BUILDER_TYPE,
         "build_time": int(build_time),
-        "files": [],
+        "files": None,
         "artifact_id": artifact_id(regions, image_id),
         "packer_run_uuid": run,
         "custom_data": dict(custom_data) if custom_data else None,

@@ -262,7 +262,7 @@ def test_local_connection_bake_is_served_and_honours_429(cloud: LocalCloud, tmp_
         manifest = read_manifest(tmp_path / "manifest.json")
         (build,) = manifest["builds"]
         assert build["artifact_id"] == result.artifact_id
-        assert build["builder_type"] == "digitalocean" and build["files"] == []
+        assert build["builder_type"] == "digitalocean" and build["files"] is None
         assert manifest["last_run_uuid"] == build["packer_run_uuid"]
         assert re.fullmatch(r"[0-9a-f]{64}", build["custom_data"]["provisioning_sha256"])
         assert build["custom_data"]["base_image"] == "debian-12-x64"

@@ -6,6 +6,7 @@ import contextlib
 import re
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from test_provision import alive, processes_naming
 
 from scaler.bake import BakeFailed, bake_image
 from scaler.config import BakeConfig, apply
-from scaler.local.api import LocalCloud
+from scaler.local.api import Delays, LocalCloud
 
 PING = [{"name": "Ping", "ansible.builtin.ping": {}}]
 
@@ -58,6 +59,76 @@ def failing_bake(cloud: LocalCloud, tmp_path: Path, **values: Any) -> str:
     message = str(caught.value)
     assert "\n" not in message
     return message
+
+
+@contextlib.contextmanager
+def slower(cloud: LocalCloud, **delays: float) -> Any:
+    """Some of the shared cloud's delays changed for one test."""
+    before: Delays = cloud.delays
+    cloud.delays = replace(before, **delays)
+    try:
+        yield
+    finally:
+        cloud.delays = before
+
+
+def actions_posted(cloud: LocalCloud) -> list[tuple[str, int, float]]:
+    """(type, status, time) of every droplet and image action POST in the request log."""
+    kinds = {"/v2/droplets/{id}/actions", "/v2/images/{id}/actions"}
+    return [(r.path, r.status, r.time) for r in cloud.requests() if r.template[5:] in kinds]
+
+
+def test_graceful_shutdown_times_out_then_power_off(cloud: LocalCloud, tmp_path: Path) -> None:
+    """A shutdown still running after its timeout: power-off, retried past the 422 "pending
+    event" the unfinished shutdown causes, and the bake goes on to its snapshot."""
+    lines: list[str] = []
+    cloud.reset_log()
+    with slower(cloud, action=1.0):
+        result = bake_image(
+            quick_config(tmp_path, timeouts={"shutdown": 0.3}),
+            fast_cloud(cloud),
+            inventory=example_inventory(),
+            droplet_root=cloud.machines.root,
+            on_progress=lines.append,
+        )
+    try:
+        (droplet,) = {p.split("/")[3] for p, _, _ in actions_posted(cloud)}
+        assert (
+            f"graceful shutdown did not finish (timed out after 0.3s waiting for shutdown of "
+            f"{droplet}); powering off" in lines
+        )
+        bodies = [(p, s) for p, s, _ in actions_posted(cloud)]
+        statuses = [s for _, s in bodies]
+        # shutdown accepted, power-off refused while it runs, then accepted, then the snapshot
+        assert statuses[0] == 201 and statuses[1] == 422 and statuses[-2:] == [201, 201]
+        assert set(statuses[1:-2]) == {422}
+        assert api(cloud, "GET", f"images/{result.id}")["image"]["name"] == result.name
+    finally:
+        api(cloud, "DELETE", f"images/{result.id}")
+
+
+def test_transfers_to_extra_regions_run_in_parallel(cloud: LocalCloud, tmp_path: Path) -> None:
+    cloud.reset_log()
+    with slower(cloud, transfer=1.0):
+        result = bake_image(
+            quick_config(tmp_path, snapshot_regions=["ams3", "lon1", "nyc3", "fra1", "ams3"]),
+            fast_cloud(cloud),
+            inventory=example_inventory(),
+            droplet_root=cloud.machines.root,
+        )
+    try:
+        transfers = [t for p, s, t in actions_posted(cloud) if p.startswith("/v2/images/")]
+        assert len(transfers) == 3  # nyc3 is the build region; ams3 once
+        # all three started before the first could end (1 s each; one after another they
+        # would start at least 2 s apart)
+        assert max(transfers) - min(transfers) < 0.5, transfers
+        assert result.regions == ("ams3", "lon1", "fra1", "nyc3")
+        image = api(cloud, "GET", f"images/{result.id}")["image"]
+        assert sorted(image["regions"]) == ["ams3", "fra1", "lon1", "nyc3"]
+        manifest = (tmp_path / "manifest.json").read_text()
+        assert f'"artifact_id": "ams3,lon1,fra1,nyc3:{result.id}"' in manifest
+    finally:
+        api(cloud, "DELETE", f"images/{result.id}")
 
 
 def test_server_error_on_droplet_create(cloud: LocalCloud, tmp_path: Path) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import logging
+import re
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from test_bake import SECRET_TOKEN, api, bake_cloud_fixture  # noqa: F401 - fixture
@@ -62,13 +67,60 @@ def test_429_waits_retry_after(bake_cloud: LocalCloud) -> None:
     assert time.monotonic() - started >= 1.0
 
 
+@contextlib.contextmanager
+def answering(*responses: tuple[int, dict[str, str]]) -> Iterator[tuple[str, list[float]]]:
+    """A loopback HTTP server giving these (status, headers) in turn, then 200 {"ok": true};
+    yields its /v2/ URL and the times requests came in. The local cloud never sends a 429
+    without retry-after, so the ratelimit-reset branch needs a server of its own."""
+    queue = list(responses)
+    seen: list[float] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(time.time())
+            status, headers = queue.pop(0) if queue else (200, {})
+            body = b'{"ok": true}' if status == 200 else b'{"id": "x", "message": "Slow down."}'
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v2/", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_429_without_retry_after_waits_until_ratelimit_reset() -> None:
+    reset = int(time.time()) + 3  # epoch seconds, as DigitalOcean sends it
+    with answering((429, {"ratelimit-reset": str(reset)})) as (url, seen):
+        lines: list[str] = []
+        c = Cloud(SECRET_TOKEN, url, pacing=Pacing.fast(0.05), on_progress=lines.append)
+        assert c.request("GET", "account") == {"ok": True}
+    assert len(seen) == 2 and seen[1] >= reset - 0.05, (seen, reset)
+    (line,) = lines
+    assert re.fullmatch(r"rate limited on GET /v2/account; retrying in [123]\.\ds", line), line
+
+
 def test_pending_event_is_retried_and_actions_wait(bake_cloud: LocalCloud) -> None:
     bake_cloud.faults.clear()
     c = client(bake_cloud)
     droplet = c.create_droplet(SPEC)
     try:
         # creation is still in progress: the API says "pending event" and the client waits
+        bake_cloud.reset_log()
         action = c.droplet_action(droplet.id, "power_off")
+        posts = [r.status for r in bake_cloud.requests() if r.method == "POST"]
+        assert posts[0] == 422 and posts[-1] == 201 and set(posts[:-1]) == {422}, posts
         assert c.wait_for_action(action.id, 10, "power-off").status == "completed"
         assert c.wait_for_droplet_off(droplet.id, 10).status == "off"
         bake_cloud.faults.error_action(droplet_id=droplet.id, action_type="power_on")

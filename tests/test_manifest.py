@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,16 @@ def test_append_keeps_packers_builds_and_sets_last_run(shared_data: Path, tmp_pa
     assert len(data["builds"]) == 3 and data["builds"][-1] == entry
     assert data["last_run_uuid"] == entry["packer_run_uuid"]
     assert entry["artifact_id"] == "ams3,sfo2:170000009"
-    assert set(entry) == {
-        "name",
-        "builder_type",
-        "build_time",
-        "files",
-        "artifact_id",
-        "packer_run_uuid",
-        "custom_data",
+    # Packer's keys in Packer's order, and Packer's value types (files null, strings in
+    # custom_data: Packer's is a map of strings)
+    packers = data["builds"][0]
+    assert list(entry) == list(packers)
+    assert entry["files"] is None and packers["files"] is None
+    assert {k: type(v) for k, v in entry.items() if k != "custom_data"} == {
+        k: type(v) for k, v in packers.items() if k != "custom_data"
     }
+    assert all(isinstance(v, str) for v in entry["custom_data"].values())
+    assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", entry["packer_run_uuid"])
     artifact = last_artifact(path)
     assert (artifact.id, artifact.name, artifact.artifact_id) == (
         170000009,
@@ -74,3 +76,13 @@ def test_artifact_id_forms() -> None:
     assert parse_artifact_id("12") == ((), 12)
     with pytest.raises(ManifestError, match="is not '<regions>:<snapshot id>'"):
         parse_artifact_id("nyc3:abc")
+
+
+def test_append_without_custom_data_writes_null_like_packer(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    first = append_build(path, regions=("nyc3",), image_id=170000001, build_time=1795618954)
+    second = append_build(path, regions=("nyc3",), image_id=170000002, build_time=1795619101)
+    data = json.loads(path.read_text())
+    assert data["builds"] == [first, second] and first["custom_data"] is None
+    assert data["last_run_uuid"] == second["packer_run_uuid"] != first["packer_run_uuid"]
+    assert last_artifact(path).id == 170000002

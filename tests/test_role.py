@@ -190,9 +190,12 @@ def test_second_run_changes_nothing_and_setgid_reports_its_own_change(
     assert second.stats["packerbox"].failed == 0
     assert (root / "etc/scaler/wp-salts.php").read_text() == salts
 
-    # One directory lost its setgid bit: only the one-command task reports a change.
+    # One directory lost its setgid bit and the download dir is gone: only the two
+    # one-command tasks report a change, each once (no per-item loop).
     victim = root / DOCROOT / "wp-includes" / "js"
     victim.chmod(victim.stat().st_mode & ~stat.S_ISGID)
+    download = root / "var/cache/scaler"
+    download.rmdir()
     lines: list[str] = []
     third = run_playbook(
         bake_inventory(),
@@ -200,9 +203,13 @@ def test_second_run_changes_nothing_and_setgid_reports_its_own_change(
         on_progress=lines.append,
     )
     changed = [line.rsplit(" (", 1)[0] for line in lines if line.startswith("changed:")]
-    assert changed == ["changed: [packerbox] Make every doc root directory setgid (one command)"]
-    assert third.changed == 1
+    assert changed == [
+        "changed: [packerbox] Create the directories the role writes into (one command)",
+        "changed: [packerbox] Make every doc root directory setgid (one command)",
+    ]
+    assert third.changed == 2
     assert victim.stat().st_mode & stat.S_ISGID
+    assert download.stat().st_mode & 0o777 == 0o755
 
 
 PLUGIN_PHP = "<?php\n/*\nPlugin Name: Hello scaler\nVersion: 1.0\n*/\n"
@@ -331,7 +338,8 @@ def test_defaults_document_every_variable() -> None:
     defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
     text = "\n".join(p.read_text() for p in sorted((ROLE).rglob("*")) if p.is_file())
     used = {word for word in _words(text) if word.startswith("welp_")}
-    registered = {"welp_setgid", "welp_group_write"}
+    # registered results and the directory task's own list
+    registered = {"welp_setgid", "welp_group_write", "welp_mkdir", "welp_dirs"}
     # Variables without a default on purpose: required, or play-level switches.
     undeclared = {"welp_db_password", "welp_become"}
     assert used - registered - undeclared <= set(defaults)
