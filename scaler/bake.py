@@ -312,10 +312,20 @@ class _Bake:
             )
         manifest_mod.read_manifest(c.manifest)  # a broken manifest fails before anything exists
         self.step = "checking the inputs"
+        for what, path, option in (
+            ("playbook", c.playbook, "--playbook"),
+            ("user data file", c.user_data_file, "--user-data-file"),
+        ):
+            if not Path(path).is_file():
+                raise ScalerError(f"the {what} {path} does not exist; pass {option} PATH")
         extravars = self._role_vars()
         prov_sha = provisioning_hash(c.playbook, c.roles_path, c.user_data_file)
         run_id = uuid.uuid4().hex[:8]
         cloud = self.cloud
+        # The id behind the slug now, before the droplet is built from it: a rebake compares it
+        # with the id behind the slug later to tell that the base image changed.
+        self.step = f"looking up the base image {c.image}"
+        base_image_id = cloud.get_image(c.image).id
 
         self.step = "creating the temporary SSH key"
         folder = Path(tempfile.mkdtemp(prefix="scaler-bake-"))
@@ -440,6 +450,7 @@ class _Bake:
         custom: dict[str, Any] = {
             "snapshot_name": name,
             "base_image": c.image,
+            "base_image_id": str(base_image_id),
             "region": c.region,
             "size": c.size,
             "provisioning_sha256": prov_sha,

@@ -368,8 +368,8 @@ class Cloud:
                 return images
             page += 1
 
-    def get_image(self, image_id: int) -> Image:
-        """An image by id."""
+    def get_image(self, image_id: int | str) -> Image:
+        """An image by id, or a public image by slug."""
         return _image(self.request("GET", f"images/{image_id}")["image"])
 
     def delete_image(self, image_id: int) -> None:

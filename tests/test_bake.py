@@ -266,6 +266,8 @@ def test_local_connection_bake_is_served_and_honours_429(cloud: LocalCloud, tmp_
         assert manifest["last_run_uuid"] == build["packer_run_uuid"]
         assert re.fullmatch(r"[0-9a-f]{64}", build["custom_data"]["provisioning_sha256"])
         assert build["custom_data"]["base_image"] == "debian-12-x64"
+        # The id behind the slug at bake time (the local cloud's debian-12-x64), for `rebake`.
+        assert build["custom_data"]["base_image_id"] == "150000001"
         artifact = last_artifact(tmp_path / "manifest.json")
         assert (artifact.id, artifact.regions, artifact.name) == (
             result.id,

@@ -297,3 +297,25 @@ def test_missing_db_password_on_a_real_cloud_fails_before_anything(
         "group_vars/ beside the playbook); nothing to remove"
     )
     assert cloud.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("field", "what", "option"),
+    [
+        ("user_data_file", "user data file", "--user-data-file"),
+        ("playbook", "playbook", "--playbook"),
+    ],
+)
+def test_missing_input_file_fails_before_anything(
+    fresh_cloud: LocalCloud, tmp_path: Path, field: str, what: str, option: str
+) -> None:
+    # The tutorial's template names ./config/cloud-config.yaml; run elsewhere, it is not there.
+    missing = tmp_path / "config" / "cloud-config.yaml"
+    config = apply(BakeConfig(), {"manifest": str(tmp_path / "manifest.json"), field: str(missing)})
+    with pytest.raises(BakeFailed) as caught:
+        bake_image(config, fast_cloud(fresh_cloud), inventory=example_inventory())
+    assert str(caught.value) == (
+        f"bake failed while checking the inputs: the {what} {missing} does not exist; "
+        f"pass {option} PATH; nothing to remove"
+    )
+    assert fresh_cloud.requests() == []
