@@ -47,7 +47,7 @@ from scaler.cloud import Cloud, CloudError, NoToken, Pacing, endpoint_from, toke
 from scaler.errors import ScalerError
 from scaler.fsutil import write_atomic
 from scaler.state import Resource, parse_state
-from scaler.terraform import Terraform, TerraformFailed, local_provider
+from scaler.terraform import NoState, Terraform, TerraformFailed, local_provider
 from scaler.tfvars import IMAGE_VAR, TfvarsNotFound, VariableNotFound, get_tfvar, set_tfvar
 
 Strategy = Literal["all", "rolling"]
@@ -629,7 +629,15 @@ class _Now:
 
 
 def _read_now(tf: Terraform, settings: Settings) -> _Now:
-    state_json = json.loads(tf.state_pull())
+    try:
+        state_json = json.loads(tf.state_pull())
+    except NoState:
+        if not settings.workspace:
+            raise
+        raise RolloutError(
+            f"no Terraform state in workspace {settings.workspace!r} of {settings.terraform_dir}; "
+            "apply the stack in that workspace first, or pass the --workspace that holds it"
+        ) from None
     state = parse_state(json.dumps(state_json), "the Terraform state")
     droplets: list[Resource] = [
         r for r in state.resources if r.type == "digitalocean_droplet" and r.status == "live"
@@ -659,6 +667,29 @@ def _nodes(now: _Now) -> tuple[Node, ...]:
         Node(a, now.ids[a], now.images[a], now.ips.get(a, ""))
         for a in sorted(now.images, key=_address_key)
     )
+
+
+def pin_var_missing(pin_var: str, image_var: str = IMAGE_VAR) -> str:
+    """The one-line error for a stack without the per-droplet image variable rolling needs."""
+    return (
+        f"rolling batches need the variable {pin_var!r} in the Terraform configuration, a map "
+        f"from count index to image that overrides {image_var} per droplet: add "
+        f'variable "{pin_var}" (type map(string), default {{}}) and set the droplets\' '
+        f"image = lookup(var.{pin_var}, tostring(count.index), var.{image_var}) "
+        "(as scaler's terraform/ does), or use --strategy all"
+    )
+
+
+_STATE_LOCKED = "Error acquiring the state lock"
+
+
+def _lock_holder(stderr: str) -> str:
+    """` by WHO (OPERATION)` from Terraform's lock info, when it printed one."""
+    who = re.search(r"^\s*Who:\s*(\S.*?)\s*$", stderr, re.M)
+    operation = re.search(r"^\s*Operation:\s*(\S.*?)\s*$", stderr, re.M)
+    if who is None:
+        return ""
+    return f" by {who.group(1)}" + (f" ({operation.group(1)})" if operation else "")
 
 
 def _index(address: str) -> str:
@@ -763,22 +794,28 @@ def prepare_rollout(
     set_tfvar(settings.tfvars, settings.image_var, image)
     try:
         report(f"planning the rollout of image {image} ({len(plan.replacing)} droplets)")
-        plan_json = _plan(tf, settings, planfile, None)
+        now_is = f"stays {image!r}" if resume else f"is back to {previous!r}"
+        try:
+            plan_json = _plan(tf, settings, planfile, None)
+        except TerraformFailed as err:
+            if _STATE_LOCKED not in err.stderr:
+                raise
+            raise RolloutError(
+                f"Terraform's state lock is held{_lock_holder(err.stderr)} and was not released "
+                f"within --lock-timeout {settings.lock_timeout}; wait for that run to finish or "
+                f"raise --lock-timeout; nothing was applied and {settings.image_var} in "
+                f"{settings.tfvars} {now_is}"
+            ) from None
         try:
             changes = check_plan(plan_json, settings.targets)
         except PlanRefused as err:
-            now_is = f"stays {image!r}" if resume else f"is back to {previous!r}"
             raise PlanRefused(
                 f"refusing to roll out: {err}; nothing was applied and {settings.image_var} "
                 f"in {settings.tfvars} {now_is}",
                 err.offending,
             ) from None
         if plan.strategy == "rolling" and settings.pin_var not in plan_json.get("variables", {}):
-            raise RolloutError(
-                f"rolling batches need the variable {settings.pin_var!r} in the configuration "
-                "(a map from count index to image, used as the droplets' image override); "
-                "add it, or use --strategy all"
-            )
+            raise RolloutError(pin_var_missing(settings.pin_var, settings.image_var))
     except BaseException:
         if not resume:
             restore_tfvars(settings, before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -354,6 +355,7 @@ def test_nothing_to_do_changes_nothing(stack: Stack) -> None:
 
 def test_dry_run_shows_each_batch_and_changes_nothing(stack: Stack) -> None:
     before = stack.tfvars.read_bytes()
+    cloud_before = cloud_snapshot(stack)
     result = stack.rollout("--image", stack.good2, "--canary", "--batch-size", "2", "--dry-run")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -361,9 +363,12 @@ def test_dry_run_shows_each_batch_and_changes_nothing(stack: Stack) -> None:
     assert f"  batch 1: {WEB[0]}" in lines
     assert f"  batch 2: {WEB[1]}, {WEB[2]}" in lines
     assert f"  plan up to {WEB[0]}: replace {WEB[0]}, update {LB}" in lines
+    assert f"  plan up to {WEB[2]}: {', '.join(f'replace {a}' for a in WEB)}, update {LB}" in lines
     assert lines[-1] == "dry run: nothing was changed"
     assert stack.tfvars.read_bytes() == before
     assert stack.ids() == stack.before
+    assert cloud_snapshot(stack) == cloud_before
+    assert not (stack.dir / ".scaler-rollout.json").exists()
 
 
 def test_refuses_without_a_terminal_or_yes(stack: Stack) -> None:
@@ -377,27 +382,27 @@ def test_refuses_without_a_terminal_or_yes(stack: Stack) -> None:
     assert stack.ids() == stack.before
 
 
-@pytest.mark.slow
-def test_interrupted_rollout_resumes(stack: Stack) -> None:
-    progress = stack.dir / ".scaler-rollout.json"
+def spawn_rollout(stack: Stack, **popen: Any) -> subprocess.Popen[Any]:
+    """`scaler rollout` of good2 in batches of one, as its own process (slow checks)."""
     cmd = [str(Path(sys.executable).parent / "scaler"), "rollout", "-C", str(stack.dir)]
     cmd += ["--image", stack.good2, "--batch-size", "1", "--yes", "--health-interval", "0.3"]
     cmd += ["--health-grace", "0"]
-    proc = subprocess.Popen(
-        cmd,
-        env={**os.environ, **stack.env()},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return subprocess.Popen(cmd, env={**os.environ, **stack.env()}, **popen)
+
+
+def batches_done(progress: Path) -> int:
+    """Droplets the progress file records as done (0 before it exists)."""
+    if not progress.exists():
+        return 0
+    return len(json.loads(progress.read_text())["done"])
+
+
+@pytest.mark.slow
+def test_interrupted_rollout_resumes(stack: Stack) -> None:
+    progress = stack.dir / ".scaler-rollout.json"
+    proc = spawn_rollout(stack, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-
-        def first_batch_done() -> bool:
-            if not progress.exists():
-                return False
-            return len(json.loads(progress.read_text())["done"]) >= 1
-
-        wait_for("the first batch", first_batch_done, timeout=60)
+        wait_for("the first batch", lambda: batches_done(progress) >= 1, timeout=60)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -662,3 +667,231 @@ def test_rollout_bakes_first_without_an_image(stack: Stack, tmp_path: Path) -> N
         ip = next(n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "public")
         with urllib.request.urlopen(f"http://{ip}:{WEB_PORT}/", timeout=10) as resp:
             assert resp.status == 200 and b"wp-blog-header.php" in resp.read()
+
+
+# ---------------------------------------------------------------------------------------------
+# Terraform as it is run: exact command lines, the embedded engine, workspaces, state lock
+
+
+def terraform_commands(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The command lines python-terraform ran (its `command: ...` debug log), in order."""
+    prefix = "command: "
+    return [
+        r.getMessage()[len(prefix) :]
+        for r in caplog.records
+        if r.name == "python_terraform" and r.getMessage().startswith(prefix)
+    ]
+
+
+def cloud_snapshot(stack: Stack) -> dict[str, Any]:
+    """Every droplet (id, image), the balancer's droplets and the floating IP, from the API."""
+    droplets = api(stack.cloud, "GET", "/v2/droplets?per_page=200")["droplets"]
+    (lb,) = api(stack.cloud, "GET", "/v2/load_balancers")["load_balancers"]
+    fips = api(stack.cloud, "GET", "/v2/floating_ips")["floating_ips"]
+    return {
+        "droplets": sorted((d["id"], str(d["image"]["id"])) for d in droplets),
+        "lb": sorted(lb["droplet_ids"]),
+        "fips": sorted((f["ip"], (f.get("droplet") or {}).get("id")) for f in fips),
+    }
+
+
+@pytest.mark.slow
+def test_exact_terraform_command_lines_with_the_embedded_engine(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No terraform on PATH: the embedded engine runs plan -out, show -json, apply PLANFILE."""
+    caplog.set_level(logging.DEBUG, logger="python_terraform")
+    bin_dir = Path(sys.executable).parent
+    path = os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"])
+    assert shutil.which("terraform", path=path) is None
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        [
+            *("rollout", "-C", str(stack.dir), "--image", stack.good2, "--batch-size", "2"),
+            *("--yes", "--lock-timeout", "7s", "--parallelism", "3", *FAST),
+        ],
+        env={**stack.env(), "PATH": path},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    engine = str(bin_dir / "scaler-terraform")
+    d = stack.dir
+    commands = terraform_commands(caplog)
+    assert commands and all(c.startswith(engine + " ") for c in commands), commands
+    ran = [
+        re.sub(r"-var-file=\S+\.tfvars\.json", "-var-file=PINS", c[len(engine) + 1 :])
+        for c in commands
+        if c != f"{engine} state pull -no-color"
+    ]
+    plan = "plan -input=false"
+    common = f"-lock-timeout=7s -var-file={d}/terraform.tfvars -parallelism=3"
+    batch = f"{plan} -refresh=false -out={d}/scaler-rollout-batch.tfplan {common} -var-file=PINS"
+    assert ran == [
+        # the whole change, for the guard and the summary
+        f"{plan} -out={d}/scaler-rollout.tfplan {common} -no-color",
+        f"show -json -no-color {d}/scaler-rollout.tfplan",
+        # batch 1 of 2: wp_node[2] pinned; batch 2: nothing pinned
+        f"{batch} -no-color",
+        f"show -json -no-color {d}/scaler-rollout-batch.tfplan",
+        f"apply -input=false -lock-timeout=7s -parallelism=3 -no-color "
+        f"{d}/scaler-rollout-batch.tfplan",
+        f"{batch} -no-color",
+        f"show -json -no-color {d}/scaler-rollout-batch.tfplan",
+        f"apply -input=false -lock-timeout=7s -parallelism=3 -no-color "
+        f"{d}/scaler-rollout-batch.tfplan",
+    ]
+    assert set(stack.web_images().values()) == {stack.good2}
+    assert others(stack.ids()) == others(stack.before)
+
+
+def test_workspace_is_the_one_terraform_reads(stack: Stack) -> None:
+    with local_provider(stack.cloud.env()) as env:
+        tf = Terraform(stack.dir, env=env)
+        tf.run("workspace new", "staging")
+        tf.run("workspace select", "default")
+    before = stack.tfvars.read_bytes()
+    result = stack.rollout("--image", stack.good2, "--workspace", "staging", "--yes", *FAST)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: no Terraform state in workspace 'staging' of {stack.dir}; apply the stack in "
+        "that workspace first, or pass the --workspace that holds it"
+    )
+    assert stack.tfvars.read_bytes() == before
+    assert stack.ids() == stack.before
+
+
+def test_terraform_state_lock_is_waited_for_then_refused(stack: Stack) -> None:
+    """A terraform console holds the state lock: the plan waits --lock-timeout, then stops."""
+    lock_info = stack.dir / ".terraform.tfstate.lock.info"
+    before = stack.tfvars.read_bytes()
+    with local_provider(stack.cloud.env()) as env:
+        console = subprocess.Popen(
+            [str(shutil.which("terraform")), "console"],
+            cwd=stack.dir,
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for("the console's state lock", lock_info.exists)
+            began = time.monotonic()
+            result = stack.rollout("--image", stack.good2, "--lock-timeout", "2s", "--yes", *FAST)
+            waited = time.monotonic() - began
+        finally:
+            assert console.stdin is not None
+            console.stdin.close()
+            console.wait(timeout=30)
+    assert result.exit_code == 1
+    assert re.fullmatch(
+        r"Error: Terraform's state lock is held by \S+@\S+ \(OperationTypeInvalid\) and was "
+        r"not released within --lock-timeout 2s; wait for that run to finish or raise "
+        r"--lock-timeout; nothing was applied and image_slug in "
+        rf"{re.escape(str(stack.tfvars))} is back to '{stack.good}'",
+        result.stderr.splitlines()[-1],
+    ), result.stderr
+    assert waited >= 2
+    assert stack.tfvars.read_bytes() == before
+    assert stack.ids() == stack.before
+
+
+def test_rolling_needs_the_pin_variable_and_says_how_to_add_it(stack: Stack) -> None:
+    variables = stack.dir / "variables.tf"
+    text = variables.read_text()
+    start = text.index('variable "wp_node_images"')
+    variables.write_text(text[:start] + text[text.index("\n}\n", start) + 3 :])
+    main_tf = stack.dir / "main.tf"
+    main_tf.write_text(
+        main_tf.read_text().replace(
+            "lookup(var.wp_node_images, tostring(count.index), var.image_slug)", "var.image_slug"
+        )
+    )
+    before = stack.tfvars.read_bytes()
+    result = stack.rollout("--image", stack.good2, "--yes", *FAST)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: rolling batches need the variable 'wp_node_images' in the Terraform "
+        "configuration, a map from count index to image that overrides image_slug per droplet: "
+        'add variable "wp_node_images" (type map(string), default {}) and set the droplets\' '
+        "image = lookup(var.wp_node_images, tostring(count.index), var.image_slug) "
+        "(as scaler's terraform/ does), or use --strategy all"
+    )
+    assert stack.tfvars.read_bytes() == before
+    assert stack.ids() == stack.before
+    help_text = stack.rollout("--help").stdout
+    assert (
+        "    image = lookup(var.wp_node_images, tostring(count.index), var.image_slug)\n"
+        in help_text
+    )
+
+
+def state_web(stack: Stack) -> dict[str, tuple[int, str]]:
+    """wp_node address -> (droplet id, image) as the cloud has them, for the state's droplets."""
+    out = {}
+    for address in WEB:
+        droplet_id = stack.ids()[address]
+        droplet = api(stack.cloud, "GET", f"/v2/droplets/{droplet_id}")["droplet"]
+        out[address] = (int(droplet_id), str(droplet["image"]["id"]))
+    return out
+
+
+@pytest.mark.slow
+def test_lost_machine_refuses_a_second_rollout_then_resumes(stack: Stack) -> None:
+    """A running rollout refuses a second one; after kill -9 of it all, --resume finishes."""
+    progress = stack.dir / ".scaler-rollout.json"
+    # Its own process group: scaler, Terraform and the provider die together.
+    proc = spawn_rollout(
+        stack, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+
+        def creates() -> int:
+            return sum(
+                1 for r in stack.cloud.requests() if (r.method, r.path) == ("POST", "/v2/droplets")
+            )
+
+        wait_for("the first batch", lambda: batches_done(progress) >= 1, timeout=60)
+        second = stack.rollout("--image", stack.good2, "--yes", *FAST)
+        created = creates()
+        wait_for("the second batch's droplet create", lambda: creates() > created, timeout=60)
+        os.killpg(proc.pid, signal.SIGKILL)  # the machine is gone mid-apply: no cleanup runs
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert second.exit_code == 1
+    assert second.stderr.splitlines()[-1].startswith(
+        f"Error: another scaler operation holds {stack.dir}/.scaler-rollout.lock: "
+        f"pid {proc.pid} on "
+    )
+    assert proc.returncode == -signal.SIGKILL
+    recorded = json.loads(progress.read_text())
+    assert recorded["status"] == "running" and 1 <= len(recorded["done"]) < 3
+    assert get_tfvar(stack.tfvars, "image_slug") == stack.good2
+
+    resumed = stack.rollout("--resume", "--yes", *FAST)
+    assert resumed.exit_code == 0, resumed.output
+    assert re.search(rf"\] took over a stale lock of pid {proc.pid} on \S+, since ", resumed.stderr)
+    assert re.fullmatch(
+        rf"done: [12] droplets now run image {stack.good2}, all healthy",
+        resumed.stdout.splitlines()[0],
+    )
+    web = state_web(stack)
+    assert {image for _, image in web.values()} == {stack.good2}
+    (lb,) = api(stack.cloud, "GET", "/v2/load_balancers")["load_balancers"]
+    assert sorted(lb["droplet_ids"]) == sorted(droplet_id for droplet_id, _ in web.values())
+    ips = [
+        next(n["ip_address"] for n in d["networks"]["v4"] if n["type"] == "public")
+        for d in (
+            api(stack.cloud, "GET", f"/v2/droplets/{i}")["droplet"] for i in lb["droplet_ids"]
+        )
+    ]
+    assert health.count_healthy(ips, health.HealthCheck(response_timeout=1.0), {80: WEB_PORT}) == 3
+    assert others(stack.ids()) == others(stack.before)
+    assert json.loads(progress.read_text())["status"] == "done"
+    # Terraform never recorded the droplet it was creating when the machine died: it is left
+    # running, outside the state and the load balancer (as with a bare terraform apply).
+    tagged = api(stack.cloud, "GET", "/v2/droplets?tag_name=wp_node&per_page=200")["droplets"]
+    assert len(tagged) - 3 <= 1

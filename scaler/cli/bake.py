@@ -40,8 +40,10 @@ from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
 )
 @click.option(
     "--var-file",
+    "--packer-var-file",
+    "var_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Packer variables (the tutorial's variables.json).",
+    help="Packer variables (the tutorial's variables.json); --packer-var-file as in `rebake`.",
 )
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="A Packer variable.")
 @click.option("--project", help="Snapshot name prefix: <project>_<YY-MM-DD-HH-MM-SS>.")

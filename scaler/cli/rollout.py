@@ -250,7 +250,12 @@ def _render(result: RolloutResult, as_json: bool) -> None:
     help="Dial PORT=LOCALPORT,... instead of the check's port (env SCALER_PORT_MAP or "
     "SCALER_LOCAL_WEB_PORT for the local cloud).",
 )
-@click.option("--pin-var", default=PIN_VAR, show_default=True, help="Per-instance image variable.")
+@click.option(
+    "--pin-var",
+    default=PIN_VAR,
+    show_default=True,
+    help="Map variable (count index -> image) pinning droplets not yet rolled; rolling needs it.",
+)
 @click.option(
     "--api-budget",
     type=click.IntRange(min=0),
@@ -327,6 +332,22 @@ def rollout(
     droplets again (unless --no-rollback). Ctrl-C stops after the current step;
     --resume continues. Against the local cloud (SCALER_LOCAL_URL set) it uses
     the local provider.
+
+    Rolling batches need a map variable in the stack, wp_node_images (--pin-var),
+    which scaler sets per batch to pin the droplets not yet rolled to the image
+    they run; the droplets must read it (scaler's terraform/ does):
+
+    \b
+      variable "wp_node_images" {
+        type    = map(string)
+        default = {}
+      }
+      # in resource "digitalocean_droplet" "wp_node" (count = ...):
+      image = lookup(var.wp_node_images, tostring(count.index), var.image_slug)
+
+    Without it only --strategy all works. Terraform runs with --lock-timeout,
+    --parallelism and --workspace; without a terraform on PATH scaler uses its
+    embedded engine (SCALER_TERRAFORM=embedded forces it).
 
     \b
     Examples:
