@@ -411,19 +411,7 @@ def worst_exit(results: Sequence[SiteResult]) -> int:
     return max(codes, key=_SEVERITY.index)
 
 
-def _rollback_healthy(result: Any) -> bool:
-    """Whether the droplets a rollback put back passed the health check.
-
-    RolloutResult.rollback_healthy says so (asked of scaler/rollout.py, see /tmp/R6-needs.md);
-    until it is there, the rollback's own message is read, the one place that says it today.
-    """
-    flag = getattr(result, "rollback_healthy", None)
-    if isinstance(flag, bool):
-        return flag
-    return "NOT healthy" not in str(result.message)
-
-
-def _rollout_outcome(result: Any) -> Outcome:
+def _rollout_outcome(result: rollout_mod.RolloutResult) -> Outcome:
     status = result.status
     if status == "done":
         return "rolled-out"
@@ -431,7 +419,7 @@ def _rollout_outcome(result: Any) -> Outcome:
         return "unchanged"
     if status == "rolled-back":
         # Rolled back, but the old droplets did not come back healthy: someone must look.
-        return "rolled-back" if _rollback_healthy(result) else "needs-person"
+        return "rolled-back" if result.rollback_healthy else "needs-person"
     return "needs-person"  # failed (the rollback too) or interrupted half way
 
 

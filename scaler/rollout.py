@@ -404,6 +404,8 @@ class RolloutResult:
     before: tuple[Node, ...] = ()
     after: tuple[Node, ...] = ()
     api_requests: int | None = None
+    # Only for status "rolled-back": did the droplets put back pass the health check?
+    rollback_healthy: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -900,7 +902,11 @@ class _Run:
         self.min_healthy = count if self.min_healthy is None else min(self.min_healthy, count)
 
     def result(
-        self, status: Status, message: str, rolled_back: Sequence[str] = ()
+        self,
+        status: Status,
+        message: str,
+        rolled_back: Sequence[str] = (),
+        rollback_healthy: bool | None = None,
     ) -> RolloutResult:
         after: tuple[Node, ...] = ()
         if self.before:
@@ -923,6 +929,7 @@ class _Run:
             before=self.before,
             after=after,
             api_requests=used,
+            rollback_healthy=rollback_healthy,
         )
 
     def pace(self, number: int, batch: Sequence[str]) -> None:
@@ -1069,6 +1076,7 @@ class _Run:
             f"{reason}; rolled back {len(back)} droplets to image "
             f"{self.plan.previous_image} ({state})",
             back,
+            rollback_healthy=outcome.ok,
         )
 
 

@@ -631,11 +631,24 @@ def test_a_rollback_that_left_droplets_unhealthy_needs_a_person() -> None:
     from scaler.rebake import _rollout_outcome
     from scaler.rollout import RolloutResult
 
-    def ended(status: str, message: str) -> RolloutResult:
-        return RolloutResult(status, "2", "1", "rolling", (), (), (), None, 0, 1.0, message)  # type: ignore[arg-type]
+    def ended(status: str, message: str, back_healthy: bool | None = None) -> RolloutResult:
+        return RolloutResult(
+            status,  # type: ignore[arg-type]
+            "2",
+            "1",
+            "rolling",
+            (),
+            (),
+            (),
+            None,
+            0,
+            1.0,
+            message,
+            rollback_healthy=back_healthy,
+        )
 
-    healthy = ended("rolled-back", "batch 1 failed; rolled back 1 droplets to image 1 (healthy)")
-    sick = ended("rolled-back", "batch 1 failed; rolled back 1 droplets to image 1 (NOT healthy)")
+    healthy = ended("rolled-back", "rolled back 1 droplets to image 1 (healthy)", True)
+    sick = ended("rolled-back", "rolled back 1 droplets to image 1 (NOT healthy)", False)
     assert _rollout_outcome(healthy) == "rolled-back"
     assert _rollout_outcome(sick) == "needs-person"
     assert _rollout_outcome(ended("done", "")) == "rolled-out"
