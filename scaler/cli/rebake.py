@@ -16,6 +16,7 @@ import click
 
 from scaler import health
 from scaler.bake import local_droplet_roots
+from scaler.cli.options import rollout_options, stack_options
 from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
 from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
 from scaler.errors import ScalerError
@@ -32,7 +33,7 @@ from scaler.rebake import (
     summary_text,
     worst_exit,
 )
-from scaler.rollout import DEFAULT_BATCH, parse_duration
+from scaler.rollout import parse_duration
 from scaler.snapshots import parse_age
 
 
@@ -130,34 +131,12 @@ def _duration(text: str | None, option: str) -> float | None:
     help="The Packer template's var file (variables.json); --var-file is the tfvars file.",
 )
 @click.option(
-    "--terraform-dir",
-    "-C",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The Terraform directory to roll out to (one site).",
-)
-@click.option("--workspace", help="Terraform workspace (one site).")
-@click.option(
-    "--var-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The tfvars file with image_slug (default: terraform.tfvars in --terraform-dir).",
-)
-@click.option(
     "--manifest",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The manifest.json the last bake wrote (default: the bake settings').",
 )
-@click.option("--strategy", type=click.Choice(["rolling", "all"]), help="Rollout strategy.")
-@click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, help="N or N%.")
-@click.option("--max-unavailable", help="N or N% droplets out at once.")
-@click.option("--canary", is_flag=True, help="Roll one droplet first, alone.")
-@click.option("--deadline", help="Give up the rollout (and roll back) after this long.")
-@click.option("--health-interval", type=float, help="Seconds between checks (default: the LB's).")
-@click.option("--health-timeout", default="5m", show_default=True, help="Time for a batch.")
-@click.option("--health-grace", default="30s", show_default=True, help="Boot time allowed.")
-@click.option("--lock-timeout", default="60s", show_default=True, help="Terraform state lock.")
-@click.option("--port-map", help="Dial PORT=LOCALPORT,... for health checks (local cloud).")
+@stack_options
+@rollout_options
 @click.option(
     "--prune-keep",
     type=click.IntRange(min=0),

@@ -12,11 +12,11 @@ from types import FrameType
 import click
 
 from scaler import health, lock
+from scaler.cli.options import rollout_options, stack_options
 from scaler.cloud import NoToken
 from scaler.errors import ScalerError
 from scaler.rollout import (
     DEFAULT_API_BUDGET,
-    DEFAULT_BATCH,
     DEFAULT_TARGET,
     PIN_VAR,
     ApiBudget,
@@ -204,51 +204,23 @@ def _render(result: RolloutResult, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Roll out the last build in this Packer manifest.json.",
 )
-@click.option(
-    "--terraform-dir",
-    "-C",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The Terraform configuration and state.",
-)
-@click.option(
-    "--var-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The tfvars file holding image_slug (default: terraform.tfvars in --terraform-dir).",
-)
+@stack_options
 @click.option(
     "--target",
     "targets",
     multiple=True,
     help=f"Resource or instance to roll (repeatable; default {DEFAULT_TARGET}).",
 )
-@click.option("--strategy", type=click.Choice(["rolling", "all"]), help="Default: rolling if >1.")
-@click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, help="N or N%.")
-@click.option("--max-unavailable", help="N or N% droplets out at once (default: the batch size).")
-@click.option("--canary", is_flag=True, help="Roll one droplet first, alone.")
-@click.option("--deadline", help="Give up (and roll back) after this long, e.g. 30m.")
+@rollout_options
 @click.option("--no-rollback", is_flag=True, help="On failure leave things as they are.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted rollout.")
 @click.option("--dry-run", is_flag=True, help="Show every batch's plan; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--workspace", help="Terraform workspace (TF_WORKSPACE).")
-@click.option("--lock-timeout", default="60s", show_default=True, help="Terraform state lock wait.")
 @click.option("--parallelism", type=int, help="Terraform -parallelism.")
 @click.option(
     "--load-balancer",
     help="Address of the load balancer whose health check to use (default: the only one).",
-)
-@click.option("--health-interval", type=float, help="Seconds between checks (default: the LB's).")
-@click.option("--health-timeout", default="5m", show_default=True, help="Time for a batch to pass.")
-@click.option(
-    "--health-grace", default="30s", show_default=True, help="Boot time before failures count."
-)
-@click.option(
-    "--port-map",
-    help="Dial PORT=LOCALPORT,... instead of the check's port (env SCALER_PORT_MAP or "
-    "SCALER_LOCAL_WEB_PORT for the local cloud).",
 )
 @click.option(
     "--pin-var",
