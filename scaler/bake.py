@@ -437,6 +437,13 @@ class _Bake:
             _curl(cloud, f"images/{image.id}"),
         )
         self.say(f"snapshot {image.id} ({name}) is ready in {droplet.region or c.region}")
+        # What a rebake compares, on the snapshot itself too (the manifest may be lost).
+        cloud.describe_image(
+            image.id,
+            name,
+            f"scaler bake: provisioning_sha256={prov_sha} base_image={c.image} "
+            f"base_image_id={base_image_id}",
+        )
 
         regions = [
             r for r in dict.fromkeys(c.snapshot_regions) if r != (droplet.region or c.region)

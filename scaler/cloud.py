@@ -372,6 +372,10 @@ class Cloud:
         """An image by id, or a public image by slug."""
         return _image(self.request("GET", f"images/{image_id}")["image"])
 
+    def describe_image(self, image_id: int, name: str, description: str) -> None:
+        """Set an image's description (the API wants its name with it)."""
+        self.request("PUT", f"images/{image_id}", {"name": name, "description": description})
+
     def delete_image(self, image_id: int) -> None:
         """Delete an image; gone already is fine."""
         self._delete(f"images/{image_id}")

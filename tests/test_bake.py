@@ -268,6 +268,11 @@ def test_local_connection_bake_is_served_and_honours_429(cloud: LocalCloud, tmp_
         assert build["custom_data"]["base_image"] == "debian-12-x64"
         # The id behind the slug at bake time (the local cloud's debian-12-x64), for `rebake`.
         assert build["custom_data"]["base_image_id"] == "150000001"
+        image = api(cloud, "GET", f"images/{result.id}")["image"]
+        assert image["description"] == (
+            f"scaler bake: provisioning_sha256={build['custom_data']['provisioning_sha256']} "
+            "base_image=debian-12-x64 base_image_id=150000001"
+        )
         artifact = last_artifact(tmp_path / "manifest.json")
         assert (artifact.id, artifact.regions, artifact.name) == (
             result.id,
