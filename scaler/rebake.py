@@ -105,7 +105,11 @@ class RebakeDecision:
         """One line: `due: why; why` or `not due`."""
         if not self.due:
             return "not due"
-        return "due: " + "; ".join(str(r) for r in self.reasons)
+        return "due: " + self.why()
+
+    def why(self) -> str:
+        """The reasons, without the verdict (the outcome already says due or not due)."""
+        return "; ".join(str(r) for r in self.reasons) or "nothing says a rebake is due"
 
 
 @dataclass(frozen=True)
@@ -451,7 +455,7 @@ def rebake_site(
             decision = _decide(config, cloud, options, log, clock)
             outcome: Outcome = "due" if decision.due else "not-due"
             return SiteResult(
-                site.name, outcome, decision.summary(), decision, duration=_since(started)
+                site.name, outcome, decision.why(), decision, duration=_since(started)
             )
         if not site.terraform_dir.is_dir():
             raise RebakeError(
@@ -595,9 +599,7 @@ def _run_locked(
         return SiteResult(site.name, "needs-person", message, duration=_since(started))
     decision = _decide(config, cloud, options, log, clock)
     if not decision.due:
-        return SiteResult(
-            site.name, "not-due", decision.summary(), decision, duration=_since(started)
-        )
+        return SiteResult(site.name, "not-due", decision.why(), decision, duration=_since(started))
     with rollout_mod.open_terraform(settings) as tf:
         # The bake's inventory holds the stack's groups (ha_db_fip) the role reads.
         state = parse_state(tf.state_pull(), "the Terraform state")

@@ -299,14 +299,14 @@ def test_check_not_due_then_due_on_each_reason(fresh_cloud: LocalCloud, site: Pa
     record_bake(site, snap)
     same = rebake(fresh_cloud, site, "--check", "--max-age", "7d")
     assert same.exit_code == 0, same.output
-    assert same.stdout == f"{site}: not-due: not due\n"
+    assert same.stdout == f"{site}: not-due: nothing says a rebake is due\n"
 
     # The id behind debian-12-x64 differs from the one the last bake recorded.
     record_bake(site, snap, base_image_id=149999999)
     moved = rebake(fresh_cloud, site, "--check")
     assert moved.exit_code == 6, moved.output
     assert moved.stdout == (
-        f"{site}: due: due: the base image debian-12-x64 is now image 150000001 "
+        f"{site}: due: the base image debian-12-x64 is now image 150000001 "
         "(the last bake used 149999999)\n"
     )
 
@@ -362,7 +362,7 @@ def test_facts_from_the_local_cloud_and_max_age(fresh_cloud: LocalCloud, site: P
 def test_no_manifest_and_no_snapshot_is_due(fresh_cloud: LocalCloud, site: Path) -> None:
     result = rebake(fresh_cloud, site, "--check")
     assert result.exit_code == 6
-    assert result.stdout == f"{site}: due: due: no baked snapshot of wordpress yet\n"
+    assert result.stdout == f"{site}: due: no baked snapshot of wordpress yet\n"
 
 
 def test_json_log_lines_parse_and_never_hold_the_token(fresh_cloud: LocalCloud, site: Path) -> None:
@@ -432,7 +432,7 @@ def test_a_dead_holders_lock_is_taken_over(fresh_cloud: LocalCloud, site: Path) 
     )
     result = rebake(fresh_cloud, site, "--log-format", "json")
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{site}: not-due: not due\n"
+    assert result.stdout == f"{site}: not-due: nothing says a rebake is due\n"
     lock_event = json.loads(result.stderr.splitlines()[0])
     assert lock_event["step"] == "lock"
     assert lock_event["outcome"] == "ok"
@@ -483,7 +483,7 @@ def test_all_sites_run_in_turn_and_exit_with_the_worst(fresh_cloud: LocalCloud, 
         f"gone: error: no Terraform directory {site / 'no-such-dir'}; pass --terraform-dir DIR"
     )
     assert lines[1].startswith(f"broken: error: manifest {site / 'broken.json'} is not JSON")
-    assert lines[2] == "fine: not-due: not due"
+    assert lines[2] == "fine: not-due: nothing says a rebake is due"
 
 
 class Hook:
@@ -521,7 +521,7 @@ def test_notify_posts_the_summary(fresh_cloud: LocalCloud, site: Path, hook: Hoo
     assert result.exit_code == 6
     (body,) = hook.bodies
     assert body["text"] == (
-        f"scaler rebake --check on {site}: due - due: no baked snapshot of wordpress yet"
+        f"scaler rebake --check on {site}: due - no baked snapshot of wordpress yet"
     )
     assert body["command"] == "rebake --check"
     assert body["exit_code"] == 6

@@ -204,7 +204,7 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
     stack, work, old, cloud = site.stack, site.work, site.old, site.cloud
     quiet = site.rebake("--log-format", "json")
     assert quiet.exit_code == 0, quiet.output
-    assert quiet.stdout == f"{stack}: not-due: not due\n"
+    assert quiet.stdout == f"{stack}: not-due: nothing says a rebake is due\n"
 
     # The provisioning changes: the next scheduled run bakes and rolls out on its own.
     (work / "play.yml").write_text(play("<?php /* WordPress 2 */ ?>\n"))
@@ -268,7 +268,7 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
 
     again = site.rebake()
     assert again.exit_code == 0, again.output
-    assert again.stdout == f"{stack}: not-due: not due\n"
+    assert again.stdout == f"{stack}: not-due: nothing says a rebake is due\n"
 
 
 @pytest.mark.slow
