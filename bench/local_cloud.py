@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -184,6 +185,11 @@ def main() -> None:
     print("(stack: 3 wp_node droplets, load balancer, 3 Galera droplets, floating IP, 3 tags;")
     print(
         " no-op plan: median of 3, provider in reattach mode; dev_overrides: Terraform starts it)"
+    )
+    scale = os.environ.get("SCALER_LOCAL_PROVIDER_POLL", "1")
+    print(
+        f"(the provider waits like DigitalOcean's own: first look 10 s after a create, scaled by "
+        f"SCALER_LOCAL_PROVIDER_POLL={scale})"
     )
 
 
