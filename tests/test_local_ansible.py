@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import getpass
 import grp
-import json
 import os
 import pwd
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import cloud_api as _api
 from conftest import need
 
 from scaler.local.api import LocalCloud
@@ -35,21 +35,6 @@ pytestmark = pytest.mark.slow
 
 WORDPRESS = Path("/usr/share/wordpress")
 DOCROOT = "var/www/wordpress"
-
-
-def _api(cloud: LocalCloud, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    request = urllib.request.Request(
-        cloud.endpoint + path,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Authorization": f"Bearer {cloud.env()['DIGITALOCEAN_TOKEN']}",
-            "Content-Type": "application/json",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
 
 
 def _health(ip: str, port: int) -> tuple[int, bytes]:

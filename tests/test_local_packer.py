@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import cloud_api as _api
 from conftest import need
 
 from scaler.local.api import LocalCloud
@@ -20,21 +21,6 @@ from scaler.local.api import LocalCloud
 PACKER = shutil.which("packer")
 CLOUD_CONFIG = Path(__file__).resolve().parent.parent / "config" / "cloud-config.yaml"
 BAKED = "<h1>baked by packer</h1>"
-
-
-def _api(cloud: LocalCloud, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    request = urllib.request.Request(
-        cloud.endpoint + path,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Authorization": f"Bearer {cloud.env()['DIGITALOCEAN_TOKEN']}",
-            "Content-Type": "application/json",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
 
 
 def _template(shared_data: Path, cloud: LocalCloud, regions: list[str]) -> dict[str, Any]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from conftest import QuietHandler, serve_loopback, stop_loopback
 
 from scaler.notify import NotifyError, check_url, post_summary
 
@@ -23,7 +22,7 @@ class Hook:
         self.status = 200
         hook = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.received.append(
@@ -34,17 +33,11 @@ class Hook:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve_loopback(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T0/B0/secretpath"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop_loopback(self.server)
 
 
 @pytest.fixture

@@ -8,22 +8,27 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import REBAKE_CLOUD_NETWORK_BASE, make_snapshots, xdist_worker_index
+from conftest import (
+    REBAKE_CLOUD_NETWORK_BASE,
+    QuietHandler,
+    make_snapshots,
+    module_cloud,
+    serve_loopback,
+    stop_loopback,
+)
 
 from scaler.bake import provisioning_hash
 from scaler.cli import main
 from scaler.cloud import Cloud
 from scaler.config import REPO_ROOT, BakeConfig
-from scaler.local.api import Delays, LocalCloud
+from scaler.local.api import LocalCloud
 from scaler.lock import LOCK_NAME
 from scaler.manifest import Artifact, append_build
 from scaler.rebake import (
@@ -76,12 +81,7 @@ def facts(last: Artifact | None = None, days_old: float | None = 1, **changes: A
 @pytest.fixture(scope="module")
 def own_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """This module's local cloud (its own network: no droplet address shared with others)."""
-    with LocalCloud(
-        tmp_path_factory.mktemp("rebake-cloud"),
-        network=REBAKE_CLOUD_NETWORK_BASE + xdist_worker_index(),
-        delays=Delays.uniform(0.05),
-        ssh=False,
-    ) as cloud:
+    with module_cloud(tmp_path_factory, "rebake-cloud", REBAKE_CLOUD_NETWORK_BASE) as cloud:
         yield cloud
 
 
@@ -493,27 +493,22 @@ class Hook:
         self.bodies: list[dict[str, Any]] = []
         hook = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.bodies.append(json.loads(body))
                 self.send_response(204)
                 self.end_headers()
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve_loopback(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture
 def hook() -> Iterator[Hook]:
     server = Hook()
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    stop_loopback(server.server)
 
 
 def test_notify_posts_the_summary(fresh_cloud: LocalCloud, site: Path, hook: Hook) -> None:

@@ -12,22 +12,28 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import REBAKE_LOCAL_CLOUD_NETWORK_BASE, ROOT, xdist_worker_index
+from conftest import (
+    REBAKE_LOCAL_CLOUD_NETWORK_BASE,
+    ROOT,
+    QuietHandler,
+    module_cloud,
+    serve_loopback,
+    stop_loopback,
+    wait_for,
+)
+from conftest import cloud_api as api
 
 from scaler.bake import provisioning_hash
 from scaler.cli import main
-from scaler.local.api import Delays, LocalCloud
+from scaler.local.api import LocalCloud
 from scaler.manifest import append_build, last_artifact
 from scaler.terraform import Terraform, local_provider
 from scaler.tfvars import get_tfvar
@@ -48,35 +54,14 @@ def play(page: str) -> str:
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    with LocalCloud(
-        tmp_path_factory.mktemp("rebake-cloud"),
-        network=REBAKE_LOCAL_CLOUD_NETWORK_BASE + xdist_worker_index(),
-        delays=Delays.uniform(0.05),
+    with module_cloud(
+        tmp_path_factory,
+        "rebake-cloud",
+        REBAKE_LOCAL_CLOUD_NETWORK_BASE,
         rate_limit_per_minute=100_000,
-        ssh=False,
         web_port=WEB_PORT,
     ) as cloud:
         yield cloud
-
-
-def api(cloud: LocalCloud, method: str, path: str, body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{cloud.url}{path}", data=data, method=method)
-    req.add_header("Authorization", "Bearer test")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
-
-
-def wait_for(what: str, check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def first_image(cloud: LocalCloud) -> int:
@@ -84,12 +69,12 @@ def first_image(cloud: LocalCloud) -> int:
     droplet = api(
         cloud,
         "POST",
-        "/v2/droplets",
+        "droplets",
         {"name": "build", "region": "nyc3", "size": "s-1vcpu-1gb", "image": "debian-12-x64"},
     )["droplet"]
     wait_for(
         "the build droplet",
-        lambda: api(cloud, "GET", f"/v2/droplets/{droplet['id']}")["droplet"]["status"] == "active",
+        lambda: api(cloud, "GET", f"droplets/{droplet['id']}")["droplet"]["status"] == "active",
     )
     web = cloud.machines.web_root(droplet["id"])
     web.mkdir(parents=True, exist_ok=True)
@@ -97,15 +82,15 @@ def first_image(cloud: LocalCloud) -> int:
     action = api(
         cloud,
         "POST",
-        f"/v2/droplets/{droplet['id']}/actions",
+        f"droplets/{droplet['id']}/actions",
         {"type": "snapshot", "name": "wordpress_first"},
     )["action"]
     wait_for(
         "the snapshot",
-        lambda: api(cloud, "GET", f"/v2/actions/{action['id']}")["action"]["status"] == "completed",
+        lambda: api(cloud, "GET", f"actions/{action['id']}")["action"]["status"] == "completed",
     )
-    snaps = api(cloud, "GET", f"/v2/droplets/{droplet['id']}/snapshots")["snapshots"]
-    api(cloud, "DELETE", f"/v2/droplets/{droplet['id']}")
+    snaps = api(cloud, "GET", f"droplets/{droplet['id']}/snapshots")["snapshots"]
+    api(cloud, "DELETE", f"droplets/{droplet['id']}")
     return int(snaps[0]["id"])
 
 
@@ -114,19 +99,15 @@ class Hook:
         self.bodies: list[dict[str, Any]] = []
         hook = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve_loopback(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @dataclass
@@ -154,7 +135,7 @@ class Site:
 
     def web_droplets(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = api(
-            self.cloud, "GET", "/v2/droplets?tag_name=wp_node&per_page=200"
+            self.cloud, "GET", "droplets?tag_name=wp_node&per_page=200"
         )["droplets"]
         return found
 
@@ -222,8 +203,7 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
             "0",
         )
     finally:
-        hook.server.shutdown()
-        hook.server.server_close()
+        stop_loopback(hook.server)
     assert result.exit_code == 3, result.output
     new = last_artifact(work / "manifest.json")
     assert new.id != old
@@ -256,7 +236,7 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
     # The old snapshot runs nowhere any more: the prune after the rollout deleted it.
     prune = next(e for e in events if e["step"] == "prune")
     assert (prune["ids"]["deleted"], prune["ids"]["kept"]) == ([old], [new.id])
-    images = api(cloud, "GET", "/v2/images?private=true&per_page=200")["images"]
+    images = api(cloud, "GET", "images?private=true&per_page=200")["images"]
     assert [i["id"] for i in images if i["name"].startswith("wordpress_")] == [new.id]
 
     (body,) = hook.bodies
@@ -298,7 +278,7 @@ def test_a_broken_bake_is_rolled_back_with_exit_4(site: Site) -> None:
     assert [d["image"]["id"] for d in site.web_droplets()] == [site.old, site.old]
     assert new != site.old
     # No prune after a failure: the new snapshot stays for a person to look at.
-    images = api(site.cloud, "GET", "/v2/images?private=true&per_page=200")["images"]
+    images = api(site.cloud, "GET", "images?private=true&per_page=200")["images"]
     assert {site.old, new} <= {i["id"] for i in images}
 
 
@@ -390,5 +370,5 @@ def test_sigterm_during_a_bake_cleans_up_and_skips_the_other_sites(
     assert first.startswith("a: error: bake interrupted (SIGTERM) while ")
     assert second == "b: error: not started: the run was stopped"
     assert (site.stack / "terraform.tfvars").read_text() == tfvars_before
-    leftovers = api(site.cloud, "GET", "/v2/droplets?per_page=200")["droplets"]
+    leftovers = api(site.cloud, "GET", "droplets?per_page=200")["droplets"]
     assert not [d for d in leftovers if d["name"].startswith("scaler-bake-")]

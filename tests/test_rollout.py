@@ -20,12 +20,19 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROLLOUT_CLOUD_NETWORK_BASE, ROOT, need, xdist_worker_index
+from conftest import (
+    ROLLOUT_CLOUD_NETWORK_BASE,
+    ROOT,
+    module_cloud,
+    need,
+    wait_for,
+)
+from conftest import cloud_api as api
 
 from scaler import health
 from scaler.cli import main
 from scaler.cloud import Cloud
-from scaler.local.api import Delays, LocalCloud
+from scaler.local.api import LocalCloud
 from scaler.manifest import last_artifact
 from scaler.rollout import (
     ApiBudget,
@@ -49,36 +56,14 @@ FAST = ["--health-interval", "0.05", "--health-grace", "0", "--health-timeout", 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """A local cloud of this module's own: quick delays, no rate limit, web on WEB_PORT."""
-    with LocalCloud(
-        tmp_path_factory.mktemp("rollout-cloud"),
-        network=ROLLOUT_CLOUD_NETWORK_BASE + xdist_worker_index(),
-        delays=Delays.uniform(0.05),
+    with module_cloud(
+        tmp_path_factory,
+        "rollout-cloud",
+        ROLLOUT_CLOUD_NETWORK_BASE,
         rate_limit_per_minute=100_000,
-        ssh=False,
         web_port=WEB_PORT,
     ) as cloud:
         yield cloud
-
-
-def api(cloud: LocalCloud, method: str, path: str, body: Any = None) -> Any:
-    """One call to the local cloud's DigitalOcean API."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{cloud.url}{path}", data=data, method=method)
-    req.add_header("Authorization", f"Bearer {cloud.env()['DIGITALOCEAN_TOKEN']}")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
-
-
-def wait_for(what: str, check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_image(
@@ -88,7 +73,7 @@ def make_image(
     droplet = api(
         cloud,
         "POST",
-        "/v2/droplets",
+        "droplets",
         {
             "name": f"build-{name}",
             "region": "nyc3",
@@ -99,7 +84,7 @@ def make_image(
     droplet_id = droplet["id"]
     wait_for(
         "the build droplet",
-        lambda: api(cloud, "GET", f"/v2/droplets/{droplet_id}")["droplet"]["status"] == "active",
+        lambda: api(cloud, "GET", f"droplets/{droplet_id}")["droplet"]["status"] == "active",
     )
     if index_php is not None:
         web_root = cloud.machines.web_root(droplet_id)
@@ -109,14 +94,14 @@ def make_image(
         cloud.machines.web_root(droplet_id).mkdir(parents=True, exist_ok=True)
         (cloud.machines.web_root(droplet_id) / name_in_root).write_text(text)
     action = api(
-        cloud, "POST", f"/v2/droplets/{droplet_id}/actions", {"type": "snapshot", "name": name}
+        cloud, "POST", f"droplets/{droplet_id}/actions", {"type": "snapshot", "name": name}
     )["action"]
     wait_for(
         "the snapshot",
-        lambda: api(cloud, "GET", f"/v2/actions/{action['id']}")["action"]["status"] == "completed",
+        lambda: api(cloud, "GET", f"actions/{action['id']}")["action"]["status"] == "completed",
     )
-    snapshots = api(cloud, "GET", f"/v2/droplets/{droplet_id}/snapshots")["snapshots"]
-    api(cloud, "DELETE", f"/v2/droplets/{droplet_id}")
+    snapshots = api(cloud, "GET", f"droplets/{droplet_id}/snapshots")["snapshots"]
+    api(cloud, "DELETE", f"droplets/{droplet_id}")
     return str(next(s["id"] for s in snapshots if s["name"] == name))
 
 
@@ -148,7 +133,7 @@ class Stack:
         return resource_ids(self.dir)
 
     def web_images(self) -> dict[str, str]:
-        found = api(self.cloud, "GET", "/v2/droplets?tag_name=wp_node&per_page=200")["droplets"]
+        found = api(self.cloud, "GET", "droplets?tag_name=wp_node&per_page=200")["droplets"]
         return {d["name"]: str(d["image"]["id"]) for d in found}
 
 
@@ -196,8 +181,8 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            (lb,) = api(self.cloud, "GET", "/v2/load_balancers")["load_balancers"]
-            droplets = api(self.cloud, "GET", "/v2/droplets?tag_name=wp_node&per_page=200")
+            (lb,) = api(self.cloud, "GET", "load_balancers")["load_balancers"]
+            droplets = api(self.cloud, "GET", "droplets?tag_name=wp_node&per_page=200")
             ips = {
                 d["id"]: next(n["ip_address"] for n in d["networks"]["v4"] if n["type"] == "public")
                 for d in droplets["droplets"]
@@ -216,7 +201,7 @@ class Sampler:
 
 
 def all_healthy(stack: Stack) -> bool:
-    droplets = api(stack.cloud, "GET", "/v2/droplets?tag_name=wp_node&per_page=200")["droplets"]
+    droplets = api(stack.cloud, "GET", "droplets?tag_name=wp_node&per_page=200")["droplets"]
     ips = [
         next(n["ip_address"] for n in d["networks"]["v4"] if n["type"] == "public")
         for d in droplets
@@ -663,7 +648,7 @@ def test_rollout_bakes_first_without_an_image(stack: Stack, tmp_path: Path) -> N
     after = stack.ids()
     assert others(after) == others(stack.before)  # db droplets, LB, floating IP keep their ids
     for address in WEB:
-        droplet = api(stack.cloud, "GET", f"/v2/droplets/{after[address]}")["droplet"]
+        droplet = api(stack.cloud, "GET", f"droplets/{after[address]}")["droplet"]
         ip = next(n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "public")
         with urllib.request.urlopen(f"http://{ip}:{WEB_PORT}/", timeout=10) as resp:
             assert resp.status == 200 and b"wp-blog-header.php" in resp.read()
@@ -685,9 +670,9 @@ def terraform_commands(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def cloud_snapshot(stack: Stack) -> dict[str, Any]:
     """Every droplet (id, image), the balancer's droplets and the floating IP, from the API."""
-    droplets = api(stack.cloud, "GET", "/v2/droplets?per_page=200")["droplets"]
-    (lb,) = api(stack.cloud, "GET", "/v2/load_balancers")["load_balancers"]
-    fips = api(stack.cloud, "GET", "/v2/floating_ips")["floating_ips"]
+    droplets = api(stack.cloud, "GET", "droplets?per_page=200")["droplets"]
+    (lb,) = api(stack.cloud, "GET", "load_balancers")["load_balancers"]
+    fips = api(stack.cloud, "GET", "floating_ips")["floating_ips"]
     return {
         "droplets": sorted((d["id"], str(d["image"]["id"])) for d in droplets),
         "lb": sorted(lb["droplet_ids"]),
@@ -831,7 +816,7 @@ def state_web(stack: Stack) -> dict[str, tuple[int, str]]:
     out = {}
     for address in WEB:
         droplet_id = stack.ids()[address]
-        droplet = api(stack.cloud, "GET", f"/v2/droplets/{droplet_id}")["droplet"]
+        droplet = api(stack.cloud, "GET", f"droplets/{droplet_id}")["droplet"]
         out[address] = (int(droplet_id), str(droplet["image"]["id"]))
     return out
 
@@ -880,18 +865,16 @@ def test_lost_machine_refuses_a_second_rollout_then_resumes(stack: Stack) -> Non
     )
     web = state_web(stack)
     assert {image for _, image in web.values()} == {stack.good2}
-    (lb,) = api(stack.cloud, "GET", "/v2/load_balancers")["load_balancers"]
+    (lb,) = api(stack.cloud, "GET", "load_balancers")["load_balancers"]
     assert sorted(lb["droplet_ids"]) == sorted(droplet_id for droplet_id, _ in web.values())
     ips = [
         next(n["ip_address"] for n in d["networks"]["v4"] if n["type"] == "public")
-        for d in (
-            api(stack.cloud, "GET", f"/v2/droplets/{i}")["droplet"] for i in lb["droplet_ids"]
-        )
+        for d in (api(stack.cloud, "GET", f"droplets/{i}")["droplet"] for i in lb["droplet_ids"])
     ]
     assert health.count_healthy(ips, health.HealthCheck(response_timeout=1.0), {80: WEB_PORT}) == 3
     assert others(stack.ids()) == others(stack.before)
     assert json.loads(progress.read_text())["status"] == "done"
     # Terraform never recorded the droplet it was creating when the machine died: it is left
     # running, outside the state and the load balancer (as with a bare terraform apply).
-    tagged = api(stack.cloud, "GET", "/v2/droplets?tag_name=wp_node&per_page=200")["droplets"]
+    tagged = api(stack.cloud, "GET", "droplets?tag_name=wp_node&per_page=200")["droplets"]
     assert len(tagged) - 3 <= 1

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import SNAPSHOTS_CLOUD_NETWORK_BASE, make_snapshots, xdist_worker_index
+from conftest import SNAPSHOTS_CLOUD_NETWORK_BASE, make_snapshots, module_cloud
 
 from scaler.cli import main
 from scaler.cloud import Cloud
 from scaler.errors import ScalerError
-from scaler.local.api import Delays, LocalCloud
+from scaler.local.api import LocalCloud
 from scaler.snapshots import (
     Snapshot,
     format_age,
@@ -42,12 +42,7 @@ def snap(ident: int, days_old: float, name: str | None = None) -> Snapshot:
 @pytest.fixture(scope="module")
 def own_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """This module's local cloud (its own network: no droplet address shared with others)."""
-    with LocalCloud(
-        tmp_path_factory.mktemp("snapshots-cloud"),
-        network=SNAPSHOTS_CLOUD_NETWORK_BASE + xdist_worker_index(),
-        delays=Delays.uniform(0.05),
-        ssh=False,
-    ) as cloud:
+    with module_cloud(tmp_path_factory, "snapshots-cloud", SNAPSHOTS_CLOUD_NETWORK_BASE) as cloud:
         yield cloud
 
 

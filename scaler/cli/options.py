@@ -13,7 +13,9 @@ from scaler.rollout import DEFAULT_BATCH
 F = TypeVar("F", bound=Callable[..., object])
 
 
-def _apply(*options: Callable[[F], F]) -> Callable[[F], F]:
+def option_group(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """One decorator that applies `options` in the order given (the first is listed first)."""
+
     def decorate(command: F) -> F:
         for option in reversed(options):
             command = option(command)
@@ -22,7 +24,7 @@ def _apply(*options: Callable[[F], F]) -> Callable[[F], F]:
     return decorate
 
 
-stack_options = _apply(
+stack_options = option_group(
     click.option(
         "--terraform-dir",
         "-C",
@@ -43,7 +45,7 @@ stack_options = _apply(
 )
 """Where the stack is: -C/--terraform-dir, --var-file (tfvars), --workspace, --lock-timeout."""
 
-rollout_options = _apply(
+rollout_options = option_group(
     click.option(
         "--strategy", type=click.Choice(["rolling", "all"]), help="Default: rolling if >1."
     ),

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from scaler.cli.options import option_group
 from scaler.cli.rebake import cloud_from, load_bake_config
 from scaler.errors import ScalerError
 from scaler.snapshots import (
@@ -25,43 +26,34 @@ from scaler.snapshots import (
 from scaler.state import State, load_state
 from scaler.tfvars import TfvarsError, get_tfvar
 
-
-def _options(func: Any) -> Any:
-    for option in reversed(
-        [
-            click.option(
-                "--project", help="Snapshot name prefix <project>_ (default: the config's)."
-            ),
-            click.option(
-                "--terraform-dir",
-                "-C",
-                type=click.Path(file_okay=False, path_type=Path),
-                default=Path("."),
-                show_default=True,
-                help="The Terraform directory (its state and terraform.tfvars say what is in use).",
-            ),
-            click.option(
-                "--state",
-                help="The Terraform state file (default: TF_STATE, ./terraform.tfstate, or "
-                "`terraform state pull` in --terraform-dir).",
-            ),
-            click.option(
-                "--var-file",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="The tfvars file with image_slug (default: terraform.tfvars in "
-                "--terraform-dir).",
-            ),
-            click.option(
-                "--config",
-                "config_path",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="scaler.toml (default: ./scaler.toml when present).",
-            ),
-            click.option("--json", "as_json", is_flag=True, help="Print JSON."),
-        ]
-    ):
-        func = option(func)
-    return func
+_options = option_group(
+    click.option("--project", help="Snapshot name prefix <project>_ (default: the config's)."),
+    click.option(
+        "--terraform-dir",
+        "-C",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("."),
+        show_default=True,
+        help="The Terraform directory (its state and terraform.tfvars say what is in use).",
+    ),
+    click.option(
+        "--state",
+        help="The Terraform state file (default: TF_STATE, ./terraform.tfstate, or "
+        "`terraform state pull` in --terraform-dir).",
+    ),
+    click.option(
+        "--var-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The tfvars file with image_slug (default: terraform.tfvars in --terraform-dir).",
+    ),
+    click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="scaler.toml (default: ./scaler.toml when present).",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+)
 
 
 def _project(explicit: str | None, config_path: Path | None, var_file: Path) -> str:
