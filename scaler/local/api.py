@@ -900,7 +900,7 @@ class LocalCloud:
         status, payload, headers = self._api(
             method, path, split.query, raw, route, params, other, token, h
         )
-        _respond(h, status, None if method == "HEAD" else payload, headers)
+        # Logged before the answer goes out: a client that has its answer sees it in the log.
         record = RequestRecord(
             method,
             path,
@@ -913,6 +913,7 @@ class LocalCloud:
         with self._log_lock:
             self._log.append(record)
             self._counters[record.template] += 1
+        _respond(h, status, None if method == "HEAD" else payload, headers)
         if self.verbose:
             query = f"?{split.query}" if split.query else ""
             print(f"{method} {path}{query} -> {status}", file=sys.stderr, flush=True)
