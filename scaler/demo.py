@@ -22,7 +22,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(".scaler") / "demo"
-DEBIAN_WORDPRESS = Path("/usr/share/wordpress")
 
 
 def _scaler() -> list[str]:
@@ -147,19 +146,9 @@ def _story(demo: Demo) -> int:
     demo.say("The Terraform state as Ansible sees it (the groups the bake uses)")
     demo.run("inventory", "--state", "stack/terraform.tfstate", "--graph")
 
-    bake = [
-        "bake",
-        "--state",
-        "stack/terraform.tfstate",
-        "--project",
-        "wordpress",
-        "--local-state-dir",
-        "cloud",
-        "-e",
-        "welp_db_password=demo-only-password",
-    ]
-    if DEBIAN_WORDPRESS.is_dir():
-        bake += ["-e", f"welp_wordpress_src_dir={DEBIAN_WORDPRESS}"]
+    # On the local cloud the bake takes WordPress from Debian's `wordpress` package when it is
+    # installed (else the role downloads it) and makes up the database password.
+    bake = ["bake", "--state", "stack/terraform.tfstate", "--project", "wordpress"]
     if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
         bake += ["--connection", "local"]
     demo.say("Bake a WordPress snapshot (build droplet, ansible-welp, snapshot, manifest.json)")
