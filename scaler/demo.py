@@ -116,31 +116,11 @@ def _story(demo: Demo) -> int:
         "wp_node_count = 3\n"
     )
     demo.say("terraform apply: 3 web droplets on the base image, load balancer, Galera + ha_db_fip")
-    demo.run(
-        "local",
-        "terraform",
-        "-C",
-        "stack",
-        "--state-dir",
-        "cloud",
-        "--",
-        "init",
-        "-input=false",
-        "-no-color",
-    )
-    demo.run(
-        "local",
-        "terraform",
-        "-C",
-        "stack",
-        "--state-dir",
-        "cloud",
-        "--",
-        "apply",
-        "-auto-approve",
-        "-input=false",
-        "-no-color",
-    )
+    for command in (("init",), ("apply", "-auto-approve")):
+        demo.run(
+            "local", "terraform", "-C", "stack", "--state-dir", "cloud", "--",
+            *command, "-input=false", "-no-color",
+        )  # fmt: skip
     demo.droplets("Before: the web droplets run the base image, so WordPress is not there (404)")
 
     demo.say("The Terraform state as Ansible sees it (the groups the bake uses)")

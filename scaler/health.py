@@ -124,6 +124,11 @@ def port_map_from_env(env: Mapping[str, str] | None = None) -> dict[int, int]:
     return {}
 
 
+def port_map_from(option: str | None) -> dict[int, int]:
+    """The --port-map option when given, else the environment's (see port_map_from_env)."""
+    return parse_port_map(option) if option else port_map_from_env()
+
+
 def probe(address: str, check: HealthCheck, port_map: Mapping[int, int] | None = None) -> bool:
     """One health check of the droplet at `address`: True when it passes."""
     port = (port_map or {}).get(check.port, check.port)

@@ -14,6 +14,7 @@ from scaler.health import (
     count_healthy,
     healthcheck_from_state,
     parse_port_map,
+    port_map_from,
     port_map_from_env,
     probe,
     wait_healthy,
@@ -97,6 +98,11 @@ def test_port_maps() -> None:
         80: 81
     }
     assert port_map_from_env({}) == {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCALER_LOCAL_WEB_PORT", "8080")
+        patch.delenv("SCALER_PORT_MAP", raising=False)
+        assert port_map_from("80=9090") == {80: 9090}  # the option wins over the environment
+        assert port_map_from(None) == {80: 8080}
     with pytest.raises(HealthError) as err:
         parse_port_map("80:8080")
     assert str(err.value) == (

@@ -236,7 +236,7 @@ def rebake(
         health_grace=parse_duration(health_grace),
         lock_timeout=lock_timeout,
         deadline=_duration(deadline, "--deadline"),
-        port_map=health.parse_port_map(port_map) if port_map else health.port_map_from_env(),
+        port_map=health.port_map_from(port_map),
         prune_keep=prune_keep,
         prune_sites=sites,
         prune_older_than=(

@@ -349,7 +349,7 @@ def rollout(
         health_interval=health_interval,
         health_timeout=parse_duration(health_timeout),
         health_grace=parse_duration(health_grace),
-        port_map=health.parse_port_map(port_map) if port_map else health.port_map_from_env(),
+        port_map=health.port_map_from(port_map),
         deadline=parse_duration(deadline) if deadline else None,
         rollback=not no_rollback,
     )
