@@ -53,17 +53,15 @@ def xdist_worker_index() -> int:
     return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
 
 
-# Network numbers (droplets get 127.N.1.k): 42 stays free for a user's own `scaler local up`.
-LOCAL_CLOUD_NETWORK_BASE = 60
-FRESH_CLOUD_NETWORK_BASE = 120
-CLI_CLOUD_NETWORK_BASE = 180
-TERRAFORM_CLOUD_NETWORK_BASE = 200  # tests/test_terraform_local.py
-PROVIDER_CLOUD_NETWORK_BASE = 220  # tests/test_provider_local.py
-ROLLOUT_CLOUD_NETWORK_BASE = 236  # tests/test_rollout.py
-BAKE_CLOUD_NETWORK_BASE = 160  # tests/test_bake*.py
-SNAPSHOTS_CLOUD_NETWORK_BASE = 240  # tests/test_snapshots.py
-REBAKE_CLOUD_NETWORK_BASE = 244  # tests/test_rebake.py
-REBAKE_LOCAL_CLOUD_NETWORK_BASE = 248  # tests/test_rebake_local.py
+def free_network() -> int:
+    """A network number kept for a cloud that a subprocess starts (`scaler local up --network N`).
+
+    Clouds in this process claim their own number (LocalCloud with no network).
+    """
+    from scaler.local.netclaim import reserve_network
+
+    return reserve_network()
+
 
 # The local provider polls at the real provider's cadence (10 s before the first look); tests run
 # it 50 times faster, as their local clouds' delays are short too. Set before any provider starts.
@@ -82,13 +80,12 @@ def _provider_poll_scale() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    """One local cloud per test session and worker: free port, network 60 + worker, 0.2 s delays."""
+    """One local cloud per test session and worker: free port, free network, 0.2 s delays."""
     from scaler.local.api import Delays, LocalCloud
 
     cloud = LocalCloud(
         tmp_path_factory.mktemp("local-cloud"),
         port=0,
-        network=LOCAL_CLOUD_NETWORK_BASE + xdist_worker_index(),
         delays=Delays.uniform(0.2),
     )
     cloud.start()
@@ -98,13 +95,12 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud
 
 @pytest.fixture
 def fresh_cloud(tmp_path: Path) -> Iterator[LocalCloud]:
-    """A local cloud of its own for one test: empty, network 120 + worker, 0.1 s delays."""
+    """A local cloud of its own for one test: empty, free network, 0.1 s delays."""
     from scaler.local.api import Delays, LocalCloud
 
     cloud = LocalCloud(
         tmp_path / "local-cloud",
         port=0,
-        network=FRESH_CLOUD_NETWORK_BASE + xdist_worker_index(),
         delays=Delays.uniform(0.1),
     )
     cloud.start()
@@ -148,14 +144,13 @@ def cloud_api(cloud: LocalCloud, method: str, path: str, body: dict[str, Any] | 
 
 @contextlib.contextmanager
 def module_cloud(
-    tmp_path_factory: pytest.TempPathFactory, name: str, network_base: int, **options: Any
+    tmp_path_factory: pytest.TempPathFactory, name: str, **options: Any
 ) -> Iterator[LocalCloud]:
-    """A test module's own local cloud: network base + worker, 0.05 s delays, no SSH."""
+    """A test module's own local cloud: a free network number, 0.05 s delays, no SSH."""
     from scaler.local.api import Delays, LocalCloud
 
     with LocalCloud(
         tmp_path_factory.mktemp(name),
-        network=network_base + xdist_worker_index(),
         delays=Delays.uniform(0.05),
         ssh=False,
         **options,

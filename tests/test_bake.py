@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BAKE_CLOUD_NETWORK_BASE, need, xdist_worker_index
+from conftest import need
 
 from scaler.bake import BakeResult, bake_image
 from scaler.cloud import Cloud, Pacing
@@ -141,7 +141,6 @@ def bake_cloud_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
     """A local cloud for the bake tests of one module and worker: 0.1 s delays."""
     cloud = LocalCloud(
         tmp_path_factory.mktemp("bake-cloud"),
-        network=BAKE_CLOUD_NETWORK_BASE + xdist_worker_index(),
         delays=Delays.uniform(0.1),
     )
     with cloud:

@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import requests
 import yaml
-from conftest import SHARED_DATA, need, xdist_worker_index
+from conftest import SHARED_DATA, need
 
 from scaler.local.api import ROUTES, TOKEN, Delays, LocalCloud, fingerprint
 
@@ -27,8 +27,6 @@ SPEC = SHARED_DATA / "do-openapi" / "DigitalOcean-public.v2.subset.yaml"
 PENDING = "Droplet already has a pending event."
 # Networks of this module's own clouds: 100 + worker for the module's, 150 + worker for one
 # test's (conftest's fixtures use 60+, 120+ and 180+).
-NETWORK = 100 + xdist_worker_index()
-OWN_NETWORK = 150 + xdist_worker_index()
 
 
 # --- the spec as JSON Schema ---------------------------------------------------------------------
@@ -167,7 +165,6 @@ def _port_open(ip: str, port: int) -> bool:
 def module_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     cloud = LocalCloud(
         tmp_path_factory.mktemp("api-cloud"),
-        network=NETWORK,
         delays=Delays.uniform(0.05),
         ssh=False,
     )
@@ -826,7 +823,7 @@ def test_pagination_links_and_meta(api: Client) -> None:
 
 
 def test_rate_limit_headers_and_429_with_retry_after(tmp_path: Path) -> None:
-    with LocalCloud(tmp_path, network=OWN_NETWORK, rate_limit_per_minute=5, ssh=False) as cloud:
+    with LocalCloud(tmp_path, rate_limit_per_minute=5, ssh=False) as cloud:
         api = Client(cloud)
         remaining = []
         for _ in range(5):
@@ -849,7 +846,7 @@ def test_rate_limit_headers_and_429_with_retry_after(tmp_path: Path) -> None:
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     delays = Delays.uniform(0.05)
-    with LocalCloud(tmp_path, network=OWN_NETWORK, delays=delays, ssh=False) as cloud:
+    with LocalCloud(tmp_path, delays=delays, ssh=False) as cloud:
         api = Client(cloud)
         key = api.ok("POST", "/v2/account/keys", {"name": "k", "public_key": public_key("k")})[
             "ssh_key"
@@ -869,7 +866,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         }
     web = droplet["networks"]["v4"][0]["ip_address"]
     time.sleep(0.4)
-    with LocalCloud(tmp_path, network=OWN_NETWORK, delays=delays, ssh=False) as cloud:
+    with LocalCloud(tmp_path, delays=delays, ssh=False) as cloud:
         api = Client(cloud)
         assert api.status(late["id"]) == "active"
         assert api.status(booting["id"]) == "active"
@@ -896,7 +893,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         # ids go on counting, addresses are not handed out twice
         fresh = api.droplet("fresh", active=False)
         assert fresh["id"] == late["id"] + 1
-        assert fresh["networks"]["v4"][0]["ip_address"] == f"127.{OWN_NETWORK}.1.5"
+        assert fresh["networks"]["v4"][0]["ip_address"] == f"127.{cloud.network}.1.5"
 
 
 def test_faults_fail_nth_request_then_recover(api: Client) -> None:
@@ -1023,7 +1020,12 @@ def test_delays_and_reset_over_http(api: Client) -> None:
 
 
 def test_session_fixture_is_a_running_cloud_of_this_worker(local_cloud: LocalCloud) -> None:
-    assert local_cloud.network == 60 + xdist_worker_index()
+    from scaler.local.netclaim import AUTO_RANGE, NetworkInUse, claim_network
+
+    # its network number was claimed from the allocator, and is held while it runs
+    assert local_cloud.network in AUTO_RANGE
+    with pytest.raises(NetworkInUse, match=f"network {local_cloud.network} is in use"):
+        claim_network(local_cloud.network)
     env = local_cloud.env()
     assert env["DIGITALOCEAN_END_POINT"] == f"{local_cloud.url}/v2/" == local_cloud.endpoint
     assert env["DIGITALOCEAN_API_URL"] == env["SCALER_LOCAL_URL"] == local_cloud.url

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI_CLOUD_NETWORK_BASE, ROOT, xdist_worker_index
+from conftest import ROOT, free_network
 
 SCALER = Path(sys.executable).parent / "scaler"
-NETWORK = CLI_CLOUD_NETWORK_BASE + xdist_worker_index()
 
 
 def _free_port() -> int:
@@ -63,8 +62,14 @@ def _pid(state_dir: Path) -> int:
 
 
 def _up_args(state_dir: Path, port: int) -> list[str]:
-    where = ["--state-dir", str(state_dir), "--port", str(port), "--network", str(NETWORK)]
+    where = ["--state-dir", str(state_dir), "--port", str(port), "--network", str(free_network())]
     return [str(SCALER), "local", "up", *where]
+
+
+@pytest.fixture
+def network() -> int:
+    """A network number of this test's own, for the cloud it starts."""
+    return free_network()
 
 
 @pytest.fixture
@@ -74,10 +79,10 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
     scaler("down", "--state-dir", str(folder))  # never leave a server behind a failed test
 
 
-def test_up_status_down_and_state_across_restarts(state_dir: Path) -> None:
+def test_up_status_down_and_state_across_restarts(state_dir: Path, network: int) -> None:
     port = _free_port()
     where = ["--state-dir", str(state_dir)]
-    started = scaler("up", *where, "--port", str(port), "--network", str(NETWORK))
+    started = scaler("up", *where, "--port", str(port), "--network", str(network))
     assert started.returncode == 0, started.stderr
     url = f"http://127.0.0.1:{port}"
     env = _exports(started.stdout)
@@ -90,17 +95,17 @@ def test_up_status_down_and_state_across_restarts(state_dir: Path) -> None:
         "SCALER_LOCAL_WEB_PORT": "80" if os.geteuid() == 0 else "8080",
     }
     assert started.stderr.strip() == (
-        f"local cloud running at {url} (pid {_pid(state_dir)}, network {NETWORK}, "
+        f"local cloud running at {url} (pid {_pid(state_dir)}, network {network}, "
         f'state {state_dir}); use it with: eval "$(scaler local up --state-dir {state_dir})"'
     )
     server = json.loads((state_dir / "server.json").read_text())
-    assert (server["port"], server["network"]) == (port, NETWORK)
+    assert (server["port"], server["network"]) == (port, network)
 
     key = _post_key(url, env["DIGITALOCEAN_TOKEN"])
     status = scaler("status", *where)
     assert status.returncode == 0
     assert status.stdout.splitlines() == [
-        f"running at {url} (pid {server['pid']}, network {NETWORK})",
+        f"running at {url} (pid {server['pid']}, network {network})",
         "holds 0 droplets, 0 images, 1 ssh keys, 0 load balancers, 0 floating ips, 0 tags",
     ]
 
@@ -127,7 +132,7 @@ def test_up_status_down_and_state_across_restarts(state_dir: Path) -> None:
         f"not running (state dir {state_dir}); start it with: scaler local up"
     )
 
-    restarted = scaler("up", *where, "--port", str(port), "--network", str(NETWORK))
+    restarted = scaler("up", *where, "--port", str(port), "--network", str(network))
     assert restarted.returncode == 0, restarted.stderr
     keys = _get(f"{url}/v2/account/keys", "any-token")["ssh_keys"]
     assert keys == [key]
@@ -214,14 +219,14 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     subprocess.run([str(SCALER), "local", "down"], cwd=tmp_path, capture_output=True, timeout=60)
 
 
-def test_restart_keeps_droplets_images_and_their_listeners(workdir: Path) -> None:
+def test_restart_keeps_droplets_images_and_their_listeners(workdir: Path, network: int) -> None:
     def local(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(SCALER), "local", *args], cwd=workdir, capture_output=True, text=True, timeout=60
         )
 
     port = _free_port()
-    up = ["up", "--port", str(port), "--network", str(NETWORK), "--delay", "0.1"]
+    up = ["up", "--port", str(port), "--network", str(network), "--delay", "0.1"]
     started = local(*up)
     assert started.returncode == 0, started.stderr
     # the default state dir, relative to where scaler runs
@@ -238,7 +243,7 @@ def test_restart_keeps_droplets_images_and_their_listeners(workdir: Path) -> Non
     path = f"droplets/{droplet['id']}"
     _until(lambda: _call(url, "GET", path)["droplet"]["status"] == "active", "droplet active")
     (ip,) = [n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "public"]
-    assert ip == f"127.{NETWORK}.1.1"
+    assert ip == f"127.{network}.1.1"
     web_port = 80 if os.geteuid() == 0 else 8080  # the documented mapping of the droplet's :80
     assert _web(ip, web_port)[0] == 404  # an empty web root: it answers, the check fails
     page = state / "machines" / "droplets" / str(droplet["id"]) / "root/var/www/html/index.html"
@@ -268,12 +273,12 @@ def test_restart_keeps_droplets_images_and_their_listeners(workdir: Path) -> Non
     clone = _call(url, "POST", "droplets", body | {"name": "clone-1", "image": image["id"]})
     clone_path = f"droplets/{clone['droplet']['id']}"
     _until(lambda: _call(url, "GET", clone_path)["droplet"]["status"] == "active", "clone active")
-    assert _web(f"127.{NETWORK}.1.2", web_port) == (200, b"kept\n")
+    assert _web(f"127.{network}.1.2", web_port) == (200, b"kept\n")
 
 
-def test_up_sets_delays_and_rate_limit(state_dir: Path) -> None:
+def test_up_sets_delays_and_rate_limit(state_dir: Path, network: int) -> None:
     port = _free_port()
-    where = ["--state-dir", str(state_dir), "--port", str(port), "--network", str(NETWORK)]
+    where = ["--state-dir", str(state_dir), "--port", str(port), "--network", str(network)]
     started = scaler("up", *where, "--delay", "0.05", "--rate-limit", "3")
     assert started.returncode == 0, started.stderr
     url = f"http://127.0.0.1:{port}"

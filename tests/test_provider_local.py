@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import PROVIDER_CLOUD_NETWORK_BASE, xdist_worker_index
 
 from scaler.local.api import Delays, LocalCloud
 from scaler.local.provider import PROVIDER_ADDRESS
@@ -77,7 +76,6 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalClo
     with (
         LocalCloud(
             tmp_path_factory.mktemp("cloud"),
-            network=PROVIDER_CLOUD_NETWORK_BASE + xdist_worker_index(),
             delays=Delays.uniform(0.1),
             rate_limit_per_minute=100_000,
             ssh=False,

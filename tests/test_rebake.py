@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from conftest import (
-    REBAKE_CLOUD_NETWORK_BASE,
     QuietHandler,
     make_snapshots,
     module_cloud,
@@ -81,7 +80,7 @@ def facts(last: Artifact | None = None, days_old: float | None = 1, **changes: A
 @pytest.fixture(scope="module")
 def own_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """This module's local cloud (its own network: no droplet address shared with others)."""
-    with module_cloud(tmp_path_factory, "rebake-cloud", REBAKE_CLOUD_NETWORK_BASE) as cloud:
+    with module_cloud(tmp_path_factory, "rebake-cloud") as cloud:
         yield cloud
 
 

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from conftest import (
-    REBAKE_LOCAL_CLOUD_NETWORK_BASE,
     ROOT,
     QuietHandler,
     module_cloud,
@@ -57,7 +56,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     with module_cloud(
         tmp_path_factory,
         "rebake-cloud",
-        REBAKE_LOCAL_CLOUD_NETWORK_BASE,
         rate_limit_per_minute=100_000,
         web_port=WEB_PORT,
     ) as cloud:

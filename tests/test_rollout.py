@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import (
-    ROLLOUT_CLOUD_NETWORK_BASE,
     ROOT,
     module_cloud,
     need,
@@ -59,7 +58,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     with module_cloud(
         tmp_path_factory,
         "rollout-cloud",
-        ROLLOUT_CLOUD_NETWORK_BASE,
         rate_limit_per_minute=100_000,
         web_port=WEB_PORT,
     ) as cloud:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import SNAPSHOTS_CLOUD_NETWORK_BASE, make_snapshots, module_cloud
+from conftest import make_snapshots, module_cloud
 
 from scaler.cli import main
 from scaler.cloud import Cloud
@@ -42,7 +42,7 @@ def snap(ident: int, days_old: float, name: str | None = None) -> Snapshot:
 @pytest.fixture(scope="module")
 def own_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """This module's local cloud (its own network: no droplet address shared with others)."""
-    with module_cloud(tmp_path_factory, "snapshots-cloud", SNAPSHOTS_CLOUD_NETWORK_BASE) as cloud:
+    with module_cloud(tmp_path_factory, "snapshots-cloud") as cloud:
         yield cloud
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TERRAFORM_CLOUD_NETWORK_BASE, need, xdist_worker_index
+from conftest import ROOT, need
 
 from scaler.local.api import Delays, LocalCloud
 from scaler.terraform import (
@@ -34,7 +34,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """A local cloud of our own: quick delays and no rate limit, so both engines run fast."""
     with LocalCloud(
         tmp_path_factory.mktemp("cloud"),
-        network=TERRAFORM_CLOUD_NETWORK_BASE + xdist_worker_index(),
         delays=Delays.uniform(0.2),
         rate_limit_per_minute=100_000,
         ssh=False,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from scaler.local import api
+from scaler.local import api, netclaim
 
 _STATE_DIR = click.option(
     "--state-dir",
@@ -39,9 +39,9 @@ def local() -> None:
 @click.option(
     "--network",
     type=click.IntRange(1, 254),
-    default=api.DEFAULT_NETWORK,
+    default=netclaim.DEFAULT_NETWORK,
     show_default=True,
-    help="N in the droplet addresses 127.N.1.k (public) and 127.N.2.k (private).",
+    help="N in the droplet addresses 127.N.1.k (public) and 127.N.2.k (private); one cloud per N.",
 )
 @click.option(
     "--delay",

@@ -123,13 +123,13 @@ from typing import Any
 from scaler.errors import ScalerError
 from scaler.fsutil import write_atomic
 from scaler.local.machines import MachineError, Machines
+from scaler.local.netclaim import DEFAULT_NETWORK, NetworkClaim, claim_network
 
 JSON = dict[str, Any]
 
 TOKEN = "scaler-local-token"
 """The token env() hands out; the local cloud accepts any non-empty one."""
 
-DEFAULT_NETWORK = 42
 DEFAULT_PORT = 8642
 DEFAULT_STATE_DIR = Path(".scaler/local")
 DROPLET_LIMIT = 100
@@ -660,18 +660,21 @@ class LocalCloud:
         state_dir: Path,
         *,
         port: int = 0,
-        network: int = DEFAULT_NETWORK,
+        network: int | None = None,
         delays: Delays | None = None,
         rate_limit_per_minute: int = 250,
         ssh: bool = True,
         web_port: int | None = None,
         verbose: bool = False,
     ) -> None:
-        if not 1 <= network <= 254:
+        if network is not None and not 1 <= network <= 254:
             raise LocalCloudError(f"network must be 1-254 (droplets get 127.N.1.k), got {network}")
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.network = network
+        # No number given: the one this state folder used last, if free, else any free one.
+        self._claim: NetworkClaim | None = claim_network(network, prefer=self._last_network())
+        self.network = self._claim.number
+        write_atomic(self.state_dir / "network", f"{self.network}\n")
         self.rate_limit_per_minute = rate_limit_per_minute
         self.verbose = verbose
         self.faults = Faults()
@@ -691,10 +694,19 @@ class LocalCloud:
 
     # -- lifecycle
 
+    def _last_network(self) -> int | None:
+        try:
+            number = int((self.state_dir / "network").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return number if 1 <= number <= 254 else None
+
     def start(self) -> None:
         """Serve HTTP on 127.0.0.1:port in a thread, and boot the active droplets' listeners."""
         if self._server is not None:
             return
+        if self._claim is None:
+            self._claim = claim_network(self.network)
         try:
             self._server = _Server(("127.0.0.1", self._port), self)
         except OSError as err:
@@ -732,6 +744,9 @@ class LocalCloud:
         with self._lock:
             self._save()
         self.machines.close()
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     def __enter__(self) -> LocalCloud:
         self.start()
