@@ -63,7 +63,7 @@ def _pid(state_dir: Path) -> int:
 
 def _up_args(state_dir: Path, port: int) -> list[str]:
     where = ["--state-dir", str(state_dir), "--port", str(port), "--network", str(free_network())]
-    return [str(SCALER), "local", "up", *where]
+    return [str(SCALER), "local", "up", *where, "--droplets", "directory"]
 
 
 @pytest.fixture
@@ -82,7 +82,9 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
 def test_up_status_down_and_state_across_restarts(state_dir: Path, network: int) -> None:
     port = _free_port()
     where = ["--state-dir", str(state_dir)]
-    started = scaler("up", *where, "--port", str(port), "--network", str(network))
+    started = scaler(
+        "up", *where, "--port", str(port), "--network", str(network), "--droplets", "directory"
+    )
     assert started.returncode == 0, started.stderr
     url = f"http://127.0.0.1:{port}"
     env = _exports(started.stdout)
@@ -96,7 +98,8 @@ def test_up_status_down_and_state_across_restarts(state_dir: Path, network: int)
     }
     assert started.stderr.strip() == (
         f"local cloud running at {url} (pid {_pid(state_dir)}, network {network}, "
-        f'state {state_dir}); use it with: eval "$(scaler local up --state-dir {state_dir})"'
+        f'state {state_dir}); use it with: eval "$(scaler local up --state-dir {state_dir})"\n'
+        "droplets: directory (asked for); scaler bake needs real droplets"
     )
     server = json.loads((state_dir / "server.json").read_text())
     assert (server["port"], server["network"]) == (port, network)
@@ -107,6 +110,7 @@ def test_up_status_down_and_state_across_restarts(state_dir: Path, network: int)
     assert status.stdout.splitlines() == [
         f"running at {url} (pid {server['pid']}, network {network})",
         "holds 0 droplets, 0 images, 1 ssh keys, 0 load balancers, 0 floating ips, 0 tags",
+        "droplets: directory",
     ]
 
     again = scaler("up", *where, "--port", str(_free_port()))
@@ -132,7 +136,9 @@ def test_up_status_down_and_state_across_restarts(state_dir: Path, network: int)
         f"not running (state dir {state_dir}); start it with: scaler local up"
     )
 
-    restarted = scaler("up", *where, "--port", str(port), "--network", str(network))
+    restarted = scaler(
+        "up", *where, "--port", str(port), "--network", str(network), "--droplets", "directory"
+    )
     assert restarted.returncode == 0, restarted.stderr
     keys = _get(f"{url}/v2/account/keys", "any-token")["ssh_keys"]
     assert keys == [key]
@@ -167,7 +173,9 @@ def test_up_on_a_busy_port_says_so(state_dir: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = scaler("up", "--state-dir", str(state_dir), "--port", str(port))
+        result = scaler(
+            "up", "--state-dir", str(state_dir), "--port", str(port), "--droplets", "directory"
+        )
     assert result.returncode == 1
     assert result.stderr.startswith(
         "Error: the local cloud did not start (cannot listen on 127.0.0.1:"
@@ -227,12 +235,13 @@ def test_restart_keeps_droplets_images_and_their_listeners(workdir: Path, networ
 
     port = _free_port()
     up = ["up", "--port", str(port), "--network", str(network), "--delay", "0.1"]
+    up += ["--droplets", "directory"]
     started = local(*up)
     assert started.returncode == 0, started.stderr
     # the default state dir, relative to where scaler runs
     state = workdir / ".scaler" / "local"
     assert json.loads((state / "server.json").read_text())["port"] == port
-    assert started.stderr.rstrip().endswith('use it with: eval "$(scaler local up)"')
+    assert 'use it with: eval "$(scaler local up)"\ndroplets: directory' in started.stderr
     url = _exports(started.stdout)["DIGITALOCEAN_API_URL"]
     # loopback only, and on 127.0.0.1 exactly
     with pytest.raises(OSError), socket.create_connection(("127.0.0.2", port), timeout=2):
@@ -279,7 +288,9 @@ def test_restart_keeps_droplets_images_and_their_listeners(workdir: Path, networ
 def test_up_sets_delays_and_rate_limit(state_dir: Path, network: int) -> None:
     port = _free_port()
     where = ["--state-dir", str(state_dir), "--port", str(port), "--network", str(network)]
-    started = scaler("up", *where, "--delay", "0.05", "--rate-limit", "3")
+    started = scaler(
+        "up", *where, "--delay", "0.05", "--rate-limit", "3", "--droplets", "directory"
+    )
     assert started.returncode == 0, started.stderr
     url = f"http://127.0.0.1:{port}"
     with urllib.request.urlopen(f"{url}/_local/delays", timeout=5) as resp:

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from scaler.local import api, netclaim
+from scaler.local.droplets import DropletKind, prepare_base_image
+from scaler.local.droplets import unavailable as real_droplets_unavailable
 
 _STATE_DIR = click.option(
     "--state-dir",
@@ -56,6 +58,14 @@ def local() -> None:
     show_default=True,
     help="API requests a minute per token before 429 (DigitalOcean's own budget).",
 )
+@click.option(
+    "--droplets",
+    type=click.Choice(["auto", "real", "directory"]),
+    default="auto",
+    show_default=True,
+    help="real: each droplet a Linux host of its own (needs root; provisioning needs these); "
+    "directory: fast stand-ins nothing can provision; auto: real where this machine can.",
+)
 @click.option("--foreground", is_flag=True, help="Serve in this terminal until Ctrl-C.")
 def up(
     state_dir: Path,
@@ -63,6 +73,7 @@ def up(
     network: int,
     delay: float | None,
     rate_limit: int,
+    droplets: DropletKind,
     foreground: bool,
 ) -> None:
     """Start the local cloud and print `export` lines for its environment.
@@ -92,11 +103,21 @@ def up(
             ready=ready,
             delays=None if delay is None else api.Delays.uniform(delay),
             rate_limit_per_minute=rate_limit,
+            droplets=droplets,
         )
         click.echo("local cloud stopped; its state stays in " + str(state_dir), err=True)
         return
+    if droplets != "directory" and real_droplets_unavailable() is None:
+        # a first start builds the base image (about a minute): here, with progress, not in
+        # the background server while `up` waits for it
+        prepare_base_image(lambda line: click.echo(line, err=True))
     info, was_running = api.launch(
-        state_dir, port=port, network=network, delay=delay, rate_limit_per_minute=rate_limit
+        state_dir,
+        port=port,
+        network=network,
+        delay=delay,
+        rate_limit_per_minute=rate_limit,
+        droplets=droplets,
     )
     if was_running:
         _already(info)
@@ -110,6 +131,21 @@ def up(
         f'state {state_dir}); use it with: eval "$({again})"',
         err=True,
     )
+    _say_droplets(api.health(state_dir))
+
+
+def _say_droplets(health: dict[str, object] | None) -> None:
+    kind = health.get("droplet_kind") if health else None
+    if kind == "real":
+        click.echo(
+            "droplets: real (each a Linux host of its own: namespaces, root, sshd)", err=True
+        )
+    elif kind == "directory":
+        why = health.get("droplet_kind_note") if health else None
+        click.echo(
+            f"droplets: directory ({why or 'asked for'}); scaler bake needs real droplets",
+            err=True,
+        )
 
 
 @local.command()
@@ -149,6 +185,7 @@ def status(state_dir: Path) -> None:
     )
     click.echo(f"running at {health['url']} (pid {health['pid']}, network {health['network']})")
     click.echo(f"holds {counts}")
+    click.echo(f"droplets: {health.get('droplet_kind', 'directory')}")
 
 
 @local.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

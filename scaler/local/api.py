@@ -122,6 +122,8 @@ from typing import Any
 
 from scaler.errors import ScalerError
 from scaler.fsutil import write_atomic
+from scaler.local.droplets import DropletKind, RealMachines
+from scaler.local.droplets import unavailable as real_droplets_unavailable
 from scaler.local.machines import MachineError, Machines
 from scaler.local.netclaim import DEFAULT_NETWORK, NetworkClaim, claim_network
 
@@ -666,6 +668,7 @@ class LocalCloud:
         ssh: bool = True,
         web_port: int | None = None,
         verbose: bool = False,
+        droplets: DropletKind = "directory",
     ) -> None:
         if network is not None and not 1 <= network <= 254:
             raise LocalCloudError(f"network must be 1-254 (droplets get 127.N.1.k), got {network}")
@@ -689,7 +692,18 @@ class LocalCloud:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._dirty = False
-        self.machines = Machines(self.state_dir, web_port=web_port, ssh=ssh)
+        self.machines: Machines | RealMachines
+        self.droplets_note = ""
+        if droplets == "auto":
+            why = real_droplets_unavailable()
+            droplets = "directory" if why else "real"
+            self.droplets_note = why or ""
+        elif droplets == "real" and (why := real_droplets_unavailable()):
+            raise LocalCloudError(f"{why}; or start the local cloud with directory droplets")
+        if droplets == "real":
+            self.machines = RealMachines(self.state_dir, self.network, warn=self._warn)
+        else:
+            self.machines = Machines(self.state_dir, web_port=web_port, ssh=ssh)
         self._state = self._load()
 
     # -- lifecycle
@@ -715,6 +729,12 @@ class LocalCloud:
                 "pick another port with --port"
             ) from err
         self._port = self._server.server_address[1]
+        try:
+            self.machines.prepare()
+        except ScalerError:
+            self._server.server_close()
+            self._server = None
+            raise
         with self._lock:
             self._advance()
             for droplet in self._state["droplets"].values():
@@ -1016,6 +1036,9 @@ class LocalCloud:
                 status["state_dir"] = str(self.state_dir.resolve())
                 status["web_port"] = self.machines.web_port()
                 status["ssh_port"] = self.machines.ssh_port()
+                status["droplet_kind"] = self.machines.kind
+                if self.droplets_note:
+                    status["droplet_kind_note"] = self.droplets_note
                 status["rate_limit_per_minute"] = self.rate_limit_per_minute
                 return 200, status | self.summary(), {}
             if path == "/_local/requests" and method in ("GET", "DELETE"):
@@ -1160,6 +1183,7 @@ class LocalCloud:
                 image,
                 droplet["keys"],
                 droplet["user_data"],
+                hostname=droplet["name"],
             )
             droplet["machine"] = True
             droplet["status"] = "active"
@@ -2413,6 +2437,7 @@ def serve(
     ready: Callable[[ServerInfo], None] | None = None,
     delays: Delays | None = None,
     rate_limit_per_minute: int = 250,
+    droplets: DropletKind = "auto",
 ) -> None:
     """Run a local cloud in this process until SIGTERM or Ctrl-C (`up --foreground`)."""
     state_dir = Path(state_dir)
@@ -2423,6 +2448,7 @@ def serve(
         verbose=verbose,
         delays=delays,
         rate_limit_per_minute=rate_limit_per_minute,
+        droplets=droplets,
     )
     stop = threading.Event()
     previous = {
@@ -2455,6 +2481,7 @@ def launch(
     timeout: float = 30.0,
     delay: float | None = None,
     rate_limit_per_minute: int = 250,
+    droplets: DropletKind = "auto",
 ) -> tuple[ServerInfo, bool]:
     """Start a background server for state_dir unless one runs; returns it, and if it ran."""
     state_dir = Path(state_dir)
@@ -2466,7 +2493,7 @@ def launch(
     log = state_dir / "server.log"
     argv = [sys.executable, "-m", "scaler.local.api", "--state-dir", str(state_dir)]
     argv += ["--port", str(port), "--network", str(network)]
-    argv += ["--rate-limit", str(rate_limit_per_minute)]
+    argv += ["--rate-limit", str(rate_limit_per_minute), "--droplets", droplets]
     if delay is not None:
         argv += ["--delay", str(delay)]
     with open(log, "ab") as out:
@@ -2532,6 +2559,7 @@ def _main() -> None:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--delay", type=float, default=None, help="every delay, in seconds")
     parser.add_argument("--rate-limit", type=int, default=250, help="requests a minute per token")
+    parser.add_argument("--droplets", choices=["auto", "real", "directory"], default="auto")
     args = parser.parse_args()
     try:
         serve(
@@ -2541,6 +2569,7 @@ def _main() -> None:
             verbose=not args.quiet,
             delays=None if args.delay is None else Delays.uniform(args.delay),
             rate_limit_per_minute=args.rate_limit,
+            droplets=args.droplets,
         )
     except ScalerError as err:
         print(f"Error: {err}", file=sys.stderr)

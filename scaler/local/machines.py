@@ -171,7 +171,13 @@ def _close_all() -> None:
 
 
 class Machines:
-    """The droplets' filesystems and listeners of one local cloud, kept under state_dir/machines."""
+    """The droplets' filesystems and listeners of one local cloud, kept under state_dir/machines.
+
+    These are directory droplets: fast stand-ins for the API's tests, which nothing provisions.
+    Real droplets (Linux hosts of their own) are in droplets.py.
+    """
+
+    kind = "directory"
 
     def __init__(self, state_dir: Path, *, web_port: int | None = None, ssh: bool = True) -> None:
         # Absolute: sshd configs and listeners outlive the working directory they were made in.
@@ -185,6 +191,9 @@ class Machines:
         self._lock = threading.RLock()
         self._running: dict[int, _Listeners] = {}
         _LIVE.add(self)
+
+    def prepare(self) -> None:
+        """Nothing to get ready for directory droplets."""
 
     def web_port(self) -> int:
         """The port serving every droplet's port 80."""
@@ -220,6 +229,7 @@ class Machines:
         image: str | int,
         authorized_keys: list[str],
         user_data: str | None,
+        hostname: str | None = None,
     ) -> None:
         """Lay out the droplet's root from a base image slug or a snapshot id, then boot it."""
         folder = self._dir(droplet_id)
