@@ -11,11 +11,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import copy
-import grp
 import hashlib
-import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -23,11 +20,9 @@ import socket
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -43,18 +38,19 @@ from scaler.cloud import (
 )
 from scaler.config import BakeConfig, default_snapshot_name
 from scaler.errors import ScalerError
+from scaler.localtarget import LocalTarget, detect_local_target
 from scaler.provision import (
-    LocalConnection,
     SshConnection,
     render_user_data,
     run_playbook,
     to_static_inventory,
+    wait_for_first_boot,
 )
 
 Progress = Callable[[str], None]
-DropletRoot = Callable[[int], Path]
-# Debian's wordpress package: the offline WordPress tree for bakes on the local cloud.
-LOCAL_WORDPRESS = Path("/usr/share/wordpress")
+# Debian's wordpress package: WordPress for bakes on the local cloud, whose droplets reach
+# nothing but its package mirror.
+LOCAL_WORDPRESS_PACKAGE = "wordpress"
 
 
 class BakeFailed(ScalerError):
@@ -290,13 +286,13 @@ class _Bake:
         config: BakeConfig,
         cloud: Cloud,
         inventory: Mapping[str, Any] | None,
-        droplet_root: DropletRoot | None,
         on_progress: Progress,
     ) -> None:
         self.config = config
         self.cloud = cloud
         self.inventory = inventory
-        self.droplet_root = droplet_root
+        # the built-in local cloud, detected once; None on DigitalOcean
+        self.local: LocalTarget | None = detect_local_target(cloud.endpoint)
         self.say = on_progress
         self.stack = CleanupStack(on_progress)
         self.step = "starting"
@@ -305,11 +301,14 @@ class _Bake:
 
     def run(self) -> BakeResult:
         c = self.config
-        if c.connection == "local" and self.droplet_root is None:
-            raise BakeFailed(
-                "--connection local works only on the local cloud (the role is confined to the "
-                "droplet's root); use --connection ssh"
-            )
+        if self.local is not None:
+            # provisioning needs a droplet that is a host of its own, never this machine
+            self.local.require_real_droplets("a bake")
+            if c.ssh_port == 22:
+                c = self.config = replace(c, ssh_port=self.local.ssh_port)
+            note = self.local.image_note(c.image)
+            if note:
+                self.say(note)
         manifest_mod.read_manifest(c.manifest)  # a broken manifest fails before anything exists
         self.step = "checking the inputs"
         for what, path, option in (
@@ -373,27 +372,17 @@ class _Bake:
             raise BakeFailed(f"droplet {droplet_id} is active but has no IPv4 address")
         self.say(f"droplet {droplet_id} is active at {address}")
 
-        if self.droplet_root is not None:
-            # the local cloud: droplets share this host, so the role is confined to the root
-            extravars = {
-                "welp_root": str(self.droplet_root(droplet_id)),
-                "welp_become": False,
-                "welp_install_packages": False,
-                "welp_manage_services": False,
-                "welp_owner": pwd.getpwuid(os.getuid()).pw_name,
-                "welp_group": grp.getgrgid(os.getgid()).gr_name,
-                **extravars,
-            }
-        connection: LocalConnection | SshConnection
-        if c.connection == "ssh":
-            self.step = f"waiting for SSH on {address}:{c.ssh_port}"
-            self.say(self.step)
-            wait_for_ssh(address, c.ssh_port, c.timeouts.ssh)
-            connection = SshConnection(
-                host=address, user=c.ssh_username, private_key_file=private_key, port=c.ssh_port
-            )
-        else:
-            connection = LocalConnection()
+        self.step = f"waiting for SSH on {address}:{c.ssh_port}"
+        self.say(self.step)
+        wait_for_ssh(address, c.ssh_port, c.timeouts.ssh)
+        connection = SshConnection(
+            host=address, user=c.ssh_username, private_key_file=private_key, port=c.ssh_port
+        )
+        self.step = f"waiting for cloud-init's first boot on droplet {droplet_id}"
+        self.say(self.step)
+        booted = wait_for_first_boot(connection, c.timeouts.ssh)
+        if booted:
+            self.say(f"cloud-init on droplet {droplet_id}: {booted}")
 
         self.step = f"provisioning droplet {droplet_id} with {c.playbook.name}"
         self.say(self.step)
@@ -486,14 +475,18 @@ class _Bake:
         fails here, before anything is created (on a real cloud)."""
         c = self.config
         extravars: dict[str, Any] = dict(c.extra_vars)
-        local = self.droplet_root is not None
-        has_source = extravars.get("welp_wordpress_src_dir") or extravars.get(
-            "welp_wordpress_archive"
+        local = self.local is not None
+        has_source = any(
+            extravars.get(k)
+            for k in ("welp_wordpress_src_dir", "welp_wordpress_archive", "welp_wordpress_package")
         )
-        if local and not has_source and LOCAL_WORDPRESS.is_dir():
-            # the local cloud is offline: WordPress comes from Debian's package, not a download
-            extravars["welp_wordpress_src_dir"] = str(LOCAL_WORDPRESS)
-            self.say(f"local cloud: WordPress from {LOCAL_WORDPRESS} (welp_wordpress_src_dir)")
+        if local and not has_source:
+            # droplets reach only the local cloud's package mirror: WordPress comes from Debian
+            extravars["welp_wordpress_package"] = LOCAL_WORDPRESS_PACKAGE
+            self.say(
+                f"local cloud: WordPress from Debian's {LOCAL_WORDPRESS_PACKAGE} package "
+                "(welp_wordpress_package)"
+            )
         if str(extravars.get("welp_db_password") or ""):
             return extravars
         if local:
@@ -571,14 +564,15 @@ def bake_image(
     cloud: Cloud,
     *,
     inventory: Mapping[str, Any] | None = None,
-    droplet_root: DropletRoot | None = None,
     on_progress: Progress | None = None,
 ) -> BakeResult:
-    """Bake a snapshot as `config` says; every resource made is removed unless it succeeds."""
+    """Bake a snapshot as `config` says; every resource made is removed unless it succeeds.
+
+    On the built-in local cloud the build droplet must be a real one (a Linux host of its own),
+    which the play reaches over SSH as on DigitalOcean; directory droplets are refused.
+    """
     say = on_progress or (lambda _message: None)
-    bake = _Bake(
-        config, cloud, copy.deepcopy(dict(inventory)) if inventory else None, droplet_root, say
-    )
+    bake = _Bake(config, cloud, copy.deepcopy(dict(inventory)) if inventory else None, say)
     with sigterm_as_interrupt():
         try:
             return _finish(bake, bake.run())
@@ -627,43 +621,3 @@ def _summary(removed: list[str], leftovers: list[Leftover]) -> str:
     if left:
         parts = [f"LEFT BEHIND {', '.join(left)} (commands above)", *parts]
     return "; ".join(parts)
-
-
-def local_droplet_roots(endpoint: str, state_dir: Path | None = None) -> DropletRoot | None:
-    """Droplet roots when endpoint is a local cloud on loopback, else None (a real cloud)."""
-    health = _local_health(endpoint)
-    if health is None:
-        return None
-    reported = health.get("state_dir")
-    base = Path(reported) if reported else (state_dir or Path(".scaler/local"))
-    droplets = base.resolve() / "machines" / "droplets"
-    if not droplets.is_dir():
-        raise BakeFailed(
-            f"the local cloud at {urllib.parse.urlsplit(endpoint).netloc} keeps no droplets "
-            f"under {droplets}; pass its state dir with --local-state-dir"
-        )
-    return lambda droplet_id: droplets / str(droplet_id) / "root"
-
-
-def local_ssh_port(endpoint: str) -> int | None:
-    """The droplets' SSH port when endpoint is a local cloud that reports it, else None."""
-    health = _local_health(endpoint)
-    port = health.get("ssh_port") if health else None
-    return port if isinstance(port, int) and not isinstance(port, bool) else None
-
-
-def _local_health(endpoint: str) -> dict[str, Any] | None:
-    parts = urllib.parse.urlsplit(endpoint)
-    host = parts.hostname or ""
-    if not (host == "localhost" or host.startswith("127.")):
-        return None
-    try:
-        with urllib.request.urlopen(
-            f"{parts.scheme}://{parts.netloc}/_local/health", timeout=5
-        ) as resp:
-            health = json.loads(resp.read())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(health, dict) or not health.get("ok"):
-        return None
-    return health

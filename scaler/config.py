@@ -19,11 +19,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from scaler.errors import ScalerError
 
-ConnectionKind = Literal["ssh", "local"]
 CONFIG_FILE = "scaler.toml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +66,6 @@ class BakeConfig:
     host_alias: str = "packerbox"
     groups: tuple[str, ...] = ("all", "wp_node")
     manifest: Path = Path("manifest.json")
-    connection: ConnectionKind = "ssh"
     api_url: str | None = None
     state: str | None = None
     extra_vars: Mapping[str, Any] = field(default_factory=dict)
@@ -144,9 +142,13 @@ def apply(
         elif key in ("poll_min", "poll_max"):
             changes[key] = _float(value, key, where)
         elif key == "connection":
-            if value not in ("ssh", "local"):
-                raise ConfigError(f"{where}: connection must be 'ssh' or 'local', got {value!r}")
-            changes[key] = value
+            # Ansible always reaches the build droplet over SSH; `local` ran the role on this
+            # machine, which scaler never configures.
+            if value != "ssh":
+                raise ConfigError(
+                    f"{where}: connection {value!r} is not supported; the bake always reaches "
+                    "the build droplet over SSH (remove the key)"
+                )
         else:
             changes[key] = str(value)
     return replace(config, **changes)

@@ -8,12 +8,13 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -41,18 +42,6 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class LocalConnection:
-    """Run the play on this machine; the interpreter is explicit because discovery can pick a
-    pyenv shim that does not run."""
-
-    python: str = field(default_factory=lambda: sys.executable)
-
-    def hostvars(self) -> dict[str, Any]:
-        """The Ansible connection variables for this connection."""
-        return {"ansible_connection": "local", "ansible_python_interpreter": self.python}
-
-
-@dataclass(frozen=True)
 class SshConnection:
     """Reach the build host over SSH with a private key file (host key checking off: the
     host is new on every bake)."""
@@ -77,8 +66,55 @@ class SshConnection:
             "ansible_python_interpreter": self.python,
         }
 
+    def ssh_argv(self, command: str) -> list[str]:
+        """The ssh command line that runs `command` on the host as Ansible would connect."""
+        options = str(self.hostvars()["ansible_ssh_common_args"]).split()
+        return [
+            "ssh", *options, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+            "-i", str(self.private_key_file), "-p", str(self.port),
+            f"{self.user}@{self.host}", command,
+        ]  # fmt: skip
 
-Connection = LocalConnection | SshConnection
+
+def wait_for_first_boot(connection: SshConnection, timeout: float) -> str:
+    """Wait for cloud-init's first boot on the host to finish; returns its status line.
+
+    A new droplet's sshd answers before cloud-init's last stage ends, and that stage runs apt
+    (package_update, packages): a play started then fails on apt's lock. Packer users put
+    `cloud-init status --wait` first for the same reason. A host without cloud-init: "".
+    """
+    # `status --wait` alone returns early once an earlier stage has logged an error; the final
+    # stage writes boot-finished when it is done (unless cloud-init is disabled on the host).
+    script = (
+        "command -v cloud-init >/dev/null || exit 0; "
+        "cloud-init status --wait >/dev/null; "
+        'case "$(cloud-init status)" in *disabled*) exit 0;; esac; '
+        "while [ ! -e /var/lib/cloud/instance/boot-finished ]; do sleep 0.5; done; "
+        "cloud-init status"
+    )
+    try:
+        done = subprocess.run(
+            connection.ssh_argv(script),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise ProvisionFailed(
+            f"cloud-init on {connection.host} did not finish within {timeout:.0f} s"
+        ) from None
+    if done.returncode == 255:
+        raise ProvisionFailed(
+            f"ssh to {connection.user}@{connection.host}:{connection.port} failed: "
+            f"{done.stderr.strip().splitlines()[-1:] or ['no answer']}"
+        )
+    return done.stdout.strip()
+
+
+# The only connection there is: scaler provisions a droplet it created, over SSH, never this
+# machine (no local connection, by construction).
+Connection = SshConnection
 
 
 @dataclass(frozen=True)
@@ -138,7 +174,7 @@ def run_playbook(
     *,
     playbook: Path = PLAYBOOK,
     host: str = BUILD_HOST,
-    connection: Connection | None = None,
+    connection: Connection,
     extravars: Mapping[str, Any] | None = None,
     roles_path: Path = ROLES_DIR,
     on_progress: Progress | None = None,
@@ -153,7 +189,7 @@ def run_playbook(
     if not playbook.is_file():
         raise ProvisionFailed(f"no playbook at {playbook}; pass the path of packer-build.yml")
     static = to_static_inventory(inventory)
-    _set_hostvars(static, host, (connection or LocalConnection()).hostvars())
+    _set_hostvars(static, host, connection.hostvars())
     bin_dir = _ansible_bin_dir()
 
     private = Path(tempfile.mkdtemp(prefix="scaler-ansible-"))

@@ -442,7 +442,6 @@ def rebake_site(
     log: EventLog,
     *,
     clock: Clock = _utcnow,
-    droplet_root: bake_mod.DropletRoot | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> SiteResult:
     """Decide for one site and, when due (and not --check), bake and roll out under its lock."""
@@ -466,9 +465,7 @@ def rebake_site(
                 held = stack.enter_context(lock.hold(site.terraform_dir, "rebake"))
                 if held.stale is not None:
                     step.message = f"took over a stale lock of {held.stale.describe()}"
-            result = _run_locked(
-                site, config, cloud, options, log, clock, started, droplet_root, should_stop
-            )
+            result = _run_locked(site, config, cloud, options, log, clock, started, should_stop)
             if options.prune_keep is None or result.outcome not in _PRUNE_AFTER:
                 return result
             return _prune_site(site, config, cloud, options, log, clock, result, started)
@@ -582,7 +579,6 @@ def _run_locked(
     log: EventLog,
     clock: Clock,
     started: float,
-    droplet_root: bake_mod.DropletRoot | None,
     should_stop: Callable[[], bool],
 ) -> SiteResult:
     from scaler.inventory import build_inventory, list_json
@@ -609,7 +605,6 @@ def _run_locked(
                 config,
                 cloud,
                 inventory=inventory,
-                droplet_root=droplet_root,
                 on_progress=lambda message: log.event("bake", "info", message),
             )
             step.ids.update(snapshot=baked.id, name=baked.name, regions=list(baked.regions))

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from scaler.bake import BakeInterrupted, bake_image, local_droplet_roots, local_ssh_port
+from scaler.bake import BakeInterrupted, bake_image
 from scaler.cloud import Cloud, NoToken, Pacing, endpoint_from, token_from_env
 from scaler.config import (
     BakeConfig,
@@ -57,12 +57,6 @@ from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
 @click.option("--tag", "tags", multiple=True, help="Tag for the build droplet (repeatable).")
 @click.option("--ssh-username", help="User Ansible logs in as (default root).")
 @click.option("--ssh-port", type=int, help="SSH port of the build droplet (default 22).")
-@click.option(
-    "--connection",
-    type=click.Choice(["ssh", "local"]),
-    help="ssh (default) or local: run the role on this host confined to the local cloud "
-    "droplet's root.",
-)
 @click.option("--playbook", type=click.Path(path_type=Path), help="Default: packer-build.yml.")
 @click.option("--user-data-file", type=click.Path(path_type=Path), help="cloud-config to send.")
 @click.option(
@@ -90,12 +84,6 @@ from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
     help="Where to run `terraform state pull` when no state file is found.",
 )
 @click.option("--api-url", help="DigitalOcean API URL (default $DIGITALOCEAN_API_URL or DO's).")
-@click.option(
-    "--local-state-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    envvar="SCALER_LOCAL_STATE_DIR",
-    help="The local cloud's state dir, when its server does not report it (default .scaler/local).",
-)
 @click.option("--timeout", "active_timeout", type=float, help="Seconds to wait for active.")
 @click.option(
     "--poll-interval",
@@ -117,7 +105,6 @@ def bake(
     tags: tuple[str, ...],
     ssh_username: str | None,
     ssh_port: int | None,
-    connection: str | None,
     playbook: Path | None,
     user_data_file: Path | None,
     extra_vars: tuple[str, ...],
@@ -125,7 +112,6 @@ def bake(
     state: str | None,
     terraform_dir: str,
     api_url: str | None,
-    local_state_dir: Path | None,
     active_timeout: float | None,
     poll_interval: float | None,
     as_json: bool,
@@ -174,7 +160,6 @@ def bake(
             "tags": list(tags) or None,
             "ssh_username": ssh_username,
             "ssh_port": ssh_port,
-            "connection": connection,
             "playbook": playbook,
             "user_data_file": user_data_file,
             "manifest": manifest,
@@ -195,17 +180,12 @@ def bake(
         for warning in inventory.warnings:
             click.echo(f"Warning: {warning}", err=True)
         progress(f"inventory from {source.path}")
-        roots = local_droplet_roots(endpoint, local_state_dir)
-        if roots is not None and ssh_port is None and config.ssh_port == 22:
-            # the local cloud's droplets listen on 2222 when it does not run as root
-            config = apply(config, {"ssh_port": local_ssh_port(endpoint)})
         pacing = Pacing(poll_min=config.poll_min, poll_max=config.poll_max)
         cloud = Cloud(token, endpoint, pacing=pacing, on_progress=progress)
         result = bake_image(
             config,
             cloud,
             inventory=list_json(inventory),
-            droplet_root=roots,
             on_progress=progress,
         )
         progress(f"done: snapshot {result.id} ({result.name}) in {', '.join(result.regions)}")

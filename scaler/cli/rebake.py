@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from types import FrameType
 import click
 
 from scaler import health
-from scaler.bake import local_droplet_roots
 from scaler.cli.options import rollout_options, stack_options
 from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
 from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
@@ -244,11 +242,6 @@ def rebake(
         ),
     )
     cloud = cloud_from(loaded)
-    # The local cloud's droplet roots, for --connection local bakes (None on a real cloud).
-    roots = None
-    if not check and loaded.config.connection == "local":
-        state_dir = os.environ.get("SCALER_LOCAL_STATE_DIR")
-        roots = local_droplet_roots(cloud.endpoint, Path(state_dir) if state_dir else None)
     stop = _StopFlag(log)
     results: list[SiteResult] = []
     with stop.installed():
@@ -256,11 +249,7 @@ def rebake(
             if stop.requested or (results and results[-1].stopped):
                 results.append(SiteResult(site.name, "error", "not started: the run was stopped"))
                 continue
-            results.append(
-                rebake_site(
-                    site, loaded.config, cloud, options, log, droplet_root=roots, should_stop=stop
-                )
-            )
+            results.append(rebake_site(site, loaded.config, cloud, options, log, should_stop=stop))
     command = "rebake --check" if check else "rebake"
     code = worst_exit(results)
     log.event(

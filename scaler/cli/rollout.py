@@ -78,12 +78,10 @@ def _bake(
     report: _Clock,
     terraform_dir: Path,
     config_file: Path | None,
-    connection: str | None,
     extra_vars: tuple[str, ...],
-    local_state_dir: Path | None,
 ) -> str:
     """`scaler bake` with the same config (scaler.toml's [bake]); the manifest gets the build."""
-    from scaler.bake import bake_image, local_droplet_roots
+    from scaler.bake import bake_image
     from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
     from scaler.config import (
         BakeConfig,
@@ -99,10 +97,7 @@ def _bake(
     path = find_config_file(config_file)
     if path is not None:
         config = load_config_file(path, config)
-    overrides = {
-        "connection": connection,
-        "extra_vars": parse_assignments(extra_vars, "--extra-var") or None,
-    }
+    overrides = {"extra_vars": parse_assignments(extra_vars, "--extra-var") or None}
     config = apply(config, overrides)
     token = token_from_env()
     if not token:
@@ -123,7 +118,6 @@ def _bake(
         config,
         cloud,
         inventory=list_json(inventory),
-        droplet_root=local_droplet_roots(endpoint, local_state_dir),
         on_progress=report,
     )
     report(f"baked snapshot {result.id} ({result.name}), recorded in {config.manifest}")
@@ -241,23 +235,12 @@ def _render(result: RolloutResult, as_json: bool) -> None:
     help="Without --image: bake first with this config's [bake] table (default ./scaler.toml).",
 )
 @click.option(
-    "--bake-connection",
-    type=click.Choice(["ssh", "local"]),
-    help="The bake's Ansible connection (as scaler bake --connection).",
-)
-@click.option(
     "-e",
     "--extra-var",
     "extra_vars",
     multiple=True,
     metavar="NAME=VALUE",
     help="Ansible extra variable for the bake (e.g. welp_db_password=...).",
-)
-@click.option(
-    "--local-state-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    envvar="SCALER_LOCAL_STATE_DIR",
-    help="The local cloud's state dir, for a bake when its server does not report it.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def rollout(
@@ -287,9 +270,7 @@ def rollout(
     pin_var: str,
     api_budget: int,
     bake_config: Path | None,
-    bake_connection: str | None,
     extra_vars: tuple[str, ...],
-    local_state_dir: Path | None,
     quiet: bool,
 ) -> None:
     """Roll the wp_node droplets onto a new image, in health-checked batches.
@@ -333,9 +314,7 @@ def rollout(
     if not terraform_dir.is_dir():
         raise ScalerError(f"no directory {terraform_dir}; pass --terraform-dir DIR")
     if chosen is None and not resume:
-        chosen = _bake(
-            report, terraform_dir, bake_config, bake_connection, extra_vars, local_state_dir
-        )
+        chosen = _bake(report, terraform_dir, bake_config, extra_vars)
     settings = Settings(
         terraform_dir=terraform_dir,
         var_file=var_file,

@@ -124,6 +124,7 @@ from scaler.errors import ScalerError
 from scaler.fsutil import write_atomic
 from scaler.local.droplets import DropletKind, RealMachines
 from scaler.local.droplets import unavailable as real_droplets_unavailable
+from scaler.local.images import REAL_IMAGES
 from scaler.local.machines import MachineError, Machines
 from scaler.local.netclaim import DEFAULT_NETWORK, NetworkClaim, claim_network
 
@@ -1037,6 +1038,8 @@ class LocalCloud:
                 status["web_port"] = self.machines.web_port()
                 status["ssh_port"] = self.machines.ssh_port()
                 status["droplet_kind"] = self.machines.kind
+                if self.machines.kind == "real":
+                    status["real_images"] = list(REAL_IMAGES)
                 if self.droplets_note:
                     status["droplet_kind_note"] = self.droplets_note
                 status["rate_limit_per_minute"] = self.rate_limit_per_minute

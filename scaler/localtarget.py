@@ -1,0 +1,91 @@
+"""What the core needs to know about scaler's built-in local cloud, detected once per endpoint.
+
+Against DigitalOcean this is None and nothing changes. Against a local cloud (an endpoint on
+loopback that answers `/_local/health`), it says what kind of droplets that cloud runs: `real`
+ones (Linux hosts of their own, which a bake provisions over SSH exactly as on DigitalOcean) or
+`directory` stand-ins (which nothing may provision), and which base images it builds for real.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scaler.errors import ScalerError
+
+
+class NeedsRealDroplets(ScalerError):
+    """Provisioning was asked of a local cloud whose droplets are directories."""
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    """A running local cloud, as its `/_local/health` describes it."""
+
+    url: str
+    droplet_kind: str
+    note: str
+    ssh_port: int
+    state_dir: Path | None
+    real_images: tuple[str, ...]
+
+    def require_real_droplets(self, what: str) -> None:
+        """Refuse `what` (e.g. "a bake") unless the droplets are real hosts of their own."""
+        if self.droplet_kind == "real":
+            return
+        why = f" ({self.note})" if self.note else ""
+        raise NeedsRealDroplets(
+            f"the local cloud at {urllib.parse.urlsplit(self.url).netloc} runs directory "
+            f"droplets{why}, which nothing can provision; {what} needs real droplets: restart "
+            "it with `scaler local down && scaler local up --droplets real` as root on Debian "
+            "(`make demo` installs what they need)"
+        )
+
+    def image_note(self, slug: str) -> str | None:
+        """A one-line warning when `slug` is not built for real here (the cloud maps it)."""
+        if not self.real_images or slug in self.real_images or slug.isdigit():
+            return None
+        return (
+            f"local cloud: image {slug} cannot be built on this machine; the droplet gets "
+            f"{self.real_images[0]} instead (the nearest real image)"
+        )
+
+
+def detect_local_target(endpoint: str) -> LocalTarget | None:
+    """The local cloud behind `endpoint` (a /v2/ URL), or None for any other cloud."""
+    health = local_health(endpoint)
+    if health is None:
+        return None
+    port = health.get("ssh_port")
+    state_dir = health.get("state_dir")
+    images = health.get("real_images")
+    return LocalTarget(
+        url=str(health.get("url") or endpoint),
+        droplet_kind=str(health.get("droplet_kind") or "directory"),
+        note=str(health.get("droplet_kind_note") or ""),
+        ssh_port=port if isinstance(port, int) and not isinstance(port, bool) else 22,
+        state_dir=Path(state_dir) if isinstance(state_dir, str) else None,
+        real_images=tuple(str(i) for i in images) if isinstance(images, list) else (),
+    )
+
+
+def local_health(endpoint: str) -> dict[str, Any] | None:
+    """What a local cloud on loopback says of itself; None for a cloud elsewhere or no answer."""
+    parts = urllib.parse.urlsplit(endpoint)
+    host = parts.hostname or ""
+    if not (host == "localhost" or host.startswith("127.")):
+        return None
+    try:
+        with urllib.request.urlopen(
+            f"{parts.scheme}://{parts.netloc}/_local/health", timeout=5
+        ) as resp:
+            health = json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(health, dict) or not health.get("ok"):
+        return None
+    return health
