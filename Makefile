@@ -12,7 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[local,dev]'
 	touch $(STAMP)
 
+# What real local droplets need on this machine (namespaces and veths: iproute2, util-linux;
+# their base image: mmdebstrap; their package mirror: apt-cacher-ng; SSH into them: openssh-client).
+DROPLET_PACKAGES := iproute2 util-linux mmdebstrap apt-cacher-ng openssh-client
+
+# As root on Debian, install what real droplets need first (once); elsewhere the demo says in
+# one line what is missing.
 demo: $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  ! dpkg -s $(DROPLET_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing what real droplets need: $(DROPLET_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends $(DROPLET_PACKAGES) >/dev/null; fi
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m scaler.demo
 
 lint: $(STAMP)
@@ -23,7 +34,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 test: lint typecheck unit
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from scaler.local.api import Delays, LocalCloud
 delays = Delays.uniform(float(sys.argv[3]))
 cloud = LocalCloud(Path(sys.argv[1]), network=int(sys.argv[2]), delays=delays,
-                   rate_limit_per_minute=10**9, ssh=False)
+                   rate_limit_per_minute=10**9)
 cloud.start()
 print(cloud.url, flush=True)
 sys.stdin.read()

@@ -125,7 +125,6 @@ def run(
         with LocalCloud(
             tmp / "cloud",
             network=NETWORK,
-            ssh=False,
             delays=delays,
             rate_limit_per_minute=int(250 * speed),
         ) as cloud:

@@ -114,6 +114,15 @@ def apply(
     for key, value in values.items():
         if value is None:
             continue
+        if key == "connection":
+            # Ansible always reaches the build droplet over SSH; `local` ran the role on this
+            # machine, which scaler never configures. "ssh" is accepted as the only choice.
+            if value != "ssh":
+                raise ConfigError(
+                    f"{where}: connection {value!r} is not supported; the bake always reaches "
+                    "the build droplet over SSH (remove the setting)"
+                )
+            continue
         if key not in _FIELD_NAMES:
             raise ConfigError(
                 f"{where}: unknown setting {key!r} (have: {', '.join(sorted(_FIELD_NAMES))})"
@@ -141,14 +150,6 @@ def apply(
             changes[key] = _int(value, key, where)
         elif key in ("poll_min", "poll_max"):
             changes[key] = _float(value, key, where)
-        elif key == "connection":
-            # Ansible always reaches the build droplet over SSH; `local` ran the role on this
-            # machine, which scaler never configures.
-            if value != "ssh":
-                raise ConfigError(
-                    f"{where}: connection {value!r} is not supported; the bake always reaches "
-                    "the build droplet over SSH (remove the key)"
-                )
         else:
             changes[key] = str(value)
     return replace(config, **changes)

@@ -1,10 +1,11 @@
 """`python -m scaler.demo` (`make demo`): the whole job on the built-in local cloud, no account.
 
-It runs the commands a user would run, prints each one, and shows what changed:
-start the local cloud, `terraform apply` the stack (3 web droplets on the base image behind a load
-balancer, a Galera module with the ha_db_fip floating IP), bake a WordPress snapshot, roll it out
-all at once, bake again and roll that out in health-checked batches with a canary, show the
-droplets and the inventory before and after, and stop the local cloud.
+It runs the commands a user would run, prints each one, and shows what changed: start the local
+cloud (real droplets: each a Linux host of its own), `terraform apply` the stack (3 web droplets
+on the base image behind a load balancer, a Galera module with the ha_db_fip floating IP), bake a
+WordPress snapshot over SSH in a build droplet, roll it out all at once, bake again and roll that
+out in health-checked batches with a canary, show the droplets and the inventory before and
+after, and stop the local cloud.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(".scaler") / "demo"
+# The stack has no database yet, so WordPress's own "/" answers 500; the balancer checks the
+# role's PHP page, which needs none (roles/ansible-welp/README.md, "Health checks").
+HEALTH_PATH = "/scaler-health.php"
 
 
 def _scaler() -> list[str]:
@@ -59,24 +63,31 @@ class Demo:
             return json.load(answer)
 
     def droplets(self, title: str) -> None:
-        """A table of the droplets: name, id, image, public address and the HTTP check on `/`."""
+        """A table of the droplets: name, id, image, public address, and what their own web
+        servers answer on `/` and on the health check's path."""
         self.say(title)
         images = {i["id"]: i["name"] for i in self.api("/v2/images?private=true")["images"]}
         port = self.env.get("SCALER_LOCAL_WEB_PORT", "80")
-        print(f"{'droplet':<22}{'id':>10}  {'image':<42}{'address':<14}GET / on :{port}")
+        print(f"{'droplet':<22}{'id':>10}  {'image':<42}{'address':<14}GET /  GET {HEALTH_PATH}")
         for droplet in sorted(self.api("/v2/droplets")["droplets"], key=lambda d: d["name"]):
             image = droplet["image"]
             label = images.get(image["id"]) or image.get("slug") or str(image["id"])
             v4 = droplet["networks"]["v4"]
             address = next(n["ip_address"] for n in v4 if n["type"] == "public")
             shown = f"{label} ({image['id']})"
-            status = _http_status(address, port)
-            print(f"{droplet['name']:<22}{droplet['id']:>10}  {shown:<42}{address:<14}{status}")
+            root, health = (
+                _http_status(address, port, "/"),
+                _http_status(address, port, HEALTH_PATH),
+            )
+            print(
+                f"{droplet['name']:<22}{droplet['id']:>10}  {shown:<42}{address:<14}"
+                f"{root:<7}{health}"
+            )
 
 
-def _http_status(address: str, port: str) -> str:
+def _http_status(address: str, port: str, path: str) -> str:
     try:
-        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=3) as answer:
+        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=3) as answer:
             return str(answer.status)
     except urllib.error.HTTPError as err:
         return str(err.code)
@@ -86,6 +97,12 @@ def _http_status(address: str, port: str) -> str:
 
 def main() -> int:
     """Run the demo; the local cloud is stopped on every path."""
+    from scaler.local.droplets import unavailable
+
+    why = unavailable()
+    if why is not None:
+        print(f"demo: {why}; `make demo` as root on Debian installs it", file=sys.stderr)
+        return 1
     if WORK.exists():
         subprocess.run(
             [*_scaler(), "local", "down", "--state-dir", str(WORK / "cloud")], check=False
@@ -96,8 +113,8 @@ def main() -> int:
     # The local cloud boots droplets in seconds, not DigitalOcean's minute; the local provider's
     # waits (the real provider's: first look after 10 s) are scaled to match.
     demo.env.setdefault("SCALER_LOCAL_PROVIDER_POLL", "0.2")
-    demo.say("Start the local cloud (a DigitalOcean API on 127.0.0.1)")
-    exports = demo.run("local", "up", "--state-dir", "cloud", "--port", "0")
+    demo.say("Start the local cloud (a DigitalOcean API on 127.0.0.1, real droplets)")
+    exports = demo.run("local", "up", "--state-dir", "cloud", "--port", "0", "--droplets", "real")
     for line in exports.splitlines():
         if line.startswith("export "):
             key, _, value = line.removeprefix("export ").partition("=")
@@ -114,6 +131,7 @@ def _story(demo: Demo) -> int:
         "# The demo stack. `scaler rollout` changes image_slug, and only its value.\n"
         'image_slug    = "debian-12-x64"\n'
         "wp_node_count = 3\n"
+        f'health_path   = "{HEALTH_PATH}"\n'
     )
     demo.say("terraform apply: 3 web droplets on the base image, load balancer, Galera + ha_db_fip")
     for command in (("init",), ("apply", "-auto-approve")):
@@ -121,16 +139,14 @@ def _story(demo: Demo) -> int:
             "local", "terraform", "-C", "stack", "--state-dir", "cloud", "--",
             *command, "-input=false", "-no-color",
         )  # fmt: skip
-    demo.droplets("Before: the web droplets run the base image, so WordPress is not there (404)")
+    demo.droplets("Before: the web droplets run the base image: no web server at all")
 
     demo.say("The Terraform state as Ansible sees it (the groups the bake uses)")
     demo.run("inventory", "--state", "stack/terraform.tfstate", "--graph")
 
-    # On the local cloud the bake takes WordPress from Debian's `wordpress` package when it is
-    # installed (else the role downloads it) and makes up the database password.
+    # On the local cloud the bake installs WordPress from Debian's `wordpress` package in the
+    # build droplet (through the local cloud's mirror) and makes up the database password.
     bake = ["bake", "--state", "stack/terraform.tfstate", "--project", "wordpress"]
-    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
-        bake += ["--connection", "local"]
     demo.say("Bake a WordPress snapshot (build droplet, ansible-welp, snapshot, manifest.json)")
     demo.run(*bake)
     demo.say("Roll it out all at once (guarded plan, then every droplet must pass health)")
@@ -146,7 +162,7 @@ def _story(demo: Demo) -> int:
         "--health-interval",
         "1",
     )
-    demo.droplets("Now every web droplet serves WordPress")
+    demo.droplets("Now every web droplet runs nginx and PHP: WordPress renders (500: no database)")
 
     demo.say("A rebake: a new snapshot, rolled out in batches behind the load balancer's check")
     demo.run(*bake)

@@ -52,7 +52,7 @@ resource "digitalocean_loadbalancer" "wp_lb" {
   healthcheck {
     protocol                 = "http"
     port                     = 80
-    path                     = "/"
+    path                     = var.health_path
     check_interval_seconds   = 10
     response_timeout_seconds = 5
     healthy_threshold        = 3

@@ -22,6 +22,12 @@ variable "wp_node_images" {
   default     = {}
 }
 
+variable "health_path" {
+  description = "Path the load balancer's health check requests on each web droplet (a 2xx passes)."
+  type        = string
+  default     = "/"
+}
+
 variable "wp_node_count" {
   description = "Number of WordPress web droplets behind the load balancer."
   type        = number

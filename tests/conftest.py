@@ -8,10 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,7 +155,6 @@ def module_cloud(
     with LocalCloud(
         tmp_path_factory.mktemp(name),
         delays=Delays.uniform(0.05),
-        ssh=False,
         **options,
     ) as cloud:
         yield cloud
@@ -187,3 +189,164 @@ def stop_loopback(server: ThreadingHTTPServer) -> None:
     """Stop a serve_loopback server and free its port."""
     server.shutdown()
     server.server_close()
+
+
+# --- real droplets --------------------------------------------------------------------------------
+# Tests that provision run on real droplets (Linux hosts of their own in namespaces). They share
+# one local cloud per test session and run in one pytest-xdist group ("real", see
+# pytest_collection_modifyitems), so the session's one baked snapshot is made once.
+
+REAL_FIXTURES = {"real_cloud", "real_droplet", "baked_wordpress"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses a real droplet joins the xdist group "real" (one worker runs it)."""
+    for item in items:
+        if REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("real"))
+
+
+def need_real_droplets() -> None:
+    """Skip (fail in CI) unless this machine can run real droplets."""
+    from scaler.local.droplets import unavailable
+
+    why = unavailable()
+    need(why is None, f"real droplets cannot run here: {why}")
+
+
+@pytest.fixture(scope="session")
+def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    """The session's local cloud with real droplets: 0.2 s delays, no rate limit.
+
+    Torn down at the end, and checked: no namespace or veth of its network is left.
+    """
+    need_real_droplets()
+    from scaler.local import netns
+    from scaler.local.api import Delays, LocalCloud
+
+    cloud = LocalCloud(
+        tmp_path_factory.mktemp("real-cloud"),
+        delays=Delays.uniform(0.2),
+        rate_limit_per_minute=100_000,
+        droplets="real",
+    )
+    cloud.start()
+    try:
+        yield cloud
+    finally:
+        cloud.stop()
+    assert netns.leftovers(cloud.network) == []
+
+
+@dataclass(frozen=True)
+class RealDroplet:
+    """A running real droplet reachable over SSH as root with `key`."""
+
+    id: int
+    public_ip: str
+    private_ip: str
+    key: Path
+
+    def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `command` on the droplet over real SSH as root."""
+        from scaler.provision import SshConnection
+
+        argv = SshConnection(self.public_ip, "root", self.key).ssh_argv(command)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def boot_real_droplet(
+    cloud: LocalCloud, key_dir: Path, name: str, image: str | int, region: str = "nyc3"
+) -> RealDroplet:
+    """Create a droplet with a fresh key and wait until its first boot is done and SSH answers."""
+    from scaler.bake import ed25519_key_pair, wait_for_ssh
+    from scaler.cloud import Cloud, DropletSpec, Pacing
+    from scaler.provision import SshConnection, wait_for_first_boot
+
+    private, public = ed25519_key_pair(key_dir)
+    client = Cloud("test", cloud.endpoint, pacing=Pacing.fast(0.05))
+    key = client.create_key(name, public)
+    droplet = client.create_droplet(
+        DropletSpec(name=name, region=region, size="s-1vcpu-1gb", image=image, ssh_keys=(key.id,))
+    )
+    droplet = client.wait_for_droplet_active(droplet.id, 60)
+    assert droplet.public_ip and droplet.private_ip
+    wait_for_ssh(droplet.public_ip, 22, 60)
+    wait_for_first_boot(SshConnection(droplet.public_ip, "root", private), 120)
+    return RealDroplet(droplet.id, droplet.public_ip, droplet.private_ip, private)
+
+
+@pytest.fixture(scope="session")
+def real_droplet(real_cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> RealDroplet:
+    """One running droplet of the base image (debian-12-x64), for tests that only run plays."""
+    return boot_real_droplet(
+        real_cloud, tmp_path_factory.mktemp("droplet-key"), "shared", "debian-12-x64"
+    )
+
+
+BAKE_SECRET_TOKEN = "dop_v1_f00dfeedc0ffee5ecre7tokenvalue0123456789abcdef0123456789abcd"
+
+
+@dataclass(frozen=True)
+class BakedWordPress:
+    """The session's one WordPress bake: the tutorial's files, `scaler bake` as a user runs it."""
+
+    cloud: LocalCloud
+    work: Path
+    home: Path
+    code: int
+    out: str
+    err: str
+
+    @property
+    def result(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.out)
+        return value
+
+    @property
+    def image_id(self) -> int:
+        return int(self.result["id"])
+
+    @property
+    def region(self) -> str:
+        """Where the snapshot is (the tutorial template's region)."""
+        return str(self.result["regions"][0])
+
+
+@pytest.fixture(scope="session")
+def baked_wordpress(
+    real_cloud: LocalCloud, shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> BakedWordPress:
+    """`scaler bake --packer-template wp-node.json --var-file variables.json` in the tutorial's
+    layout (the files as given: debian-9-x64, no DB password, no WordPress source), once."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("tutorial-bake")
+    work = base / "tutorial"
+    (work / "config").mkdir(parents=True)
+    for name in ("wp-node.json", "variables.json"):
+        shutil.copy(shared_data / "packer" / name, work / name)
+    shutil.copy(ROOT / "packer-build.yml", work)
+    shutil.copy(ROOT / "config" / "cloud-config.yaml", work / "config")
+    home = base / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGITALOCEAN_", "TF_"))}
+    env.update(
+        DIGITALOCEAN_API_URL=real_cloud.url,
+        DIGITALOCEAN_TOKEN=BAKE_SECRET_TOKEN,
+        HOME=str(home),
+        PYTHONPATH=str(ROOT),
+    )
+    scaler = Path(sys.executable).parent / "scaler"
+    args = ["--packer-template", "wp-node.json", "--var-file", "variables.json"]
+    args += ["--state", str(ROOT / "examples" / "terraform.tfstate"), "--json"]
+    done = subprocess.run(
+        [str(scaler), "bake", *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    return BakedWordPress(real_cloud, work, home, done.returncode, done.stdout, done.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import time
@@ -23,7 +24,7 @@ from test_bake import (
     resources,
     write_playbook,
 )
-from test_provision import alive, processes_naming
+from test_provision import processes_naming
 
 from scaler.bake import BakeFailed, bake_image
 from scaler.config import BakeConfig, apply
@@ -33,10 +34,9 @@ PING = [{"name": "Ping", "ansible.builtin.ping": {}}]
 
 
 def quick_config(tmp_path: Path, tasks: list[dict[str, Any]] | None = None, **values: Any) -> Any:
-    """A bake with a one-task play on the local connection (the role is not the point here)."""
+    """A bake with a one-task play (the role is not the point here), over SSH as always."""
     settings: dict[str, Any] = {
         "project": "fault",
-        "connection": "local",
         "manifest": str(tmp_path / "manifest.json"),
         "playbook": str(write_playbook(tmp_path, tasks or PING)),
     }
@@ -52,7 +52,6 @@ def failing_bake(cloud: LocalCloud, tmp_path: Path, **values: Any) -> str:
             quick_config(tmp_path, **values),
             fast_cloud(cloud),
             inventory=example_inventory(),
-            droplet_root=cloud.machines.root,
         )
     assert resources(cloud)["snapshots"] == before
     assert not (tmp_path / "manifest.json").exists()
@@ -88,7 +87,6 @@ def test_graceful_shutdown_times_out_then_power_off(cloud: LocalCloud, tmp_path:
             quick_config(tmp_path, timeouts={"shutdown": 0.3}),
             fast_cloud(cloud),
             inventory=example_inventory(),
-            droplet_root=cloud.machines.root,
             on_progress=lines.append,
         )
     try:
@@ -114,7 +112,6 @@ def test_transfers_to_extra_regions_run_in_parallel(cloud: LocalCloud, tmp_path:
             quick_config(tmp_path, snapshot_regions=["ams3", "lon1", "nyc3", "fra1", "ams3"]),
             fast_cloud(cloud),
             inventory=example_inventory(),
-            droplet_root=cloud.machines.root,
         )
     try:
         transfers = [t for p, s, t in actions_posted(cloud) if p.startswith("/v2/images/")]
@@ -187,14 +184,13 @@ def test_droplet_never_active(cloud: LocalCloud, tmp_path: Path) -> None:
 
 
 def _cli_args(cloud: LocalCloud) -> list[str]:
-    return ["--state", str(EXAMPLE_STATE), "--local-state-dir", str(cloud.state_dir)]
+    return ["--state", str(EXAMPLE_STATE)]
 
 
 def _config_file(tmp_path: Path, tasks: list[dict[str, Any]]) -> None:
     playbook = write_playbook(tmp_path, tasks)
     (tmp_path / "scaler.toml").write_text(
-        f'[bake]\nproject = "sig"\nconnection = "local"\nplaybook = "{playbook}"\n'
-        "poll_min = 0.05\npoll_max = 0.2\n"
+        f'[bake]\nproject = "sig"\nplaybook = "{playbook}"\npoll_min = 0.05\npoll_max = 0.2\n'
     )
 
 
@@ -205,17 +201,18 @@ def _config_file(tmp_path: Path, tasks: list[dict[str, Any]]) -> None:
 def test_signal_during_provisioning(
     cloud: LocalCloud, tmp_path: Path, signum: signal.Signals, code: int
 ) -> None:
-    """Ansible is stopped too: no process of the run outlives the bake."""
-    pidfile = tmp_path / "task.pid"
-    task = {"name": "Take a while", "ansible.builtin.shell": f"echo $$ > {pidfile}; exec sleep 30"}
+    """Ansible is stopped too: no process of the run outlives the bake (the task's own process,
+    inside the build droplet, goes with the droplet)."""
+    marker = f"sleep {30 + signum.value}.{os.getpid()}"  # this run's own: its process is found
+    task = {"name": "Take a while", "ansible.builtin.shell": f"exec {marker}"}
     _config_file(tmp_path, [task])
     temp = tmp_path / "t"  # the bake's temp files (Ansible's private dir) go here
     temp.mkdir()
     env = {**bake_env(cloud, tmp_path), "TMPDIR": str(temp)}
     bake = BakeProcess(_cli_args(cloud), tmp_path, env)
     bake.wait_for(r"provisioning droplet \d+")
-    deadline = time.monotonic() + 30
-    while not pidfile.is_file() or not pidfile.read_text().strip():
+    deadline = time.monotonic() + 60
+    while not processes_naming(marker):
         assert time.monotonic() < deadline and bake.proc.poll() is None, "\n".join(bake.lines)
         time.sleep(0.05)
     assert processes_naming(str(temp)), "ansible-playbook should be running"
@@ -228,7 +225,7 @@ def test_signal_during_provisioning(
         err.splitlines()[-1],
     ), err
     assert processes_naming(str(temp)) == []
-    assert not alive(int(pidfile.read_text()))
+    assert processes_naming(marker) == []
 
 
 @pytest.mark.slow

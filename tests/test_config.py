@@ -106,7 +106,9 @@ def test_config_errors_name_the_choices(tmp_path: Path) -> None:
     (tmp_path / "scaler.toml").write_text('[bake]\nregoin = "fra1"\n')
     with pytest.raises(ConfigError, match=r"unknown setting 'regoin' \(have: .*region.*\)"):
         load_config_file(tmp_path / "scaler.toml")
-    with pytest.raises(ConfigError, match="connection must be 'ssh' or 'local', got 'telnet'"):
-        apply(BakeConfig(), {"connection": "telnet"})
+    for kind in ("telnet", "local"):
+        with pytest.raises(ConfigError, match=f"connection '{kind}' is not supported; the bake"):
+            apply(BakeConfig(), {"connection": kind})
+    assert apply(BakeConfig(), {"connection": "ssh"}) == BakeConfig()
     with pytest.raises(ConfigError, match=r"no config file .*; create it or leave out --config"):
         load_config_file(tmp_path / "nope.toml")

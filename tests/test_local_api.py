@@ -166,7 +166,6 @@ def module_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClou
     cloud = LocalCloud(
         tmp_path_factory.mktemp("api-cloud"),
         delays=Delays.uniform(0.05),
-        ssh=False,
     )
     with cloud:
         yield cloud
@@ -823,7 +822,7 @@ def test_pagination_links_and_meta(api: Client) -> None:
 
 
 def test_rate_limit_headers_and_429_with_retry_after(tmp_path: Path) -> None:
-    with LocalCloud(tmp_path, rate_limit_per_minute=5, ssh=False) as cloud:
+    with LocalCloud(tmp_path, rate_limit_per_minute=5) as cloud:
         api = Client(cloud)
         remaining = []
         for _ in range(5):
@@ -846,7 +845,7 @@ def test_rate_limit_headers_and_429_with_retry_after(tmp_path: Path) -> None:
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     delays = Delays.uniform(0.05)
-    with LocalCloud(tmp_path, delays=delays, ssh=False) as cloud:
+    with LocalCloud(tmp_path, delays=delays) as cloud:
         api = Client(cloud)
         key = api.ok("POST", "/v2/account/keys", {"name": "k", "public_key": public_key("k")})[
             "ssh_key"
@@ -866,7 +865,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         }
     web = droplet["networks"]["v4"][0]["ip_address"]
     time.sleep(0.4)
-    with LocalCloud(tmp_path, delays=delays, ssh=False) as cloud:
+    with LocalCloud(tmp_path, delays=delays) as cloud:
         api = Client(cloud)
         assert api.status(late["id"]) == "active"
         assert api.status(booting["id"]) == "active"

@@ -1,7 +1,8 @@
 """A whole unattended `scaler rebake` on the local cloud: decide, bake, roll out, then not due.
 
-Real Terraform (a tmp copy of terraform/), the real bake (a small play over the local
-connection, confined to the droplet's root) and the real rollout with health checks.
+Real Terraform (a tmp copy of terraform/) on real droplets, the real bake (a small play over
+SSH into the build droplet: a page and a web service the image starts at boot) and the real
+rollout with health checks against the droplets' own web servers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,73 +23,64 @@ from click.testing import CliRunner, Result
 from conftest import (
     ROOT,
     QuietHandler,
-    module_cloud,
     serve_loopback,
     stop_loopback,
-    wait_for,
 )
 from conftest import cloud_api as api
 
-from scaler.bake import provisioning_hash
+from scaler.bake import bake_image
 from scaler.cli import main
+from scaler.cloud import Cloud, Pacing
+from scaler.config import load_config_file
 from scaler.local.api import LocalCloud
-from scaler.manifest import append_build, last_artifact
+from scaler.manifest import last_artifact
 from scaler.terraform import Terraform, local_provider
 from scaler.tfvars import get_tfvar
 
-WEB_PORT = 18081
 TOKEN = "dop_v1_" + "5e" * 32
 FAST = ["--health-interval", "0.05", "--health-grace", "0", "--health-timeout", "20s"]
 
 
-def play(page: str) -> str:
-    """A bake play that puts `page` at the droplet's web root (JSON is YAML)."""
-    tasks = [
-        {"file": {"path": "{{ welp_root }}/var/www/html", "state": "directory"}},
-        {"copy": {"dest": "{{ welp_root }}/var/www/html/index.php", "content": page}},
+# A web service the image enables (a systemd unit the droplet's init starts at boot).
+UNIT = """[Unit]
+Description=The page this image serves
+
+[Service]
+ExecStart=/usr/bin/python3 -m http.server 80 --directory /var/www/html
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def play(page: str | None) -> str:
+    """A bake play that enables a web service serving `page`; None: no page and no service."""
+    tasks: list[dict[str, Any]] = [{"file": {"path": "/var/www/html", "state": "directory"}}]
+    if page is None:
+        return json.dumps([{"hosts": "packerbox", "gather_facts": False, "tasks": tasks}])
+    tasks += [
+        {"copy": {"dest": "/etc/systemd/system/page.service", "content": UNIT}},
+        {
+            "file": {
+                "src": "/etc/systemd/system/page.service",
+                "dest": "/etc/systemd/system/multi-user.target.wants/page.service",
+                "state": "link",
+            }
+        },
+        {"copy": {"dest": "/var/www/html/index.html", "content": page}},
     ]
     return json.dumps([{"hosts": "packerbox", "gather_facts": False, "tasks": tasks}])
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    with module_cloud(
-        tmp_path_factory,
-        "rebake-cloud",
-        rate_limit_per_minute=100_000,
-        web_port=WEB_PORT,
-    ) as cloud:
-        yield cloud
+def served(cloud: LocalCloud, droplet: dict[str, Any]) -> str:
+    """The page a running droplet serves, read from its own root."""
+    return (cloud.machines.root(droplet["id"]) / "var/www/html/index.html").read_text()
 
 
-def first_image(cloud: LocalCloud) -> int:
-    """The snapshot the stack starts on: a droplet with a page at its web root, snapshotted."""
-    droplet = api(
-        cloud,
-        "POST",
-        "droplets",
-        {"name": "build", "region": "nyc3", "size": "s-1vcpu-1gb", "image": "debian-12-x64"},
-    )["droplet"]
-    wait_for(
-        "the build droplet",
-        lambda: api(cloud, "GET", f"droplets/{droplet['id']}")["droplet"]["status"] == "active",
-    )
-    web = cloud.machines.web_root(droplet["id"])
-    web.mkdir(parents=True, exist_ok=True)
-    (web / "index.php").write_text("<?php /* WordPress 1 */ ?>\n")
-    action = api(
-        cloud,
-        "POST",
-        f"droplets/{droplet['id']}/actions",
-        {"type": "snapshot", "name": "wordpress_first"},
-    )["action"]
-    wait_for(
-        "the snapshot",
-        lambda: api(cloud, "GET", f"actions/{action['id']}")["action"]["status"] == "completed",
-    )
-    snaps = api(cloud, "GET", f"droplets/{droplet['id']}/snapshots")["snapshots"]
-    api(cloud, "DELETE", f"droplets/{droplet['id']}")
-    return int(snaps[0]["id"])
+@pytest.fixture(name="cloud")
+def cloud_fixture(real_cloud: LocalCloud) -> LocalCloud:
+    """The session's local cloud with real droplets."""
+    return real_cloud
 
 
 class Hook:
@@ -123,8 +114,6 @@ class Site:
             **self.cloud.env(),
             "DIGITALOCEAN_TOKEN": TOKEN,
             "DIGITALOCEAN_ACCESS_TOKEN": TOKEN,
-            "SCALER_LOCAL_WEB_PORT": str(WEB_PORT),
-            "SCALER_LOCAL_STATE_DIR": str(self.cloud.state_dir),
         }
 
     def rebake(self, *args: str) -> Result:
@@ -140,9 +129,19 @@ class Site:
 
 @pytest.fixture
 def site(cloud: LocalCloud, tmp_path: Path) -> Iterator[Site]:
-    """terraform/ applied on image `old`; a manifest saying `old` was baked from today's play."""
-    cloud.reset()
-    old = first_image(cloud)
+    """terraform/ applied on image `old`, baked by scaler from today's play (in the manifest)."""
+    work = tmp_path / "work"
+    (work / "roles").mkdir(parents=True)
+    (work / "play.yml").write_text(play("WordPress 1\n"))
+    shutil.copy(ROOT / "config" / "cloud-config.yaml", work / "cloud-config.yaml")
+    (work / "scaler.toml").write_text(
+        '[bake]\nproject = "wordpress"\nimage = "debian-12-x64"\nregion = "nyc3"\n'
+        'manifest = "manifest.json"\nplaybook = "play.yml"\nroles_path = "roles"\n'
+        'user_data_file = "cloud-config.yaml"\n'
+        "poll_min = 0.05\npoll_max = 0.2\n"
+    )
+    config = load_config_file(work / "scaler.toml")
+    old = bake_image(config, Cloud(TOKEN, cloud.endpoint, pacing=Pacing.fast(0.05))).id
     stack = Path(shutil.copytree(ROOT / "terraform", tmp_path / "terraform"))
     (stack / "terraform.tfvars").write_text(
         f'project_name  = "wordpress"\nimage_slug    = "{old}"\nwp_node_count = 2\n'
@@ -150,32 +149,14 @@ def site(cloud: LocalCloud, tmp_path: Path) -> Iterator[Site]:
     with local_provider(cloud.env()) as env:
         Terraform(stack, env=env).init()
         Terraform(stack, env=env).apply()
-    work = tmp_path / "work"
-    (work / "roles").mkdir(parents=True)
-    (work / "play.yml").write_text(play("<?php /* WordPress 1 */ ?>\n"))
-    shutil.copy(ROOT / "config" / "cloud-config.yaml", work / "cloud-config.yaml")
-    (work / "scaler.toml").write_text(
-        '[bake]\nproject = "wordpress"\nimage = "debian-12-x64"\nregion = "nyc3"\n'
-        'manifest = "manifest.json"\nplaybook = "play.yml"\nroles_path = "roles"\n'
-        'user_data_file = "cloud-config.yaml"\nconnection = "local"\n'
-        "poll_min = 0.05\npoll_max = 0.2\n"
-    )
-    append_build(
-        work / "manifest.json",
-        regions=["nyc3"],
-        image_id=old,
-        build_time=int(time.time()),
-        custom_data={
-            "base_image": "debian-12-x64",
-            "base_image_id": 150000001,
-            "provisioning_sha256": provisioning_hash(
-                work / "play.yml", work / "roles", work / "cloud-config.yaml"
-            ),
-        },
-    )
-    yield Site(cloud, stack, work, old)
-    with local_provider(cloud.env()) as env:
-        Terraform(stack, env=env).destroy()
+    try:
+        yield Site(cloud, stack, work, old)
+    finally:
+        with local_provider(cloud.env()) as env:
+            Terraform(stack, env=env).destroy()
+        for image in api(cloud, "GET", "images?private=true&per_page=200")["images"]:
+            if image["name"].startswith("wordpress_"):
+                api(cloud, "DELETE", f"images/{image['id']}")
 
 
 @pytest.mark.slow
@@ -186,7 +167,7 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
     assert quiet.stdout == f"{stack}: not-due: nothing says a rebake is due\n"
 
     # The provisioning changes: the next scheduled run bakes and rolls out on its own.
-    (work / "play.yml").write_text(play("<?php /* WordPress 2 */ ?>\n"))
+    (work / "play.yml").write_text(play("WordPress 2\n"))
     hook = Hook()
     try:
         result = site.rebake(
@@ -212,8 +193,7 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
     droplets = site.web_droplets()
     assert sorted(d["image"]["id"] for d in droplets) == [new.id, new.id]
     for droplet in droplets:
-        served = cloud.machines.web_root(droplet["id"]) / "index.php"
-        assert served.read_text() == "<?php /* WordPress 2 */ ?>\n"
+        assert served(cloud, droplet) == "WordPress 2\n"
 
     events = [json.loads(line) for line in result.stderr.splitlines()]
     finished = [(e["step"], e["outcome"]) for e in events if e["outcome"] != "info"]
@@ -250,21 +230,30 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
 
 
 @pytest.mark.slow
+def test_rollout_bakes_first_without_an_image(site: Site) -> None:
+    """`scaler rollout` with no --image: bake as scaler.toml says, record it, roll it out."""
+    (site.work / "play.yml").write_text(play("WordPress 9\n"))
+    runner = CliRunner()
+    args = ["rollout", "-C", str(site.stack), "--bake-config", str(site.work / "scaler.toml")]
+    result = runner.invoke(
+        main, [*args, "--batch-size", "2", "--yes", *FAST], env=site.env, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    baked = last_artifact(site.work / "manifest.json").id
+    assert baked != site.old
+    assert f"] baked snapshot {baked} (wordpress_" in result.stderr
+    assert result.stdout.splitlines()[0] == f"done: 2 droplets now run image {baked}, all healthy"
+    assert get_tfvar(site.stack / "terraform.tfvars", "image_slug") == str(baked)
+    droplets = site.web_droplets()
+    assert sorted(d["image"]["id"] for d in droplets) == [baked, baked]
+    for droplet in droplets:
+        assert served(site.cloud, droplet) == "WordPress 9\n"
+
+
+@pytest.mark.slow
 def test_a_broken_bake_is_rolled_back_with_exit_4(site: Site) -> None:
     # The new play leaves the web root empty: the canary fails the load balancer's check.
-    (site.work / "play.yml").write_text(
-        json.dumps(
-            [
-                {
-                    "hosts": "packerbox",
-                    "gather_facts": False,
-                    "tasks": [
-                        {"file": {"path": "{{ welp_root }}/var/www/html", "state": "directory"}}
-                    ],
-                }
-            ]
-        )
-    )
+    (site.work / "play.yml").write_text(play(None))
     result = site.rebake(
         "--canary", "--batch-size", "1", *FAST[:4], "--health-timeout", "3s", "--prune-keep", "0"
     )
@@ -284,7 +273,7 @@ def test_a_broken_bake_is_rolled_back_with_exit_4(site: Site) -> None:
 def test_sigterm_during_the_rollout_stops_after_the_batch_and_needs_a_person(
     site: Site, tmp_path: Path
 ) -> None:
-    (site.work / "play.yml").write_text(play("<?php /* WordPress 3 */ ?>\n"))
+    (site.work / "play.yml").write_text(play("WordPress 3\n"))
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "scaler"),

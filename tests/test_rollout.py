@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from click.testing import CliRunner
 from conftest import (
     ROOT,
     module_cloud,
-    need,
     wait_for,
 )
 from conftest import cloud_api as api
@@ -32,7 +30,6 @@ from scaler import health
 from scaler.cli import main
 from scaler.cloud import Cloud
 from scaler.local.api import LocalCloud
-from scaler.manifest import last_artifact
 from scaler.rollout import (
     ApiBudget,
     PlanRefused,
@@ -612,44 +609,6 @@ def test_api_budget_paces_the_batches(stack: Stack) -> None:
     assert peak <= 14
     assert result.api_requests == sum(u.requests for u in meter.uses) > 3 * 4
     assert set(stack.web_images().values()) == {stack.good2}
-
-
-@pytest.mark.slow
-def test_rollout_bakes_first_without_an_image(stack: Stack, tmp_path: Path) -> None:
-    """No --image: bake WordPress (local connection, the real role), record it, roll it out."""
-    need(WORDPRESS.is_dir(), "Debian's wordpress package is not installed")
-    manifest = tmp_path / "manifest.json"
-    config = tmp_path / "scaler.toml"
-    config.write_text(
-        '[bake]\nproject = "rollout-bake"\nconnection = "local"\n'
-        f'manifest = "{manifest}"\npoll_min = 0.05\npoll_max = 0.2\n'
-        f'[bake.extra_vars]\nwelp_db_password = "s3cret"\nwelp_wordpress_src_dir = "{WORDPRESS}"\n'
-    )
-    result = stack.rollout(
-        "--bake-config",
-        str(config),
-        "--local-state-dir",
-        str(stack.cloud.state_dir),
-        "--batch-size",
-        "2",
-        "--yes",
-        *FAST,
-    )
-    assert result.exit_code == 0, result.output
-    baked = str(last_artifact(manifest).id)
-    assert re.search(
-        rf"\] baked snapshot {baked} \(rollout-bake_[\d-]+\), recorded in ", result.stderr
-    )
-    assert result.stdout.splitlines()[0] == f"done: 3 droplets now run image {baked}, all healthy"
-    assert set(stack.web_images().values()) == {baked}
-    assert get_tfvar(stack.tfvars, "image_slug") == baked
-    after = stack.ids()
-    assert others(after) == others(stack.before)  # db droplets, LB, floating IP keep their ids
-    for address in WEB:
-        droplet = api(stack.cloud, "GET", f"droplets/{after[address]}")["droplet"]
-        ip = next(n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "public")
-        with urllib.request.urlopen(f"http://{ip}:{WEB_PORT}/", timeout=10) as resp:
-            assert resp.status == 200 and b"wp-blog-header.php" in resp.read()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
         tmp_path_factory.mktemp("cloud"),
         delays=Delays.uniform(0.2),
         rate_limit_per_minute=100_000,
-        ssh=False,
     ) as cloud:
         yield cloud
 

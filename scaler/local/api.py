@@ -666,7 +666,6 @@ class LocalCloud:
         network: int | None = None,
         delays: Delays | None = None,
         rate_limit_per_minute: int = 250,
-        ssh: bool = True,
         web_port: int | None = None,
         verbose: bool = False,
         droplets: DropletKind = "directory",
@@ -704,7 +703,7 @@ class LocalCloud:
         if droplets == "real":
             self.machines = RealMachines(self.state_dir, self.network, warn=self._warn)
         else:
-            self.machines = Machines(self.state_dir, web_port=web_port, ssh=ssh)
+            self.machines = Machines(self.state_dir, web_port=web_port)
         self._state = self._load()
 
     # -- lifecycle

@@ -1,13 +1,10 @@
-"""The insides of local droplets: a filesystem root, a web server and an sshd for each one.
+"""Directory droplets: a filesystem root and a static web server each, fast API stand-ins.
 
 Everything lives in files under ``state_dir/machines`` (nothing else is persisted)::
 
     droplets/<id>/root             the droplet's filesystem, from a base tree or a snapshot
     droplets/<id>/machine.json     its addresses, so boot() can restart listeners after a restart
-    droplets/<id>/authorized_keys  the public keys of its ssh_keys (its sshd's AuthorizedKeysFile)
-    droplets/<id>/sshd_config      its sshd (with sshd.pid and sshd.log beside it)
     images/<image_id>              a snapshot: a copy of a droplet's root
-    ssh_host_ed25519_key           the host key shared by the droplets of one local cloud
 
 Base images (see BASE_IMAGES) are small trees made here: /etc/os-release, /etc/hostname, an empty
 web root /var/www/html, and cloud-init's copy of the user data in
@@ -20,27 +17,8 @@ WordPress to /var/www/wordpress can point at it). A directory answers with its i
 index.html, else 404; PHP is not executed, a .php file is sent as text/html. So a droplet from a
 base image, whose web root is empty, fails a health check on "/" until a bake puts WordPress there.
 
-SSH: when sshd is installed, each droplet gets its own sshd on its public and private address, port
-ssh_port(): 22 when running as root, else 2222. The login lands on this host itself, as the user
-connected as (no chroot): provisioning is confined to the droplet by the role's path variables (a
-variable such as welp_root prefixing every path). Every session gets SCALER_DROPLET_ID and
-SCALER_DROPLET_ROOT in its environment to fill such a variable. The sshd processes are the only
-processes this module starts: it is the local cloud's runner for droplets.
-
-Provisioning a droplet with Ansible (packer-build.yml and roles/ansible-welp), two ways, both
-run by tests/test_local_ansible.py:
-
-- Local connection, confined: run the play with `ansible_connection=local` and the extra vars
-  `welp_root=<Machines.root(id)>` (every path the role writes is prefixed with it),
-  `welp_become=false`, `welp_install_packages=false`, `welp_manage_services=false`. In Python:
-  `scaler.provision.run_playbook(inventory, connection=LocalConnection(), extravars=...)`.
-- SSH: upload a key (POST /v2/account/keys), create the droplet with it in `ssh_keys`, and
-  connect to the droplet's public address on ssh_port() as the local user, with that key
-  (`SshConnection(ip, user, key, port=ssh_port())`). Other keys are refused. A first task reads
-  `printenv SCALER_DROPLET_ROOT` and sets `welp_root` from it, with the same confined extra vars.
-
-The role writes root/etc/scaler/webroot naming its doc root, so the droplet's web server then
-serves WordPress and a health check on "/" passes.
+SSH: none. A directory droplet is no host of its own, so nothing may log in to it or provision
+it (an sshd here would land on this machine). Provisioning needs real droplets (droplets.py).
 """
 
 from __future__ import annotations
@@ -51,11 +29,8 @@ import json
 import mimetypes
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import threading
-import time
 import urllib.parse
 import weakref
 from collections.abc import Callable
@@ -80,8 +55,6 @@ BASE_IMAGES: tuple[str, ...] = tuple(_BASE_OS)
 INDEX_FILES = ("index.php", "index.html")
 """What a directory request answers with, in order; neither present means 404."""
 
-_SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
-_READY_TIMEOUT = 10.0
 
 
 class MachineError(ScalerError):
@@ -157,7 +130,6 @@ def _content_type(path: Path) -> str:
 @dataclass
 class _Listeners:
     servers: list[tuple[_DropletServer, threading.Thread]]
-    sshd: subprocess.Popen[bytes] | None
 
 
 _LIVE: weakref.WeakSet[Machines] = weakref.WeakSet()
@@ -165,7 +137,7 @@ _LIVE: weakref.WeakSet[Machines] = weakref.WeakSet()
 
 @atexit.register
 def _close_all() -> None:
-    # An API that was never stopped must not leave sshd processes behind when Python exits.
+    # An API that was never stopped must not leave listeners behind when Python exits.
     for machines in list(_LIVE):
         machines.close()
 
@@ -179,15 +151,13 @@ class Machines:
 
     kind = "directory"
 
-    def __init__(self, state_dir: Path, *, web_port: int | None = None, ssh: bool = True) -> None:
-        # Absolute: sshd configs and listeners outlive the working directory they were made in.
+    def __init__(self, state_dir: Path, *, web_port: int | None = None) -> None:
+        # Absolute: listeners outlive the working directory they were made in.
         self.base = Path(state_dir).resolve() / "machines"
         (self.base / "droplets").mkdir(parents=True, exist_ok=True)
         (self.base / "images").mkdir(parents=True, exist_ok=True)
         as_root = os.geteuid() == 0
         self._web_port = web_port if web_port is not None else (80 if as_root else 8080)
-        self._sshd = _find_sshd() if ssh and shutil.which("ssh-keygen") else None
-        self._ssh_port = (22 if as_root else 2222) if self._sshd else None
         self._lock = threading.RLock()
         self._running: dict[int, _Listeners] = {}
         _LIVE.add(self)
@@ -200,8 +170,8 @@ class Machines:
         return self._web_port
 
     def ssh_port(self) -> int | None:
-        """The port of every droplet's sshd, or None when droplets have no SSH here."""
-        return self._ssh_port
+        """None: directory droplets offer no SSH."""
+        return None
 
     def root(self, droplet_id: int) -> Path:
         """The droplet's filesystem root."""
@@ -252,7 +222,6 @@ class Machines:
                 _lay_out_base(root, image)
             _write(root / "etc" / "hostname", f"droplet-{droplet_id}\n")
             keys = "".join(k.strip() + "\n" for k in authorized_keys if k.strip())
-            _write(staging / "authorized_keys", keys)
             # cloud-init adds the droplet's keys to root's, in the tree as on a real droplet
             rooted = root / "root" / ".ssh" / "authorized_keys"
             old = rooted.read_text() if rooted.is_file() else ""
@@ -270,17 +239,15 @@ class Machines:
         self.boot(droplet_id)
 
     def boot(self, droplet_id: int) -> None:
-        """Start the droplet's listeners (web, and sshd when available); a no-op when running."""
+        """Start the droplet's web listeners; a no-op when running."""
         machine = self._machine(droplet_id)
         with self._lock:
             if droplet_id in self._running:
                 return
-            listeners = _Listeners(servers=[], sshd=None)
+            listeners = _Listeners(servers=[])
             try:
                 for ip in dict.fromkeys((machine.public_ip, machine.private_ip)):
                     listeners.servers.append(self._serve(droplet_id, ip))
-                if self._sshd is not None:
-                    listeners.sshd = self._start_sshd(machine)
             except BaseException:
                 _stop(listeners)
                 raise
@@ -360,103 +327,6 @@ class Machines:
         thread.start()
         return server, thread
 
-    def _host_key(self) -> Path:
-        key = self.base / "ssh_host_ed25519_key"
-        with self._lock:
-            if not key.is_file():
-                partial = key.with_name(key.name + ".new")
-                for stale in (partial, partial.with_name(partial.name + ".pub")):
-                    stale.unlink(missing_ok=True)
-                subprocess.run(
-                    [
-                        "ssh-keygen",
-                        "-q",
-                        "-t",
-                        "ed25519",
-                        "-N",
-                        "",
-                        "-C",
-                        "scaler-local",
-                        "-f",
-                        str(partial),
-                    ],
-                    check=True,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                )
-                partial.with_name(partial.name + ".pub").rename(key.with_name(key.name + ".pub"))
-                partial.rename(key)
-        return key
-
-    def _start_sshd(self, machine: _Machine) -> subprocess.Popen[bytes]:
-        assert self._sshd is not None and self._ssh_port is not None
-        folder = self._dir(machine.droplet_id)
-        config = folder / "sshd_config"
-        port = self._ssh_port
-        lines = [
-            f"ListenAddress {ip}:{port}"
-            for ip in dict.fromkeys((machine.public_ip, machine.private_ip))
-        ]
-        lines += [
-            f'HostKey "{self._host_key()}"',
-            f'PidFile "{folder / "sshd.pid"}"',
-            f'AuthorizedKeysFile "{folder / "authorized_keys"}"',
-            "UsePAM no",
-            "StrictModes no",  # keys and state may sit under a world-writable /tmp
-            "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "X11Forwarding no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "Subsystem sftp internal-sftp",
-            # SSH lands on this host, whose ~/.bashrc a fresh droplet would not have: bash skips
-            # it for sshd commands when SHLVL is set (it can cost ~0.1 s per command here).
-            "SetEnv SHLVL=1"
-            f" SCALER_DROPLET_ID={machine.droplet_id}"
-            f' "SCALER_DROPLET_ROOT={self.root(machine.droplet_id)}"',
-        ]
-        _write(config, "\n".join(lines) + "\n")
-        pid_file = folder / "sshd.pid"
-        _end_stale_sshd(pid_file, config)
-        pid_file.unlink(missing_ok=True)
-        if os.geteuid() == 0:
-            # sshd refuses to start as root without its privilege separation directory
-            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        log = folder / "sshd.log"
-        proc = subprocess.Popen(
-            [self._sshd, "-D", "-f", str(config), "-E", str(log)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # sshd writes its pid file once its addresses are bound, even in the foreground (-D)
-        deadline = time.monotonic() + _READY_TIMEOUT
-        while True:
-            with contextlib.suppress(OSError, ValueError):
-                if int(pid_file.read_text()) == proc.pid:
-                    return proc
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _end(proc)
-                tail = (
-                    log.read_text(errors="replace").strip().splitlines()[-1:]
-                    if log.exists()
-                    else []
-                )
-                raise MachineError(
-                    f"sshd for droplet {machine.droplet_id} did not start on"
-                    f" {machine.public_ip}:{port} ({tail[0] if tail else 'no log'}); see {log}"
-                )
-            time.sleep(0.02)
-
-
-def _find_sshd() -> str | None:
-    found = shutil.which("sshd")
-    if found:
-        return os.path.abspath(found)  # sshd re-executes itself and insists on an absolute path
-    return next((c for c in _SSHD_CANDIDATES if os.access(c, os.X_OK)), None)
-
 
 def _lay_out_base(root: Path, slug: str) -> None:
     os_id, version, pretty, codename = _BASE_OS.get(slug) or _guess_os(slug)
@@ -499,34 +369,3 @@ def _stop(listeners: _Listeners) -> None:
         server.server_close()
     for _server, thread in listeners.servers:
         thread.join(timeout=5)
-    if listeners.sshd is not None:
-        _end(listeners.sshd)
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _end_stale_sshd(pid_file: Path, config: Path) -> None:
-    # An earlier run that died without close() leaves its sshd holding the address; end only
-    # that one: the pid must still run sshd with this droplet's config file.
-    try:
-        pid = int(pid_file.read_text().strip())
-        # sshd retitles itself ("sshd: /usr/sbin/sshd -D -f CONFIG ..."): match inside the text
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except (OSError, ValueError):
-        return
-    if b"sshd" not in cmdline or b" -f " + str(config).encode() + b" " not in cmdline:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        if not Path(f"/proc/{pid}").exists():
-            return
-        time.sleep(0.02)
