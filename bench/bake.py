@@ -1,24 +1,23 @@
-"""`scaler bake` against `packer build` (Debian packer 1.6.6) on the same local cloud.
+"""`scaler bake` against `packer build` (Debian packer 1.6.6), both on real local droplets.
 
-Every row builds from debian-12-x64 on one local cloud with its default delays (boot 2 s,
-actions 1 s, snapshot 2 s, transfer 1 s), runs packer-build.yml (role ansible-welp, WordPress
-from Debian's /usr/share/wordpress, the same extra vars) with the Terraform-state inventory,
-snapshots, copies to one extra region (ams3) and cleans up:
+Every row builds from debian-12-x64 on one local cloud with real droplets (Linux hosts of their
+own) and its default delays (boot 2 s, actions 1 s, snapshot 2 s, transfer 1 s), runs
+packer-build.yml (role ansible-welp: apt installs nginx, PHP-FPM and Debian's wordpress in the
+build droplet through the local cloud's mirror; the same extra vars) over SSH with the
+Terraform-state inventory, snapshots, copies to one extra region (ams3) and cleans up:
 
-  scaler (ssh)      Ansible over SSH to the droplet's sshd (one SSH round trip per task)
-  scaler (local)    Ansible with the local connection confined to the droplet's root
-  packer (ansible)  Packer's own ansible provisioner, over its SSH proxy adapter. It works
-                    only with two workarounds, both applied here: Packer 1.6.6's adapter
-                    offers only an ssh-rsa host key, which OpenSSH 8.8+ refuses ("no matching
-                    host key type found"), so ANSIBLE_SSH_ARGS re-enables ssh-rsa; and the
-                    provisioner no longer passes inventory_directory (1.3.3+), so the Terraform
-                    inventory goes in as a second `-i` through extra_arguments (else
-                    groups['ha_db_fip'] is undefined). welp_root comes from {{build `ID`}}.
-  packer (shell)    the same ansible-playbook run through Packer's shell provisioner inside
-                    the droplet's SSH session (local connection there), like `scaler (local)`
+  scaler (ssh)      `scaler bake`: waits for cloud-init's first boot, then Ansible over SSH
+  packer (ansible)  Packer's own ansible provisioner, over its SSH proxy adapter, after a shell
+                    provisioner that waits for cloud-init (else apt's lock is taken by
+                    cloud-init's package install). It works only with two workarounds, both
+                    applied here: Packer 1.6.6's adapter offers only an ssh-rsa host key, which
+                    OpenSSH 8.8+ refuses ("no matching host key type found"), so
+                    ANSIBLE_SSH_ARGS re-enables ssh-rsa; and the provisioner no longer passes
+                    inventory_directory (1.3.3+), so the Terraform inventory goes in as a second
+                    `-i` through extra_arguments (else groups['ha_db_fip'] is undefined).
 
 Prints the median wall time and API requests per tool over --runs rounds (the tools take
-turns within a round), and every run's figures.
+turns within a round), and every run's figures. The first round also fills the package cache.
 
     .venv/bin/python bench/bake.py [--runs N]
 """
@@ -45,40 +44,25 @@ from scaler.state import read_state
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / "examples" / "terraform.tfstate"
 TEMPLATE = ROOT.parent / "shared" / "data" / "packer" / "wp-node.json"
-WORDPRESS = "/usr/share/wordpress"
-NETWORK = 90
+EXTRA = {"welp_db_password": "bench", "welp_wordpress_package": "wordpress"}
 
 
-def run_scaler(cloud: LocalCloud, work: Path, connection: str = "ssh") -> float:
+def run_scaler(cloud: LocalCloud, work: Path) -> float:
     env = {**os.environ, **cloud.env()}
     args = [str(Path(sys.executable).parent / "scaler"), "bake", "--state", str(STATE)]
-    args += ["--connection", connection]
-    args += ["--local-state-dir", str(cloud.state_dir), "--snapshot-region", "ams3"]
+    args += ["--snapshot-region", "ams3", "--image", "debian-12-x64", "--region", "nyc3"]
     args += ["--manifest", str(work / "manifest.json"), "--project", "bench"]
-    args += ["-e", "welp_db_password=bench", "-e", f"welp_wordpress_src_dir={WORDPRESS}"]
+    for key, value in EXTRA.items():
+        args += ["-e", f"{key}={value}"]
     started = time.monotonic()
     subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.monotonic() - started
 
 
-def run_packer(cloud: LocalCloud, work: Path, provisioner: str = "shell") -> float:
+def run_packer(cloud: LocalCloud, work: Path) -> float:
     inventory = to_static_inventory(list_json(build_inventory(read_state(STATE))))
-    inventory["all"]["hosts"]["packerbox"] = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
-    }
-    inventory["all"].setdefault("children", {}).setdefault("wp_node", {"hosts": {}})
-    inventory["all"]["children"]["wp_node"].setdefault("hosts", {})["packerbox"] = {}
     (work / "inventory.json").write_text(json.dumps(inventory))
-    extra = {
-        "welp_become": False,
-        "welp_install_packages": False,
-        "welp_manage_services": False,
-        "welp_db_password": "bench",
-        "welp_wordpress_src_dir": WORDPRESS,
-    }
-    (work / "vars.json").write_text(json.dumps(extra))
-    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    (work / "vars.json").write_text(json.dumps(EXTRA))
     template = json.loads(TEMPLATE.read_text())
     (builder,) = template["builders"]
     builder.update(
@@ -94,42 +78,27 @@ def run_packer(cloud: LocalCloud, work: Path, provisioner: str = "shell") -> flo
     template["provisioners"] = [
         {
             "type": "shell",
-            "environment_vars": [f"ANSIBLE_ROLES_PATH={ROOT / 'roles'}", "ANSIBLE_NOCOLOR=1"],
-            "inline": [
-                f"{playbook} -i {work / 'inventory.json'} --limit packerbox"
-                f" -e @{work / 'vars.json'} -e welp_root=$SCALER_DROPLET_ROOT"
-                f" {ROOT / 'packer-build.yml'}"
+            "inline": ["while [ ! -e /var/lib/cloud/instance/boot-finished ]; do sleep 1; done"],
+        },
+        {
+            "type": "ansible",
+            "playbook_file": str(ROOT / "packer-build.yml"),
+            "host_alias": "packerbox",
+            "groups": ["all", "wp_node"],
+            "user": "root",
+            "extra_arguments": [
+                *("-i", str(work / "inventory.json"), "-e", f"@{work / 'vars.json'}"),
+                *("-e", "ansible_python_interpreter=/usr/bin/python3"),
             ],
-        }
+            "ansible_env_vars": [
+                f"ANSIBLE_ROLES_PATH={ROOT / 'roles'}",
+                "ANSIBLE_HOST_KEY_CHECKING=False",
+                "ANSIBLE_PIPELINING=True",
+                "ANSIBLE_SSH_ARGS=-o HostKeyAlgorithms=+ssh-rsa"
+                " -o PubkeyAcceptedAlgorithms=+ssh-rsa",
+            ],
+        },
     ]
-    if provisioner == "ansible":
-        del inventory["all"]["hosts"]["packerbox"]  # Packer's own inventory names it
-        del inventory["all"]["children"]["wp_node"]["hosts"]["packerbox"]
-        (work / "inventory.json").write_text(json.dumps(inventory))
-        droplets = cloud.state_dir.resolve() / "machines" / "droplets"
-        template["provisioners"] = [
-            {
-                "type": "ansible",
-                "playbook_file": str(ROOT / "packer-build.yml"),
-                "host_alias": "packerbox",
-                "groups": ["all", "wp_node"],
-                "user": "root",
-                "extra_arguments": [
-                    *("-i", str(work / "inventory.json"), "-e", f"@{work / 'vars.json'}"),
-                    *("-e", f"welp_root={droplets}/{{{{build `ID`}}}}/root"),
-                    *("-e", "ansible_python_interpreter=/usr/bin/python3"),
-                ],
-                "ansible_env_vars": [
-                    f"ANSIBLE_ROLES_PATH={ROOT / 'roles'}",
-                    "ANSIBLE_HOST_KEY_CHECKING=False",
-                    "ANSIBLE_PIPELINING=True",
-                    "ANSIBLE_SSH_ARGS=-o HostKeyAlgorithms=+ssh-rsa"
-                    " -o PubkeyAcceptedAlgorithms=+ssh-rsa",
-                ],
-            }
-        ]
-    if cloud.machines.ssh_port() not in (None, 22):
-        builder["ssh_port"] = cloud.machines.ssh_port()
     template["post-processors"] = [{"type": "manifest", "output": str(work / "packer.json")}]
     (work / "wp-node.json").write_text(json.dumps(template))
     env = {
@@ -161,12 +130,10 @@ def main() -> None:
         sys.exit("packer is not installed (Debian package packer)")
     with tempfile.TemporaryDirectory(prefix="bench-bake-") as tmp:
         base = Path(tmp)
-        with LocalCloud(base / "cloud", network=NETWORK) as cloud:
+        with LocalCloud(base / "cloud", droplets="real") as cloud:
             runners: dict[str, Callable[[LocalCloud, Path], float]] = {
                 "scaler (ssh)": run_scaler,
-                "scaler (local)": lambda c, w: run_scaler(c, w, "local"),
-                "packer (ansible)": lambda c, w: run_packer(c, w, "ansible"),
-                "packer (shell)": run_packer,
+                "packer (ansible)": run_packer,
             }
             results: dict[str, list[tuple[float, int]]] = {name: [] for name in runners}
             for run in range(args.runs):

@@ -1,7 +1,8 @@
 """The doc root setgid step with real Ansible: the tutorial's per-directory loop vs one command.
 
-Copies a WordPress tree (Debian's /usr/share/wordpress by default, symlinks followed), then runs
-two playbooks through scaler.provision (ansible-runner, local connection) on the build host alias:
+Copies a WordPress tree (Debian's /usr/share/wordpress by default, symlinks followed) into a real
+local droplet, then runs two playbooks through scaler.provision (ansible-runner, over SSH into that
+droplet, as a bake runs them) on the build host alias:
 
   loop: `find -type d` registered, then one `file: mode=g+s` item per directory (the tutorial)
   one:  `find <docroot> -type d ! -perm -2000 -print -exec chmod g+s {} +` (ansible-welp)
@@ -23,9 +24,27 @@ from typing import Any
 
 import yaml
 
-from scaler.provision import run_playbook
+from scaler.bake import ed25519_key_pair, wait_for_ssh
+from scaler.cloud import Cloud, DropletSpec, Pacing
+from scaler.local.api import Delays, LocalCloud
+from scaler.provision import SshConnection, run_playbook, wait_for_first_boot
 
 INVENTORY: dict[str, Any] = {"all": {"children": {"wp_node": {"hosts": {"packerbox": {}}}}}}
+DOCROOT = "/var/www/bench"  # inside the droplet
+
+
+def boot(cloud: LocalCloud, work: Path) -> tuple[int, SshConnection]:
+    """A running debian-12-x64 droplet, reachable as root over SSH once its first boot is done."""
+    private, public = ed25519_key_pair(work)
+    client = Cloud("bench", cloud.endpoint, pacing=Pacing.fast(0.05))
+    key = client.create_key("setgid-bench", public)
+    spec = DropletSpec("setgid", "nyc3", "s-1vcpu-1gb", "debian-12-x64", ssh_keys=(key.id,))
+    droplet = client.wait_for_droplet_active(client.create_droplet(spec).id, 60)
+    assert droplet.public_ip is not None
+    connection = SshConnection(droplet.public_ip, "root", private)
+    wait_for_ssh(droplet.public_ip, 22, 60)
+    wait_for_first_boot(connection, 120)
+    return droplet.id, connection
 
 
 def clear_setgid(root: Path) -> int:
@@ -101,7 +120,9 @@ def one_play(docroot: Path) -> list[dict[str, Any]]:
     ]
 
 
-def timed(work: Path, name: str, play: list[dict[str, Any]]) -> tuple[float, float]:
+def timed(
+    work: Path, name: str, play: list[dict[str, Any]], connection: SshConnection
+) -> tuple[float, float]:
     """Run a play; return (whole ansible-playbook run, the setgid task alone) in seconds."""
     path = work / f"{name}.yml"
     path.write_text(yaml.safe_dump(play, sort_keys=False))
@@ -112,7 +133,7 @@ def timed(work: Path, name: str, play: list[dict[str, Any]]) -> tuple[float, flo
         if found:
             task_seconds.append(float(found.group(1)))
 
-    result = run_playbook(INVENTORY, playbook=path, on_progress=progress)
+    result = run_playbook(INVENTORY, playbook=path, connection=connection, on_progress=progress)
     return result.duration, sum(task_seconds)
 
 
@@ -128,18 +149,23 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    with tempfile.TemporaryDirectory(prefix="scaler-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="scaler-bench-") as tmp,
+        LocalCloud(Path(tmp) / "cloud", droplets="real", delays=Delays.uniform(0.2)) as cloud,
+    ):
         work = Path(tmp)
-        docroot = work / "wordpress"
+        droplet_id, connection = boot(cloud, work)
+        # the tree, as this host sees the droplet's root
+        docroot = Path(cloud.machines.root(droplet_id)) / DOCROOT.lstrip("/")
         shutil.copytree(args.src, docroot, symlinks=False)
         total = clear_setgid(docroot)
         looped = min(total, args.dirs) if args.dirs else total
-        print(f"tree: {args.src} copied, {total} directories")
+        print(f"tree: {args.src} copied into droplet {droplet_id}, {total} directories")
 
-        loop_run, loop_task = timed(work, "loop", loop_play(docroot, args.dirs))
+        loop_run, loop_task = timed(work, "loop", loop_play(Path(DOCROOT), args.dirs), connection)
         loop_done = count_setgid(docroot)
         clear_setgid(docroot)
-        one_run, one_task = timed(work, "one", one_play(docroot))
+        one_run, one_task = timed(work, "one", one_play(Path(DOCROOT)), connection)
         one_done = count_setgid(docroot)
 
         print(f"{'variant':<28}{'dirs':>6}{'task s':>10}{'run s':>10}")

@@ -553,13 +553,8 @@ def test_max_unavailable_zero_is_refused_with_the_reason(stack: Stack) -> None:
 @pytest.mark.slow
 def test_the_load_balancers_health_path_decides(stack: Stack) -> None:
     # Every droplet so far serves / and /wp-login.php; the new image serves / only.
-    main_tf = stack.dir / "main.tf"
-    main_tf.write_text(
-        main_tf.read_text().replace(
-            '    path                     = "/"\n',
-            '    path                     = "/wp-login.php"\n',
-        )
-    )
+    with stack.tfvars.open("a") as tfvars:
+        tfvars.write('health_path = "/wp-login.php"\n')  # the stack's variable for the path
     with local_provider(stack.cloud.env()) as env:
         Terraform(stack.dir, env=env).apply()  # the balancer's check changes in place
     no_login = make_image(stack.cloud, "no-login", "<?php /* WordPress, no login */ ?>\n")

@@ -56,7 +56,6 @@ INDEX_FILES = ("index.php", "index.html")
 """What a directory request answers with, in order; neither present means 404."""
 
 
-
 class MachineError(ScalerError):
     """A local droplet cannot be laid out, booted or snapshotted."""
 
