@@ -1,19 +1,19 @@
-"""Start a real local droplet: run inside its new namespaces, mount its root, become its init.
+"""Start a real local droplet: run inside its new namespaces, mount its root, exec its systemd.
 
 Started by RealMachines (droplets.py) as
-`nsenter --net=NETNS -- unshare --pid --mount --uts --ipc --fork --kill-child
- <this python> -m scaler.local.droplet_boot SPEC.json`, so this process is PID 1 of the droplet's
-PID namespace with a mount namespace of its own. It mounts the droplet's overlay root (its image's
-layers under its own upper layer) and the kernel filesystems inside it, puts the droplet's init
-(droplet_init.py, stdlib only) on the root's /run, chroots and executes that init with the
-droplet's own python3. Mounts live in the droplet's mount namespace only: they vanish with it.
+`nsenter --net=NETNS -- unshare --pid --mount --uts --ipc --cgroup --fork --kill-child
+ <this python> droplet_boot.py SPEC.json`, so this process is PID 1 of the droplet's PID namespace
+with mount and cgroup namespaces of its own. It mounts the droplet's overlay root (its image's
+layers under its own upper layer) and the kernel filesystems inside it (the cgroup hierarchies
+too, which systemd manages from the droplet's own cgroup namespace root), chroots and executes
+the image's systemd as the droplet's init, as a container manager does (`container=`). Mounts
+live in the droplet's mount namespace only: they vanish with it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +49,7 @@ def main() -> None:
         (root / sub).mkdir(exist_ok=True)
     _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", str(root / "proc"))
     _mount("-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", str(root / "sys"))
+    _mount("--rbind", "/sys/fs/cgroup", str(root / "sys" / "fs" / "cgroup"))
     _mount("-t", "tmpfs", "-o", "nosuid,mode=755,size=16m", "dev", str(root / "dev"))
     dev = root / "dev"
     for name, (major, minor, mode) in _DEVICES.items():
@@ -66,13 +67,11 @@ def main() -> None:
     _mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=755,size=64m", "run", str(root / "run"))
     (root / "run" / "lock").mkdir(mode=0o1777)
     os.chmod(root / "run" / "lock", 0o1777)
-    (root / "run" / "scaler").mkdir()
-    shutil.copyfile(Path(__file__).with_name("droplet_init.py"), root / "run/scaler/init.py")
-    (root / "run/scaler/spec.json").write_text(json.dumps({"hostname": spec["hostname"]}))
     os.chroot(root)
     os.chdir("/")
-    python = "/usr/bin/python3"
-    os.execve(python, [python, "-I", "/run/scaler/init.py"], {"PATH": _PATH, "TERM": "linux"})
+    init = "/lib/systemd/systemd"
+    env = {"PATH": _PATH, "container": "scaler-local", "TERM": "linux"}
+    os.execve(init, [init, "--system"], env)
 
 
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -5,9 +5,9 @@ A droplet is a set of namespaces, not a directory on the host:
 - network: its own namespace with its public and private 127.N.x.k addresses, reached over a
   veth pair (netns.py); nothing outside the local cloud is reachable from it but the package
   mirror (mirror.py);
-- PID, mount, UTS and IPC namespaces with its init (droplet_init.py) as PID 1, which runs
-  cloud-init with the droplet's user data (NoCloud seed) and starts the services its image has
-  enabled (SysV scripts and systemd units);
+- PID, mount, UTS, IPC and cgroup namespaces with the image's own systemd as PID 1
+  (droplet_boot.py mounts its root and starts it, as a container manager does), which runs
+  cloud-init with the droplet's user data (NoCloud seed) and the services the image enables;
 - its root: an overlay of its image's layers (a base tree built with mmdebstrap, images.py, and
   the layer of the snapshot it was made from) under a writable layer of its own.
 
@@ -211,6 +211,7 @@ class RealMachines:
                 "--mount",
                 "--uts",
                 "--ipc",
+                "--cgroup",
                 "--fork",
                 "--kill-child",
                 sys.executable,
@@ -261,10 +262,15 @@ class RealMachines:
         return Path(f"/proc/{pid}/root")
 
     def state(self, droplet_id: int) -> str:
-        """Its init's stage: booting, services, ready, stopping, off; "" before init wrote one."""
-        with contextlib.suppress(MachineError, OSError):
-            return (self.root(droplet_id) / "run" / "scaler" / "state").read_text().strip()
-        return ""
+        """What its systemd says of itself (`systemctl is-system-running`); "" when not running."""
+        pid = self.init_pid(droplet_id)
+        if pid is None:
+            return ""
+        argv = ["nsenter", "-t", str(pid), "-m", "-p", "-u", "-i", "-r", "-w"]
+        done = subprocess.run(
+            [*argv, "systemctl", "is-system-running"], capture_output=True, text=True, timeout=30
+        )
+        return done.stdout.strip()
 
     def snapshot(self, droplet_id: int, image_id: int) -> int:
         """Keep the droplet's writable layer as image image_id; returns the bytes it holds."""
@@ -316,7 +322,7 @@ class RealMachines:
         with self._lock:
             running, self._running = self._running, {}
         for proc in running.values():
-            _signal_init(proc, signal.SIGTERM)
+            _signal_init(proc, _POWEROFF)
         for droplet_id, proc in running.items():
             _stop(proc)
             with contextlib.suppress(MachineError):
@@ -442,10 +448,14 @@ def _signal_init(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.kill(int(children[0]), sig)
 
 
+# systemd as a container's init powers off on SIGRTMIN+4: it stops every unit, then exits.
+_POWEROFF = signal.SIGRTMIN + 4
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
-    _signal_init(proc, signal.SIGTERM)
+    _signal_init(proc, _POWEROFF)
     try:
         proc.wait(timeout=_STOP_TIMEOUT)
     except subprocess.TimeoutExpired:

@@ -33,6 +33,9 @@ FALLBACK_IMAGE = "debian-12-x64"
 
 # What a DigitalOcean Debian image has that the role and the tutorial's user data rely on.
 INCLUDE = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
     "python3",
     "openssh-server",
     "ca-certificates",
@@ -42,8 +45,10 @@ INCLUDE = (
     "procps",
     "curl",
 )
+# Logins need no logind here (no seats, no PAM module for it), and the ext4 scrub no block device.
+MASKED = ("systemd-logind.service", "e2scrub_reap.service", "getty@tty1.service")
 # Bump when the preparation below changes: a new recipe builds a new cached tree.
-RECIPE_VERSION = 5
+RECIPE_VERSION = 7
 
 CLOUD_CFG = """\
 # Written by scaler's local cloud: the droplet's user data and meta data come from the NoCloud
@@ -108,7 +113,15 @@ def host_sources() -> str:
 def recipe_key(slug: str, mirror_proxy: str) -> str:
     """A short hash naming one build of `slug` (recipe, packages, sources, mirror address)."""
     digest = hashlib.sha256()
-    for part in (str(RECIPE_VERSION), slug, ",".join(INCLUDE), host_sources(), mirror_proxy):
+    parts = (
+        str(RECIPE_VERSION),
+        slug,
+        ",".join(INCLUDE),
+        ",".join(MASKED),
+        host_sources(),
+        mirror_proxy,
+    )
+    for part in parts:
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:12]
 
@@ -187,6 +200,12 @@ def _prepare(root: Path, mirror_proxy: str) -> None:
         "// The local cloud's package mirror (a caching proxy on the host end of the veth).\n"
         f'Acquire::http::Proxy "{mirror_proxy}";\n'
     )
+    # systemd runs as the droplet's init in a container (its own namespaces): units that manage
+    # what a container does not have would only fail there.
+    for unit in MASKED:
+        link = root / "etc" / "systemd" / "system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
     (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost\n")
     # Debian's docs and man pages are not what a droplet serves; a DigitalOcean image keeps them,
     # but they cost a third of every snapshot copy here.
