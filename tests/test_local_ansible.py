@@ -1,214 +1,200 @@
-"""Real Ansible provisions local-cloud droplets, both documented ways: the local connection
-confined to the droplet's root by the role's path variable (welp_root), and SSH through the
-droplet's own loopback sshd with its ssh_keys as authorized keys. A droplet that was not baked
-fails the HTTP health check; after packer-build.yml it passes."""
+"""Real Ansible on real local droplets: SSH lands inside the droplet (a Linux host of its own,
+never this machine), Ansible's service module drives the droplet's own systemd, and a role's
+enabled service runs on a droplet made from the baked snapshot with no Ansible run of its own."""
 
 from __future__ import annotations
 
-import getpass
-import grp
-import os
-import pwd
-import shutil
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
+import ipaddress
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cloud_api as _api
-from conftest import need
+import yaml
+from conftest import RealDroplet, boot_real_droplet, cloud_api
 
+from scaler.bake import bake_image
+from scaler.cloud import Cloud, Pacing
+from scaler.config import BakeConfig, Timeouts
 from scaler.local.api import LocalCloud
-from scaler.provision import (
-    PLAYBOOK,
-    LocalConnection,
-    ProvisionFailed,
-    SshConnection,
-    run_playbook,
-)
+from scaler.provision import SshConnection, run_playbook
 
 pytestmark = pytest.mark.slow
 
-WORDPRESS = Path("/usr/share/wordpress")
-DOCROOT = "var/www/wordpress"
 
-
-def _health(ip: str, port: int) -> tuple[int, bytes]:
-    """The load balancer's check: GET / on the droplet's address."""
-    try:
-        with urllib.request.urlopen(f"http://{ip}:{port}/", timeout=5) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
-def _droplet(cloud: LocalCloud, name: str, ssh_keys: list[int] | None = None) -> dict[str, Any]:
-    body = {"name": name, "region": "nyc3", "size": "s-1vcpu-1gb", "image": "debian-12-x64"}
-    droplet: dict[str, Any] = _api(cloud, "POST", "droplets", body | {"ssh_keys": ssh_keys or []})[
-        "droplet"
-    ]
-    deadline = time.monotonic() + 10
-    while droplet["status"] != "active":
-        assert time.monotonic() < deadline, droplet
-        time.sleep(0.05)
-        droplet = _api(cloud, "GET", f"droplets/{droplet['id']}")["droplet"]
-    return droplet
-
-
-def _public_ip(droplet: dict[str, Any]) -> str:
-    return next(n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "public")
-
-
-def _inventory(cloud: LocalCloud, build_ip: str) -> dict[str, Any]:
-    """The bake's inventory: the build host packerbox, and ha_db_fip as a real floating IP."""
-    fip = _api(cloud, "POST", "floating_ips", {"region": "nyc3"})["floating_ip"]["ip"]
-    return {
-        "all": {"hosts": ["packerbox", "fip-0"]},
-        "wp_node": {"hosts": ["packerbox"]},
-        "ha_db_fip": {"hosts": ["fip-0"]},
-        "_meta": {
-            "hostvars": {"packerbox": {"ansible_host": build_ip}, "fip-0": {"ip_address": fip}}
-        },
-    }
-
-
-def _confined(**more: Any) -> dict[str, Any]:
-    """A run that writes only under welp_root: no become, no packages, no services."""
-    return {
-        "welp_become": False,
-        "welp_install_packages": False,
-        "welp_manage_services": False,
-        "welp_owner": pwd.getpwuid(os.getuid()).pw_name,
-        "welp_group": grp.getgrgid(os.getgid()).gr_name,
-        "welp_db_password": "local-secret",
-        "welp_wordpress_src_dir": str(WORDPRESS),
-        **more,
-    }
-
-
-def _assert_baked(cloud: LocalCloud, droplet: dict[str, Any], db_host: str) -> None:
-    root = cloud.machines.root(droplet["id"])
-    assert (root / "etc/scaler/webroot").read_text().strip() == "/var/www/wordpress"
-    config = (root / DOCROOT / "wp-config.php").read_text()
-    assert f"define('DB_HOST', '{db_host}');" in config
-    status, body = _health(_public_ip(droplet), cloud.machines.web_port())
-    assert (status, body) == (200, (WORDPRESS / "index.php").read_bytes())
-
-
-def test_local_connection_confined_to_the_droplet_root(fresh_cloud: LocalCloud) -> None:
-    need(WORDPRESS.is_dir(), f"{WORDPRESS} is absent (Debian package wordpress)")
-    droplet = _droplet(fresh_cloud, "packerbox-local")
-    ip, port = _public_ip(droplet), fresh_cloud.machines.web_port()
-    assert _health(ip, port)[0] == 404  # not baked: the health check fails
-    root = fresh_cloud.machines.root(droplet["id"])
-    before = sorted(p.name for p in root.parent.iterdir())
-    host_marker = Path("/etc/scaler/webroot")  # the role's marker, were it written unconfined
-    host_had_marker = host_marker.exists()
-    inventory = _inventory(fresh_cloud, ip)
-
-    result = run_playbook(
-        inventory,
-        playbook=PLAYBOOK,
-        connection=LocalConnection(),
-        extravars=_confined(welp_root=str(root)),
-    )
-
-    assert result.ok and result.stats["packerbox"].changed > 0
-    _assert_baked(fresh_cloud, droplet, inventory["_meta"]["hostvars"]["fip-0"]["ip_address"])
-    # everything the role wrote went inside the droplet's root
-    assert sorted(p.name for p in root.parent.iterdir()) == before
-    assert host_marker.exists() == host_had_marker
-    # and a snapshot of it starts a droplet that passes the check at once
-    action = _api(
-        fresh_cloud, "POST", f"droplets/{droplet['id']}/actions", {"type": "snapshot", "name": "wp"}
-    )["action"]
-    deadline = time.monotonic() + 20
-    while _api(fresh_cloud, "GET", f"actions/{action['id']}")["action"]["status"] != "completed":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    (image,) = _api(fresh_cloud, "GET", f"droplets/{droplet['id']}/snapshots")["snapshots"]
-    body = {"name": "wp-node-1", "region": "nyc3", "size": "s-1vcpu-1gb", "image": int(image["id"])}
-    clone = _api(fresh_cloud, "POST", "droplets", body)["droplet"]
-    deadline = time.monotonic() + 10
-    while clone["status"] != "active":
-        assert time.monotonic() < deadline, clone
-        time.sleep(0.05)
-        clone = _api(fresh_cloud, "GET", f"droplets/{clone['id']}")["droplet"]
-    assert _health(_public_ip(clone), port) == (200, (WORDPRESS / "index.php").read_bytes())
-
-
-# Over SSH the login lands on this machine; the droplet's session carries SCALER_DROPLET_ROOT,
-# which the play turns into welp_root before the role runs.
-_OVER_SSH = """
-- name: Find the droplet's root from its SSH session
-  hosts: packerbox
-  gather_facts: false
-  tasks:
-    - name: Read SCALER_DROPLET_ROOT
-      ansible.builtin.command: printenv SCALER_DROPLET_ROOT
-      register: droplet_root
-      changed_when: false
-    - name: Confine the role to it
-      ansible.builtin.set_fact:
-        welp_root: "{{ droplet_root.stdout }}"
-
-- name: The bake's play
-  ansible.builtin.import_playbook: PLAYBOOK
-"""
-
-
-def _keygen(path: Path) -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-        check=True,
-    )
+def _play(folder: Path, tasks: list[dict[str, Any]], name: str = "play.yml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump([{"hosts": "packerbox", "gather_facts": False, "tasks": tasks}]))
     return path
 
 
-def test_ssh_through_the_droplet_sshd_with_its_keys(
-    fresh_cloud: LocalCloud, tmp_path: Path
-) -> None:
-    need(WORDPRESS.is_dir(), f"{WORDPRESS} is absent (Debian package wordpress)")
-    need(shutil.which("ssh") is not None, "the ssh client is not installed")
-    need(fresh_cloud.machines.ssh_port() is not None, "sshd is not installed (openssh-server)")
-    port = fresh_cloud.machines.ssh_port()
-    assert port is not None
-    good, wrong = _keygen(tmp_path / "deploy"), _keygen(tmp_path / "stranger")
-    key = {"name": "deploy", "public_key": good.with_name("deploy.pub").read_text()}
-    key_id = _api(fresh_cloud, "POST", "account/keys", key)["ssh_key"]["id"]
-    droplet = _droplet(fresh_cloud, "packerbox-ssh", ssh_keys=[key_id])
-    ip = _public_ip(droplet)
-    assert _health(ip, fresh_cloud.machines.web_port())[0] == 404
-    inventory = _inventory(fresh_cloud, ip)
-    # No shared ControlMaster: each run must log in with its own key (a master left by an
-    # earlier connection to this address would let any key through).
-    inventory["_meta"]["hostvars"]["packerbox"]["ansible_ssh_args"] = (
-        "-o ControlMaster=no -o ControlPath=none"
-    )
-    playbook = tmp_path / "bake-over-ssh.yml"
-    playbook.write_text(_OVER_SSH.replace("PLAYBOOK", str(PLAYBOOK)))
-    python = "/usr/bin/python3" if Path("/usr/bin/python3").is_file() else sys.executable
-
-    def over_ssh(private_key: Path) -> SshConnection:
-        return SshConnection(ip, getpass.getuser(), private_key, port=port, python=python)
-
-    # a key that is not among the droplet's ssh_keys does not get in
-    with pytest.raises(ProvisionFailed) as refused:
-        run_playbook(
-            inventory, playbook=playbook, connection=over_ssh(wrong), extravars=_confined()
-        )
-    assert "Permission denied (publickey" in str(refused.value)
-    assert not (fresh_cloud.machines.root(droplet["id"]) / DOCROOT).exists()
-
+def _run(droplet: RealDroplet, playbook: Path) -> None:
     result = run_playbook(
-        inventory, playbook=playbook, connection=over_ssh(good), extravars=_confined()
+        {"all": {"hosts": {"packerbox": {}}}},
+        playbook=playbook,
+        connection=SshConnection(droplet.public_ip, "root", droplet.key),
     )
+    assert result.ok
 
-    assert result.ok and result.stats["packerbox"].changed > 0
-    _assert_baked(fresh_cloud, droplet, inventory["_meta"]["hostvars"]["fip-0"]["ip_address"])
-    sshd_log = (fresh_cloud.machines.root(droplet["id"]).parent / "sshd.log").read_text()
-    assert "Accepted publickey for" in sshd_log
+
+def _ok(droplet: RealDroplet, command: str) -> str:
+    done = droplet.ssh(command)
+    assert done.returncode == 0, (command, done.stdout, done.stderr)
+    return done.stdout
+
+
+def test_ssh_lands_inside_the_droplet(real_cloud: LocalCloud, real_droplet: RealDroplet) -> None:
+    assert _ok(real_droplet, "hostname").strip() == "shared"
+    # its own PID 1: the image's systemd, a process of its own on this host
+    assert _ok(real_droplet, "cat /proc/1/comm").strip() == "systemd"
+    init = real_cloud.machines.init_pid(real_droplet.id)
+    assert init is not None and init != 1
+    assert Path(f"/proc/{init}/comm").read_text().strip() == "systemd"
+    # its own network: lo and its veth end with its public and private address, nothing else
+    listed = json.loads(_ok(real_droplet, "ip -j addr"))
+    ipv4 = {
+        (link["ifname"], info["local"])
+        for link in listed
+        for info in link.get("addr_info", [])
+        if info["family"] == "inet"
+    }
+    assert {ip for name, ip in ipv4 if name == "lo"} == {"127.0.0.1"}
+    assert {ip for name, ip in ipv4 if name != "lo"} == {
+        real_droplet.public_ip,
+        real_droplet.private_ip,
+    }
+    assert all(ipaddress.ip_address(ip) in ipaddress.ip_network("127.0.0.0/8") for _, ip in ipv4)
+    brief = _ok(real_droplet, "ip -br addr")
+    assert real_droplet.public_ip in brief and real_droplet.private_ip in brief
+
+    # its own filesystem: this host's /tmp is not the droplet's, and the other way round
+    tag = uuid.uuid4().hex
+    host_marker = Path(f"/tmp/scaler-host-{tag}")
+    host_marker.write_text("host\n")
+    try:
+        assert real_droplet.ssh(f"test -e {host_marker}").returncode == 1
+    finally:
+        host_marker.unlink()
+    inside = f"/tmp/scaler-droplet-{tag}"
+    try:
+        _ok(real_droplet, f"echo droplet > {inside}")
+        assert _ok(real_droplet, f"cat {inside}") == "droplet\n"
+        assert not Path(inside).exists()
+    finally:
+        real_droplet.ssh(f"rm -f {inside}")
+
+
+def _memcached_pid(droplet: RealDroplet) -> int:
+    return int(_ok(droplet, "systemctl show --property=MainPID --value memcached"))
+
+
+def test_service_module_drives_the_droplets_init(real_droplet: RealDroplet, tmp_path: Path) -> None:
+    """apt through the local cloud's mirror, then ansible.builtin.service on the droplet's
+    systemd."""
+    install = _play(
+        tmp_path,
+        [
+            {
+                "name": "Install memcached",
+                "ansible.builtin.apt": {"name": "memcached", "update_cache": True},
+            },
+            {
+                "name": "Start it at boot and now",
+                "ansible.builtin.service": {
+                    "name": "memcached",
+                    "state": "started",
+                    "enabled": True,
+                },
+            },
+        ],
+    )
+    _run(real_droplet, install)
+    status = real_droplet.ssh("service memcached status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert _ok(real_droplet, "systemctl is-enabled memcached") == "enabled\n"
+    before = _memcached_pid(real_droplet)
+
+    restart = _play(
+        tmp_path,
+        [
+            {
+                "name": "Restart memcached",
+                "ansible.builtin.service": {"name": "memcached", "state": "restarted"},
+            }
+        ],
+        name="restart.yml",
+    )
+    _run(real_droplet, restart)
+    assert real_droplet.ssh("service memcached status").returncode == 0
+    after = _memcached_pid(real_droplet)
+    assert after != before
+    assert _ok(real_droplet, f"cat /proc/{after}/comm").strip() == "memcached"
+
+    stop = _play(
+        tmp_path,
+        [
+            {
+                "name": "Stop memcached",
+                "ansible.builtin.service": {"name": "memcached", "state": "stopped"},
+            }
+        ],
+        name="stop.yml",
+    )
+    _run(real_droplet, stop)
+    assert real_droplet.ssh("service memcached status").returncode != 0
+
+
+# A test role that only enables a service: the snapshot, not Ansible, must make it run.
+_ROLE_TASKS = [
+    {
+        "name": "Install memcached",
+        "ansible.builtin.apt": {"name": "memcached", "update_cache": True},
+    },
+    {
+        "name": "Enable memcached",
+        "ansible.builtin.service": {"name": "memcached", "enabled": True},
+    },
+]
+
+
+def test_enabled_service_runs_on_a_droplet_from_the_baked_snapshot(
+    real_cloud: LocalCloud, tmp_path: Path
+) -> None:
+    role = tmp_path / "roles" / "memcache" / "tasks"
+    role.mkdir(parents=True)
+    (role / "main.yml").write_text(yaml.safe_dump(_ROLE_TASKS))
+    playbook = tmp_path / "bake.yml"
+    playbook.write_text(
+        yaml.safe_dump([{"hosts": "packerbox", "become": True, "roles": ["memcache"]}])
+    )
+    config = BakeConfig(
+        project="memcache",
+        playbook=playbook,
+        roles_path=tmp_path / "roles",
+        manifest=tmp_path / "manifest.json",
+        timeouts=Timeouts(active=60, ssh=180, shutdown=60, snapshot=120, provision=600),
+        poll_min=0.05,
+        poll_max=0.2,
+    )
+    lines: list[str] = []
+    result = bake_image(
+        config,
+        Cloud("test", real_cloud.endpoint, pacing=Pacing.fast(0.05)),
+        on_progress=lines.append,
+    )
+    droplet: RealDroplet | None = None
+    try:
+        assert any(
+            line.startswith("ansible changed: [packerbox] Install memcached") for line in lines
+        )
+        droplet = boot_real_droplet(real_cloud, tmp_path, "memcache-1", result.id)
+        status = droplet.ssh("service memcached status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        # it answers memcached's protocol on the droplet's own loopback
+        stats = _ok(droplet, "exec 3<>/dev/tcp/127.0.0.1/11211; echo stats >&3; head -1 <&3")
+        assert stats.startswith("STAT pid ")
+    finally:
+        if droplet is not None:
+            cloud_api(real_cloud, "DELETE", f"droplets/{droplet.id}")
+        cloud_api(real_cloud, "DELETE", f"images/{result.id}")

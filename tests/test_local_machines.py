@@ -1,4 +1,6 @@
-"""Local droplets: real roots on disk, real HTTP on their own loopback addresses, real SSH."""
+"""Local droplets. Directory droplets (machines.py): real roots on disk and real HTTP on their own
+loopback addresses, and no SSH at all. Real droplets (droplets.py): Linux hosts of their own,
+created, shut down, snapshotted and destroyed through the API."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,20 +18,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need
+from conftest import RealDroplet, boot_real_droplet, cloud_api, need
 
+from scaler.bake import ed25519_key_pair
+from scaler.local import netns
 from scaler.local.api import LocalCloud
 from scaler.local.machines import BASE_IMAGES, MachineError, Machines
+from scaler.local.netclaim import claim_network
 
-# 127.<octet>.1.k: one octet per xdist worker, away from the API fixture's 42 + worker
-_OCTET = 77 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 _HOSTS = itertools.count(1)
 WORDPRESS = Path("/usr/share/wordpress")
 
 
+_NETWORK: list[int] = []  # the number the module's claim holds (set by _network)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _network() -> Iterator[None]:
+    """A network number of this module's own for the directory droplets' 127.N.x.k addresses."""
+    with claim_network() as claim:
+        _NETWORK[:] = [claim.number]
+        yield
+
+
 def _addresses() -> tuple[str, str]:
     k = next(_HOSTS)
-    return f"127.{_OCTET}.1.{k}", f"127.{_OCTET}.2.{k}"
+    return f"127.{_NETWORK[0]}.1.{k}", f"127.{_NETWORK[0]}.2.{k}"
 
 
 def _get(url: str) -> tuple[int, str, bytes]:
@@ -40,60 +54,40 @@ def _get(url: str) -> tuple[int, str, bytes]:
         return err.code, err.headers["Content-Type"], err.read()
 
 
-def _keygen(path: Path) -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-        check=True,
-    )
-    return path
-
-
-def _ssh(key: Path, ip: str, port: int, command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "ssh", "-F", "/dev/null", "-i", str(key), "-p", str(port),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
-            f"root@{ip}", command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )  # fmt: skip
+def _refused(ip: str, port: int) -> bool:
+    """Whether a TCP connection to ip:port is refused (nothing listens there)."""
+    try:
+        socket.create_connection((ip, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 @pytest.fixture
 def machines(tmp_path: Path) -> Iterator[Machines]:
-    m = Machines(tmp_path / "state", ssh=False)
-    yield m
-    m.close()
-
-
-@pytest.fixture
-def ssh_machines(tmp_path: Path) -> Iterator[Machines]:
-    need(shutil.which("ssh") is not None, "the ssh client is not installed")
     m = Machines(tmp_path / "state")
-    need(m.ssh_port() is not None, "sshd is not installed (Debian package openssh-server)")
     yield m
     m.close()
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    need(shutil.which("ssh-keygen") is not None, "ssh-keygen is not installed")
-    folder = tmp_path_factory.mktemp("keys")
-    return _keygen(folder / "good"), _keygen(folder / "wrong")
 
 
 def test_port_mapping_is_documented_rule(tmp_path: Path) -> None:
     as_root = os.geteuid() == 0
-    default = Machines(tmp_path / "a", ssh=False)
+    default = Machines(tmp_path / "a")
     assert default.web_port() == (80 if as_root else 8080)
     assert default.ssh_port() is None
-    assert Machines(tmp_path / "b", web_port=18080, ssh=False).web_port() == 18080
-    with_ssh = Machines(tmp_path / "c")
-    if with_ssh.ssh_port() is not None:
-        assert with_ssh.ssh_port() == (22 if as_root else 2222)
+    assert Machines(tmp_path / "b", web_port=18080).web_port() == 18080
+
+
+def test_directory_droplet_offers_no_ssh(machines: Machines) -> None:
+    """A directory droplet is no host: an sshd for it would land on this machine."""
+    public, private = _addresses()
+    machines.create(13, public, private, "debian-12-x64", ["ssh-ed25519 AAAAkey one\n"], None)
+    (machines.web_root(13) / "index.html").write_text("up")
+    assert _get(f"http://{public}:{machines.web_port()}/")[::2] == (200, b"up")
+    assert machines.ssh_port() is None
+    for ip in (public, private):
+        for port in (22, 2222):
+            assert _refused(ip, port), f"something listens on {ip}:{port}"
 
 
 @pytest.mark.parametrize("slug", BASE_IMAGES)
@@ -229,14 +223,14 @@ def test_halt_stops_answering_and_boot_brings_it_back(machines: Machines) -> Non
 
 def test_boot_after_restart_uses_files_only(tmp_path: Path) -> None:
     public, private = _addresses()
-    first = Machines(tmp_path / "state", ssh=False)
+    first = Machines(tmp_path / "state")
     first.create(8, public, private, "debian-12-x64", [], None)
     (first.web_root(8) / "index.html").write_text("persisted")
     first.close()
     with pytest.raises(urllib.error.URLError):
         _get(f"http://{public}:{first.web_port()}/")
 
-    second = Machines(tmp_path / "state", ssh=False)
+    second = Machines(tmp_path / "state")
     try:
         second.boot(8)
         assert _get(f"http://{private}:{second.web_port()}/")[::2] == (200, b"persisted")
@@ -263,7 +257,7 @@ def test_destroy_removes_root_and_listeners(machines: Machines) -> None:
 def test_address_in_use_is_a_clear_error(machines: Machines, tmp_path: Path) -> None:
     public, private = _addresses()
     machines.create(10, public, private, "debian-12-x64", [], None)
-    other = Machines(tmp_path / "other", ssh=False)
+    other = Machines(tmp_path / "other")
     try:
         other.create(10, public, private, "debian-12-x64", [], None)
     except MachineError as err:
@@ -273,66 +267,6 @@ def test_address_in_use_is_a_clear_error(machines: Machines, tmp_path: Path) -> 
     finally:
         other.close()
     assert not other.is_running(10)
-
-
-@pytest.mark.slow
-def test_ssh_login_with_droplet_key_and_refusal_of_another(
-    ssh_machines: Machines, keys: tuple[Path, Path]
-) -> None:
-    good, wrong = keys
-    public, private = _addresses()
-    pub = good.with_name("good.pub").read_text()
-    ssh_machines.create(11, public, private, "debian-12-x64", [pub], None)
-    port = ssh_machines.ssh_port()
-    assert port is not None
-
-    ok = _ssh(good, public, port, "true")
-    assert ok.returncode == 0, ok.stderr
-    env = _ssh(good, private, port, 'printf "%s %s" "$SCALER_DROPLET_ID" "$SCALER_DROPLET_ROOT"')
-    assert env.stdout == f"11 {ssh_machines.root(11)}"
-
-    refused = _ssh(wrong, public, port, "true")
-    assert refused.returncode == 255
-    assert "Permission denied (publickey)" in refused.stderr
-
-    ssh_machines.halt(11)
-    down = _ssh(good, public, port, "true")
-    assert down.returncode == 255 and "Connection refused" in down.stderr
-    ssh_machines.boot(11)
-    assert _ssh(good, public, port, "true").returncode == 0
-
-
-@pytest.mark.slow
-def test_sshd_left_by_a_crashed_run_is_replaced_on_boot(
-    tmp_path: Path, keys: tuple[Path, Path]
-) -> None:
-    good, _wrong = keys
-    need(Machines(tmp_path / "probe").ssh_port() is not None, "sshd is not installed")
-    public, private = _addresses()
-    state = tmp_path / "state"
-    crashed = f"""
-import os, sys
-from pathlib import Path
-from scaler.local.machines import Machines
-m = Machines(Path({str(state)!r}))
-key = {good.with_name("good.pub").read_text()!r}
-m.create(12, {public!r}, {private!r}, "debian-12-x64", [key], None)
-os._exit(0)  # no close(), no atexit: its sshd is left running
-"""
-    subprocess.run([sys.executable, "-c", crashed], check=True, cwd=Path(__file__).parent.parent)
-    pid = int((state / "machines/droplets/12/sshd.pid").read_text())
-    assert Path(f"/proc/{pid}").exists()
-
-    again = Machines(state)
-    try:
-        again.boot(12)
-        port = again.ssh_port()
-        assert port is not None
-        assert _ssh(good, public, port, "true").returncode == 0
-        assert int((state / "machines/droplets/12/sshd.pid").read_text()) != pid
-    finally:
-        again.close()
-    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
 def _call(cloud: LocalCloud, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -358,11 +292,9 @@ def _wait(cloud: LocalCloud, path: str, key: str, field: str, value: str) -> dic
 
 
 @pytest.mark.slow
-def test_droplet_made_through_the_api_has_insides(
-    fresh_cloud: LocalCloud, keys: tuple[Path, Path]
-) -> None:
-    good, _wrong = keys
-    key = {"name": "me", "public_key": good.with_name("good.pub").read_text()}
+def test_droplet_made_through_the_api_has_insides(fresh_cloud: LocalCloud, tmp_path: Path) -> None:
+    _private, public_key = ed25519_key_pair(tmp_path)
+    key = {"name": "me", "public_key": public_key}
     key_id = _call(fresh_cloud, "POST", "account/keys", key)["ssh_key"]["id"]
     body = {
         "name": "wp-node-1",
@@ -383,9 +315,7 @@ def test_droplet_made_through_the_api_has_insides(
     assert _get(f"http://{nets['public']}:{port}/")[0] == 404  # not baked: health check fails
     (machines.web_root(droplet["id"]) / "index.php").write_text("wp")
     assert _get(f"http://{nets['private']}:{port}/")[::2] == (200, b"wp")
-    ssh_port = machines.ssh_port()
-    if ssh_port is not None:
-        assert _ssh(good, nets["public"], ssh_port, "true").returncode == 0
+    assert machines.ssh_port() is None and _refused(nets["public"], 22)
 
     action = _call(fresh_cloud, "POST", f"droplets/{droplet['id']}/actions", {"type": "shutdown"})
     _wait(fresh_cloud, f"actions/{action['action']['id']}", "action", "status", "completed")
@@ -402,26 +332,115 @@ def test_droplet_made_through_the_api_has_insides(
         _get(f"http://{nets['public']}:{port}/")
 
 
-def test_ssh_works_with_a_relative_state_dir(
-    tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # `scaler local up` defaults to the relative .scaler/local; sshd needs absolute paths.
-    need(shutil.which("ssh") is not None, "the ssh client is not installed")
-    good, _wrong = keys
-    monkeypatch.chdir(tmp_path)
-    machines = Machines(Path("relative-state"))
-    need(machines.ssh_port() is not None, "sshd is not installed (Debian package openssh-server)")
+# --- real droplets --------------------------------------------------------------------------------
+
+
+def _action(cloud: LocalCloud, droplet_id: int, body: dict[str, Any], timeout: float = 90) -> None:
+    """Run one droplet action through the API and wait until it has completed."""
+    action = cloud_api(cloud, "POST", f"droplets/{droplet_id}/actions", body)["action"]
+    deadline = time.monotonic() + timeout
+    while (status := cloud_api(cloud, "GET", f"actions/{action['id']}")["action"]["status"]) != (
+        "completed"
+    ):
+        assert status == "in-progress", status
+        assert time.monotonic() < deadline, f"{body['type']} of droplet {droplet_id} never ended"
+        time.sleep(0.1)
+
+
+def _names(cloud: LocalCloud, droplet_id: int) -> set[str]:
+    """The names of one real droplet's namespace and host-side veth end (the other end is in
+    the namespace)."""
+    net = netns.DropletNet(cloud.network, droplet_id, "", "")
+    return {net.namespace, net.host_if}
+
+
+def _wtmp_users(path: Path) -> list[str]:
+    """ut_user of each record in a wtmp file (glibc's 384-byte struct utmp)."""
+    raw = path.read_bytes()
+    return [raw[i + 44 : i + 76].rstrip(b"\0").decode() for i in range(0, len(raw), 384)]
+
+
+def _host_key(droplet: RealDroplet) -> str:
+    done = droplet.ssh("cat /etc/ssh/ssh_host_ed25519_key.pub /etc/machine-id")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_real_droplet_lifecycle(real_cloud: LocalCloud, tmp_path: Path) -> None:
+    """create, shutdown (clean), snapshot (generalized), destroy (nothing left), and a droplet
+    from the snapshot with new host keys."""
+    machines = real_cloud.machines
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = boot_real_droplet(real_cloud, tmp_path / "first", "lifecycle", "debian-12-x64")
+    made: list[int] = [first.id]
+    ids = [first.id]
+    image_id: int | None = None
     try:
-        public, private = _addresses()
-        machines.create(
-            12, public, private, "debian-12-x64", [good.with_suffix(".pub").read_text()], None
-        )
-        port = machines.ssh_port()
-        assert port is not None
-        done = _ssh(good, public, port, 'printf "%s" "$SCALER_DROPLET_ROOT"')
-        assert done.returncode == 0, done.stderr
-        assert done.stdout == str(
-            tmp_path / "relative-state" / "machines" / "droplets" / "12" / "root"
-        )
+        # created: running, its network in place, its first boot's host key and machine-id
+        assert machines.is_running(first.id)
+        assert _names(real_cloud, first.id) <= set(netns.leftovers(real_cloud.network))
+        first_identity = _host_key(first)
+        host_key, machine_id = first_identity.splitlines()
+        assert host_key.startswith("ssh-ed25519 ") and len(machine_id) == 32
+        # the public half of the key the droplet was created with (cloud-init authorized it)
+        creation_key = subprocess.run(
+            ["ssh-keygen", "-y", "-f", str(first.key)], capture_output=True, text=True, check=True
+        ).stdout.split()[1]
+        assert creation_key in first.ssh("cat /root/.ssh/authorized_keys").stdout
+        assert first.ssh("echo kept > /root/kept.txt").returncode == 0
+
+        # halted through the API: its systemd stops its units, then the namespaces end
+        _action(real_cloud, first.id, {"type": "shutdown"})
+        droplet = cloud_api(real_cloud, "GET", f"droplets/{first.id}")["droplet"]
+        assert droplet["status"] == "off"
+        assert not machines.is_running(first.id)
+        assert not _names(real_cloud, first.id) & set(netns.leftovers(real_cloud.network))
+        assert _refused(first.public_ip, 22)
+        folder = machines.base / "droplets" / str(first.id)
+        # systemd wrote the shutdown record (systemd-update-utmp's stop) after the boot's
+        assert _wtmp_users(folder / "upper/var/log/wtmp") == ["reboot", "runlevel", "shutdown"]
+
+        # snapshot: the layer keeps what was written, not what must differ per droplet
+        _action(real_cloud, first.id, {"type": "snapshot", "name": "lifecycle-snap"})
+        (image,) = cloud_api(real_cloud, "GET", f"droplets/{first.id}/snapshots")["snapshots"]
+        image_id = int(image["id"])
+        layer = machines.image_root(image_id)
+        assert (layer / "root/kept.txt").read_text() == "kept\n"
+        assert list((layer / "etc/ssh").glob("ssh_host_*")) == []
+        assert not (layer / "var/lib/cloud").exists()
+        assert (layer / "etc/machine-id").read_text() == ""
+        authorized = layer / "root/.ssh/authorized_keys"
+        kept = authorized.read_text() if authorized.exists() else ""
+        assert creation_key not in kept
+
+        # destroyed: no process, namespace, veth or route of it is left
+        cloud_api(real_cloud, "DELETE", f"droplets/{first.id}")
+        made.remove(first.id)
+        assert not folder.exists()
+        assert not _names(real_cloud, first.id) & set(netns.leftovers(real_cloud.network))
+        routes = subprocess.run(
+            ["ip", "route", "show", "table", "local"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert [r for r in routes if {first.public_ip, first.private_ip} & set(r.split())] == []
+
+        # a droplet from the snapshot: the kept file, new host keys and machine-id, and only
+        # its own creation key lets in
+        second = boot_real_droplet(real_cloud, tmp_path / "second", "from-snapshot", image_id)
+        made.append(second.id)
+        ids.append(second.id)
+        assert second.ssh("cat /root/kept.txt").stdout == "kept\n"
+        second_key, second_id = _host_key(second).splitlines()
+        assert second_key.startswith("ssh-ed25519 ") and second_key != host_key
+        assert len(second_id) == 32 and second_id != machine_id
+        assert second.ssh("hostname").stdout == "from-snapshot\n"
+        stale = RealDroplet(second.id, second.public_ip, second.private_ip, first.key)
+        assert stale.ssh("true").returncode == 255  # the first droplet's key: refused
     finally:
-        machines.close()
+        for droplet_id in made:
+            cloud_api(real_cloud, "DELETE", f"droplets/{droplet_id}")
+        if image_id is not None:
+            cloud_api(real_cloud, "DELETE", f"images/{image_id}")
+    ended = set().union(*(_names(real_cloud, i) for i in ids))
+    assert not ended & set(netns.leftovers(real_cloud.network))

@@ -72,6 +72,12 @@ def play(page: str | None) -> str:
     return json.dumps([{"hosts": "packerbox", "gather_facts": False, "tasks": tasks}])
 
 
+def assert_host_untouched() -> None:
+    """The bake's play ran in the build droplet only: what it writes is not on this machine."""
+    assert not Path("/etc/systemd/system/page.service").exists()
+    assert not Path("/etc/systemd/system/multi-user.target.wants/page.service").exists()
+
+
 def served(cloud: LocalCloud, droplet: dict[str, Any]) -> str:
     """The page a running droplet serves, read from its own root."""
     return (cloud.machines.root(droplet["id"]) / "var/www/html/index.html").read_text()
@@ -194,6 +200,7 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
     assert sorted(d["image"]["id"] for d in droplets) == [new.id, new.id]
     for droplet in droplets:
         assert served(cloud, droplet) == "WordPress 2\n"
+    assert_host_untouched()
 
     events = [json.loads(line) for line in result.stderr.splitlines()]
     finished = [(e["step"], e["outcome"]) for e in events if e["outcome"] != "info"]
@@ -248,6 +255,7 @@ def test_rollout_bakes_first_without_an_image(site: Site) -> None:
     assert sorted(d["image"]["id"] for d in droplets) == [baked, baked]
     for droplet in droplets:
         assert served(site.cloud, droplet) == "WordPress 9\n"
+    assert_host_untouched()
 
 
 @pytest.mark.slow
