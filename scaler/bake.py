@@ -301,14 +301,6 @@ class _Bake:
 
     def run(self) -> BakeResult:
         c = self.config
-        if self.local is not None:
-            # provisioning needs a droplet that is a host of its own, never this machine
-            self.local.require_real_droplets("a bake")
-            if c.ssh_port == 22:
-                c = self.config = replace(c, ssh_port=self.local.ssh_port)
-            note = self.local.image_note(c.image)
-            if note:
-                self.say(note)
         manifest_mod.read_manifest(c.manifest)  # a broken manifest fails before anything exists
         self.step = "checking the inputs"
         for what, path, option in (
@@ -317,6 +309,14 @@ class _Bake:
         ):
             if not Path(path).is_file():
                 raise ScalerError(f"the {what} {path} does not exist; pass {option} PATH")
+        if self.local is not None:
+            # provisioning needs a droplet that is a host of its own, never this machine
+            self.local.require_real_droplets("a bake")
+            if c.ssh_port == 22:
+                c = self.config = replace(c, ssh_port=self.local.ssh_port)
+            note = self.local.image_note(c.image)
+            if note:
+                self.say(note)
         extravars = self._role_vars()
         prov_sha = provisioning_hash(c.playbook, c.roles_path, c.user_data_file)
         run_id = uuid.uuid4().hex[:8]

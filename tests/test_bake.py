@@ -208,18 +208,20 @@ def serves_wordpress(
 
 
 def http_get(url: str, wait: float = 0) -> tuple[int, bytes]:
-    """Status and body of GET url; connection errors are retried for `wait` seconds."""
+    """Status and body of GET url. For `wait` seconds a droplet still booting is waited for:
+    connection errors, and nginx's 502/503 while PHP-FPM is not up yet."""
     deadline = time.monotonic() + wait
     while True:
         try:
             with urllib.request.urlopen(url, timeout=10) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as err:
-            return err.code, err.read()
+            if err.code not in (502, 503) or time.monotonic() > deadline:
+                return err.code, err.read()
         except OSError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.2)
+        time.sleep(0.2)
 
 
 def drop_snapshot(cloud: LocalCloud, result: BakeResult) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import QuietHandler, serve_loopback, stop_loopback
 from test_bake import (
     EXAMPLE_STATE,
     BakeProcess,
@@ -27,6 +28,7 @@ from test_bake import (
 from test_provision import processes_naming
 
 from scaler.bake import BakeFailed, bake_image
+from scaler.cloud import Cloud, Pacing
 from scaler.config import BakeConfig, apply
 from scaler.local.api import Delays, LocalCloud
 
@@ -279,21 +281,34 @@ def test_second_ctrl_c_lists_what_is_left(cloud: LocalCloud, tmp_path: Path) -> 
                 api(cloud, "DELETE", path)
 
 
-def test_missing_db_password_on_a_real_cloud_fails_before_anything(
-    fresh_cloud: LocalCloud, tmp_path: Path
-) -> None:
-    """Without the local cloud's droplet roots (a real cloud) the password is never invented."""
-    # A cloud of its own: the shared one may still see the cleanup of an earlier test's bake.
-    cloud = fresh_cloud
-    config = apply(BakeConfig(), {"manifest": str(tmp_path / "manifest.json")})
-    with pytest.raises(BakeFailed) as caught:
-        bake_image(config, fast_cloud(cloud), inventory=example_inventory())
+def test_missing_db_password_on_a_real_cloud_fails_before_anything(tmp_path: Path) -> None:
+    """Not the local cloud (an API on loopback that has no /_local/health): the password is
+    never invented, and the bake stops before any API request."""
+    seen: list[str] = []
+
+    class NotLocal(QuietHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_GET
+
+    server = serve_loopback(NotLocal)
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/v2/"
+        config = apply(BakeConfig(), {"manifest": str(tmp_path / "manifest.json")})
+        with pytest.raises(BakeFailed) as caught:
+            bake_image(config, Cloud("test", endpoint, pacing=Pacing.fast()), inventory={})
+    finally:
+        stop_loopback(server)
     assert str(caught.value) == (
         "bake failed while checking the inputs: no welp_db_password for wp-config.php; pass "
         "-e welp_db_password=... or set it in scaler.toml under [bake.extra_vars] (or in "
         "group_vars/ beside the playbook); nothing to remove"
     )
-    assert cloud.requests() == []
+    assert seen == ["/_local/health"]  # the one look that tells a local cloud, no API call
 
 
 @pytest.mark.parametrize(
