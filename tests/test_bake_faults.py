@@ -311,6 +311,22 @@ def test_missing_db_password_on_a_real_cloud_fails_before_anything(tmp_path: Pat
     assert seen == ["/_local/health"]  # the one look that tells a local cloud, no API call
 
 
+def test_directory_droplets_are_refused_before_anything(
+    fresh_cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """A local cloud with directory droplets: one line saying why and how to get real ones."""
+    config = quick_config(tmp_path)
+    with pytest.raises(BakeFailed) as caught:
+        bake_image(config, fast_cloud(fresh_cloud), inventory=example_inventory())
+    assert str(caught.value) == (
+        f"bake failed while checking the inputs: the local cloud at 127.0.0.1:{fresh_cloud.port} "
+        "runs directory droplets, which nothing can provision; a bake needs real droplets: "
+        "restart it with `scaler local down && scaler local up --droplets real` as root on "
+        "Debian (`make demo` installs what they need); nothing to remove"
+    )
+    assert [r.path for r in fresh_cloud.requests()] == []
+
+
 @pytest.mark.parametrize(
     ("field", "what", "option"),
     [

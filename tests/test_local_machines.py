@@ -444,3 +444,31 @@ def test_real_droplet_lifecycle(real_cloud: LocalCloud, tmp_path: Path) -> None:
             cloud_api(real_cloud, "DELETE", f"images/{image_id}")
     ended = set().union(*(_names(real_cloud, i) for i in ids))
     assert not ended & set(netns.leftovers(real_cloud.network))
+
+
+@pytest.mark.slow
+def test_a_restarted_cloud_brings_real_droplets_back_with_their_services(
+    real_cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """A local cloud of its own (real droplets) stopped and started on its state: the droplet
+    boots again with its sshd, keeps what was written to it, and keeps its address."""
+    from scaler.local.api import Delays
+
+    state = tmp_path / "cloud"
+    with LocalCloud(state, droplets="real", delays=Delays.uniform(0.1)) as cloud:
+        network = cloud.network
+        (tmp_path / "key").mkdir()
+        droplet = boot_real_droplet(cloud, tmp_path / "key", "restarted", "debian-12-x64")
+        assert droplet.ssh("echo kept > /root/kept").returncode == 0
+    # stopped: its namespace and veth are gone, nothing answers on its address
+    assert netns.leftovers(network) == []
+    with LocalCloud(state, droplets="real", delays=Delays.uniform(0.1)) as again:
+        assert again.network == network  # the state folder's number, taken back
+        deadline = time.monotonic() + 90
+        while True:
+            answer = droplet.ssh("cat /root/kept; systemctl is-active ssh", timeout=30)
+            if answer.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert answer.stdout.split() == ["kept", "active"], answer.stderr
+    assert netns.leftovers(network) == []
