@@ -27,8 +27,8 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m scaler.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check scaler tests bench inventory/scaler-inventory
-	$(BIN)/ruff format --check scaler tests bench inventory/scaler-inventory
+	$(BIN)/ruff check scaler tests bench inventory/scaler-inventory collection
+	$(BIN)/ruff format --check scaler tests bench inventory/scaler-inventory collection
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -391,6 +391,47 @@ def _resolve(
     return None
 
 
+HOSTNAME_CHOICES = ("address", "name")
+"""What a host can be named by: its Terraform address (the default), or its `name` attribute."""
+
+
+def rename_hosts(inventory: Inventory, preferences: Sequence[str]) -> Inventory:
+    """Hosts named by the first of `preferences` each has (`name`: the droplet's name).
+
+    A host with none of them, a name that is not valid host text, or a name another host already
+    took keeps its address; the last case is a warning. Groups keep their members.
+    """
+    unknown = [p for p in preferences if p not in HOSTNAME_CHOICES]
+    if unknown:
+        raise ScalerError(
+            f"unknown hostnames choice {unknown[0]!r} (have: {', '.join(HOSTNAME_CHOICES)})"
+        )
+    if list(preferences) in ([], ["address"]):
+        return inventory
+    warnings = list(inventory.warnings)
+    taken: set[str] = set()
+    new_names: dict[str, str] = {}
+    for address, hostvars in inventory.hosts.items():
+        chosen = address
+        for choice in preferences:
+            if choice == "address":
+                break
+            # `name` is reserved in Ansible, so build_inventory keeps it as terraform_name.
+            name = hostvars.get("terraform_name")
+            if not (isinstance(name, str) and _HOST_TEXT.fullmatch(name)):
+                continue
+            if name in taken or (name in inventory.hosts and name != address):
+                warnings.append(f"{address} keeps its address: host name {name!r} is taken")
+                continue
+            chosen = name
+            break
+        taken.add(chosen)
+        new_names[address] = chosen
+    hosts = {new_names[a]: v for a, v in inventory.hosts.items()}
+    groups = {g: [new_names[a] for a in members] for g, members in inventory.groups.items()}
+    return Inventory(hosts, groups, inventory.all_vars, inventory.hidden_outputs, tuple(warnings))
+
+
 def list_json(inventory: Inventory) -> dict[str, Any]:
     """The `--list` document: every group, `all` with the outputs, and `_meta.hostvars`."""
     doc: dict[str, Any] = {
@@ -487,3 +528,8 @@ def script_main(
         err.write(f"Warning: {warning}\n")
     out.write(text)
     return 0
+
+
+def console_main() -> int:
+    """The `scaler-inventory` console script (installed with the package): script_main."""
+    return script_main(sys.argv[1:])

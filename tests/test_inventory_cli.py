@@ -283,16 +283,21 @@ def _modules_after(script: Path, *args: str) -> set[str]:
     return set(done.stderr.split("\n"))
 
 
+CONSOLE_SCRIPT = Path(sys.executable).parent / "scaler-inventory"
+
+
+@pytest.mark.parametrize("script", [SCRIPT, CONSOLE_SCRIPT], ids=["checkout", "installed"])
 @pytest.mark.parametrize(
     "args", [["--list"], ["--host", "digitalocean_droplet.wp_node.0"], ["--graph", "-v"]]
 )
-def test_script_imports_stay_cheap(tmp_path: Path, args: list[str]) -> None:
+def test_script_imports_stay_cheap(tmp_path: Path, args: list[str], script: Path) -> None:
+    need(script.is_file(), f"{script} is not installed (pip install -e .)")
     empty = tmp_path / "empty.py"
     empty.write_text("")
     baseline = _modules_after(empty)
     # The interpreter's own start must not hide a heavy import from the comparison.
     assert not {m for m in baseline if m.split(".")[0] in ("click", "ansible", "scaler")}
-    new = _modules_after(SCRIPT, *args) - baseline
+    new = _modules_after(script, *args) - baseline
     assert {m for m in new if m.startswith("scaler")} == {
         "scaler",
         "scaler.errors",
@@ -363,3 +368,32 @@ def test_script_unreadable_state(tmp_path: Path) -> None:
     assert done.stderr == (
         f"Error: cannot read Terraform state {path} (from TF_STATE): Permission denied\n"
     )
+
+
+def test_installed_console_script_is_an_ansible_inventory(tmp_path: Path) -> None:
+    # The README's step: the tutorial's inventory/terraform-inventory symlink replaced by one to
+    # the installed scaler-inventory; Ansible runs it through the symlink with --list.
+    need(CONSOLE_SCRIPT.is_file(), "scaler-inventory is not installed (pip install -e .)")
+    tool = Path(sys.executable).parent / "ansible-inventory"
+    need(tool.is_file(), "ansible-core is not installed in this environment")
+    folder = tmp_path / "inventory"
+    folder.mkdir()
+    (folder / "scaler-inventory").symlink_to(CONSOLE_SCRIPT)
+    env = _env(TF_STATE=str(EXAMPLE), HOME=str(tmp_path), ANSIBLE_NOCOLOR="1")
+    done = subprocess.run(
+        [str(tool), "-i", "inventory/", "--host", FIP],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ip_address"] == "203.0.113.50"
+    direct = subprocess.run(
+        [str(CONSOLE_SCRIPT), "--host", FIP], capture_output=True, text=True, env=env
+    )
+    assert (direct.returncode, direct.stderr) == (0, "")
+    assert json.loads(direct.stdout)["terraform_module"] == "module.galera"
+    bad = subprocess.run([str(CONSOLE_SCRIPT), "--lst"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("Error: expected --list, --host NAME or --graph (got '--lst')\n")
