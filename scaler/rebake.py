@@ -295,6 +295,8 @@ class Site:
     workspace: str | None = None
     var_file: Path | None = None
     manifest: Path | None = None
+    # Every tfvars file, in order (-var-file each); image_slug goes into the one that sets it.
+    tfvars: tuple[Path, ...] = ()
 
 
 def load_sites(path: Path) -> tuple[Site, ...]:
@@ -312,7 +314,7 @@ def load_sites(path: Path) -> tuple[Site, ...]:
             "or leave out --all"
         )
     base = Path(path).parent
-    known = {"name", "terraform_dir", "workspace", "var_file", "manifest"}
+    known = {"name", "terraform_dir", "workspace", "tfvars", "var_file", "manifest"}
     sites: list[Site] = []
     for number, table in enumerate(tables, 1):
         if not isinstance(table, dict) or "terraform_dir" not in table:
@@ -332,7 +334,16 @@ def load_sites(path: Path) -> tuple[Site, ...]:
         assert tf_dir is not None
         workspace = str(table["workspace"]) if table.get("workspace") else None
         name = str(table.get("name") or (f"{tf_dir.name}:{workspace}" if workspace else tf_dir))
-        sites.append(Site(name, tf_dir, workspace, rel("var_file"), rel("manifest")))
+        listed = table.get("tfvars") or []
+        if isinstance(listed, str):
+            listed = [listed]
+        if not isinstance(listed, list):
+            raise RebakeError(f"{path}: site {number}: tfvars must be a file or a list of files")
+        files = tuple(base / Path(str(f)).expanduser() for f in listed)
+        # var_file is the old key: the tfvars file holding image_slug, given before the others.
+        old = rel("var_file")
+        files = (old, *files) if old is not None else files
+        sites.append(Site(name, tf_dir, workspace, None, rel("manifest"), files))
     names = [s.name for s in sites]
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
@@ -360,6 +371,8 @@ class RebakeOptions:
     lock_timeout: str = "60s"
     deadline: float | None = None
     port_map: Mapping[int, int] = field(default_factory=dict)
+    backend_config: tuple[str, ...] = ()
+    engine: str | None = None  # --terraform-bin
     prune_keep: int | None = None  # None: no prune after the run
     prune_older_than: timedelta | None = None
     prune_sites: tuple[Site, ...] = ()  # every site of the config: their images stay too
@@ -544,6 +557,9 @@ def _settings(site: Site, options: RebakeOptions) -> rollout_mod.Settings:
     return rollout_mod.Settings(
         terraform_dir=site.terraform_dir,
         var_file=site.var_file,
+        var_files=site.tfvars,
+        backend_config=options.backend_config,
+        engine=options.engine,
         workspace=site.workspace,
         lock_timeout=options.lock_timeout,
         health_interval=options.health_interval,

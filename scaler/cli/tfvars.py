@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from scaler.cli.common import deprecated_name, option_group
 from scaler.tfvars import (
     DEFAULT_VAR_FILE,
     IMAGE_VAR,
@@ -17,13 +18,26 @@ from scaler.tfvars import (
     set_tfvar,
 )
 
-_VAR_FILE = click.option(
-    "--var-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_VAR_FILE,
-    show_default=True,
-    help="The .tfvars file to read or edit.",
+_VAR_FILE = option_group(
+    click.option(
+        "--tfvars",
+        "var_file",
+        metavar="FILE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"The .tfvars file to read or edit (default: {DEFAULT_VAR_FILE}).",
+    ),
+    click.option(
+        "--var-file",
+        "old_var_file",
+        hidden=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        callback=deprecated_name("--var-file", "--tfvars FILE"),
+    ),
 )
+
+
+def _file(var_file: Path | None, old_var_file: Path | None) -> Path:
+    return var_file or old_var_file or Path(DEFAULT_VAR_FILE)
 
 
 @click.group()
@@ -44,7 +58,7 @@ def tfvars() -> None:
 @click.argument("name")
 @_VAR_FILE
 @click.option("--json", "as_json", is_flag=True, help="Print the value as JSON, strings too.")
-def get(name: str, var_file: Path, as_json: bool) -> None:
+def get(name: str, var_file: Path | None, old_var_file: Path | None, as_json: bool) -> None:
     """Print the value of variable NAME.
 
     Strings print as they are, other values as JSON.
@@ -52,9 +66,9 @@ def get(name: str, var_file: Path, as_json: bool) -> None:
     \b
     Examples:
       scaler tfvars get image_slug                 # 1234567
-      scaler tfvars get tags --var-file prod.tfvars
+      scaler tfvars get tags --tfvars prod.tfvars
     """
-    value = get_tfvar(var_file, name)
+    value = get_tfvar(_file(var_file, old_var_file), name)
     if isinstance(value, str) and not as_json:
         click.echo(value)
     else:
@@ -71,7 +85,9 @@ def get(name: str, var_file: Path, as_json: bool) -> None:
 @click.option("--number", "kind", flag_value="number", help="Write VALUE as a number.")
 @click.option("--bool", "kind", flag_value="bool", help="Write VALUE as true or false.")
 @click.option("--json", "kind", flag_value="json", help="Write VALUE (JSON) as an HCL list or map.")
-def set_(name: str, value: str, var_file: Path, kind: ValueKind) -> None:
+def set_(
+    name: str, value: str, var_file: Path | None, old_var_file: Path | None, kind: ValueKind
+) -> None:
     """Set variable NAME to VALUE, adding it if absent.
 
     Only the old value's text is replaced; the file is created if missing,
@@ -90,6 +106,7 @@ def set_(name: str, value: str, var_file: Path, kind: ValueKind) -> None:
         snapshot = image_id_from(value)
         click.echo(f"{IMAGE_VAR}: using snapshot id {snapshot} from {value}", err=True)
         value = snapshot
+    var_file = _file(var_file, old_var_file)
     change = set_tfvar(var_file, name, parse_value(value, kind))
     if change.added:
         click.echo(f"{name} = {change.new} (added to {var_file})")
