@@ -721,6 +721,9 @@ _STATE_LOCKED = "Error acquiring the state lock"
 
 def _lock_holder(stderr: str) -> str:
     """` by WHO (OPERATION)` from Terraform's lock info, when it printed one."""
+    if re.search(r"Workspace is already locked|already locked for workspace creation", stderr):
+        # The pg backend keeps no lock info: the "Lock Info" it prints is this run's own.
+        return " by another run (the pg backend does not say whose)"
     who = re.search(r"^\s*Who:\s*(\S.*?)\s*$", stderr, re.M)
     operation = re.search(r"^\s*Operation:\s*(\S.*?)\s*$", stderr, re.M)
     if who is None:

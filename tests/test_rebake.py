@@ -610,8 +610,7 @@ def test_per_site_options_with_all_are_a_usage_error(site: Path) -> None:
     )
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1] == (
-        "Error: --workspace, --var-file and --manifest are per site; set them in [[sites]] "
-        "with --all"
+        "Error: --workspace, --tfvars and --manifest are per site; set them in [[sites]] with --all"
     )
 
 

@@ -336,7 +336,7 @@ def test_prune_refuses_without_tfvars(fresh_cloud: LocalCloud, site: Path) -> No
     assert result.exit_code == 1
     assert result.stderr == (
         "Error: cannot tell which snapshot image_slug names: no "
-        f"{site / 'terraform.tfvars'}; pass --var-file\n"
+        f"{site / 'terraform.tfvars'}; pass --tfvars FILE\n"
     )
 
 

@@ -461,11 +461,20 @@ def test_cli_get_unknown_variable_lists_the_known_ones(project: Path) -> None:
 
 
 def test_cli_get_on_a_missing_file(tmp_path: Path) -> None:
-    assert _run("tfvars", "get", "a", "--var-file", "prod.tfvars", cwd=tmp_path) == (
+    assert _run("tfvars", "get", "a", "--tfvars", "prod.tfvars", cwd=tmp_path) == (
         1,
         "",
-        "Error: no prod.tfvars found; pass --var-file PATH, "
+        "Error: no prod.tfvars found; pass --tfvars PATH, "
         "or create it with `scaler tfvars set NAME VALUE`\n",
+    )
+
+
+def test_cli_old_option_name_still_works_with_a_note(tmp_path: Path) -> None:
+    (tmp_path / "prod.tfvars").write_text('image_slug = "42"\n')
+    assert _run("tfvars", "get", "image_slug", "--var-file", "prod.tfvars", cwd=tmp_path) == (
+        0,
+        "42\n",
+        "Warning: --var-file is deprecated here; use --tfvars FILE\n",
     )
 
 
@@ -548,6 +557,7 @@ def test_cli_help_has_examples(tmp_path: Path) -> None:
     code, out, _ = _run("tfvars", "set", "--help", cwd=tmp_path)
     assert code == 0
     assert 'scaler tfvars set image_slug sfo2,nyc3:118226535   # image_slug = "118226535"' in out
-    assert "--var-file FILE" in out
+    assert "--tfvars FILE" in out
+    assert "--var-file" not in out  # the old name works, unlisted
     code, out, _ = _run("tfvars", "get", "--help", cwd=tmp_path)
     assert code == 0 and "scaler tfvars get image_slug" in out
