@@ -276,8 +276,8 @@ def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TerraformNotFound) as err:
         find_engine()
     assert str(err.value) == (
-        "no Terraform at '/nonexistent/terraform'; "
-        "set SCALER_TERRAFORM to 'embedded' or a terraform binary"
+        "no Terraform at '/nonexistent/terraform' (from --terraform-bin or $SCALER_TERRAFORM); "
+        "pass a terraform or tofu binary, or 'embedded' for the engine scaler ships"
     )
     monkeypatch.delenv("SCALER_TERRAFORM")
     monkeypatch.setenv("PATH", "/nonexistent")
