@@ -218,8 +218,11 @@ def _named_source(kind: SourceKind, path: str) -> StateSource:
     return StateSource(kind, path, pull=False)
 
 
-def read_source(source: StateSource, pull: Callable[[Path], str] | None = None) -> str:
-    """The state text of a source; `pull` runs `terraform state pull` (default scaler.terraform)."""
+def read_source(
+    source: StateSource, pull: Callable[[Path], str] | None = None, engine: str | None = None
+) -> str:
+    """The state text of a source; `pull` runs `terraform state pull` (default scaler.terraform,
+    with `engine`: --terraform-bin)."""
     if source.pull:
         from pathlib import Path
 
@@ -227,7 +230,7 @@ def read_source(source: StateSource, pull: Callable[[Path], str] | None = None) 
             # Only this branch starts Terraform, so only it pays for the runner's imports.
             from scaler.terraform import state_pull
 
-            return state_pull(Path(source.path))
+            return state_pull(Path(source.path), engine=engine)
         return pull(Path(source.path))
     try:
         with open(source.path, "rb") as f:
@@ -255,15 +258,18 @@ def load_state(
     environ: Mapping[str, str] | None = None,
     cwd: str | None = None,
     pull: Callable[[Path], str] | None = None,
+    engine: str | None = None,
 ) -> tuple[State, StateSource]:
     """Locate, read and parse the state; returns it with the source used."""
     source = locate_state(state, terraform_dir, environ, cwd)
-    return load_source(source, pull), source
+    return load_source(source, pull, engine), source
 
 
-def load_source(source: StateSource, pull: Callable[[Path], str] | None = None) -> State:
+def load_source(
+    source: StateSource, pull: Callable[[Path], str] | None = None, engine: str | None = None
+) -> State:
     """Read and parse the state of a located source (say `source.describe()` first for -v)."""
-    text = read_source(source, pull)
+    text = read_source(source, pull, engine)
     where = (
         f"the state from `terraform state pull` in {source.path}" if source.pull else source.path
     )

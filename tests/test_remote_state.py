@@ -171,24 +171,33 @@ def test_inventory_and_rollouts_share_a_pg_backend_and_its_lock(
     doc = json.loads(listed.stdout)
     assert len(doc["wp_node"]["hosts"]) == 3
     assert doc["ha_db_fip"]["hosts"] == ["module.galera.digitalocean_floating_ip.ha_db_fip"]
-    # The inventory plugin reads the same remote state.
+    # The inventory plugin (through the embedded engine) and the script read the same state.
     source = tmp_path / "tfstate.yml"
-    source.write_text("plugin: scaler.tfstate.tfstate\nterraform_dir: alice\n")
-    plugin = subprocess.run(
-        [str(BIN / "ansible-inventory"), "-i", str(source), "--graph"],
-        capture_output=True,
-        text=True,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")},
-            "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collection"),
-            "ANSIBLE_NOCOLOR": "1",
-            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        },
+    source.write_text(
+        "plugin: scaler.tfstate.tfstate\nterraform_dir: alice\nterraform_bin: embedded\n"
     )
-    assert plugin.returncode == 0, plugin.stderr
-    graph = CliRunner().invoke(main, ["inventory", "--terraform-dir", "alice", "--graph"])
-    assert "@wp_node:" in plugin.stdout and "|--digitalocean_droplet.wp_node.2" in plugin.stdout
-    assert graph.exit_code == 0
+    ansible_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")},
+        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collection"),
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    graphs = [
+        subprocess.run(
+            [str(BIN / "ansible-inventory"), "-i", inventory, "--graph"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**ansible_env, **env},
+        )
+        for inventory, env in (
+            (str(source), {}),
+            (f"{ROOT}/inventory/", {"SCALER_TERRAFORM_DIR": "alice"}),
+        )
+    ]
+    assert [g.returncode for g in graphs] == [0, 0], [g.stderr for g in graphs]
+    assert graphs[0].stdout == graphs[1].stdout
+    assert "|--digitalocean_droplet.wp_node.2" in graphs[0].stdout
 
     # A second checkout of the stack, never initialised: its rollout runs init with
     # --backend-config, in the TF_DATA_DIR it is given, with the embedded engine.

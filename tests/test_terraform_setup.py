@@ -103,6 +103,19 @@ def test_rollout_old_var_file_name_works_with_a_deprecation_note(stack_dir: Path
     assert "--tfvars FILE" in help_text and "--var-file" not in help_text
 
 
+def test_rebake_old_var_file_name_works_with_a_deprecation_note(
+    stack_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(main, ["rebake", "--check", "-C", "stack", "--var-file", "x"])
+    assert result.stderr.splitlines()[0] == (
+        "Warning: --var-file is deprecated here; use --tfvars FILE (repeatable)"
+    )
+    help_text = CliRunner().invoke(main, ["rebake", "--help"]).stdout
+    assert "--tfvars FILE" in help_text and "--var-file " not in help_text
+
+
 def test_rollout_with_two_files_that_both_set_image_slug(stack_dir: Path) -> None:
     (stack_dir / "a.tfvars").write_text('image_slug = "1"\n')
     (stack_dir / "b.tfvars").write_text('image_slug = "2"\n')

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from scaler.inventory import (
@@ -86,14 +84,7 @@ def inventory(
     if verbose:
         # Before reading: when the read fails, -v still says where it looked.
         click.echo(source.describe(), err=True)
-    pull = None
-    if source.pull and terraform_bin:
-        from scaler.terraform import state_pull
-
-        def pull(directory: Path) -> str:
-            return state_pull(directory, engine=terraform_bin)
-
-    inv = build_inventory(load_source(source, pull), private=private)
+    inv = build_inventory(load_source(source, engine=terraform_bin), private=private)
     for warning in inv.warnings:
         click.echo(f"Warning: {warning}", err=True)
     if host is not None:

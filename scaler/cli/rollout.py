@@ -79,6 +79,7 @@ def _bake(
     terraform_dir: Path,
     config_file: Path | None,
     extra_vars: tuple[str, ...],
+    terraform_bin: str | None,
 ) -> str:
     """`scaler bake` with the same config (scaler.toml's [bake]); the manifest gets the build."""
     from scaler.bake import bake_image
@@ -102,7 +103,9 @@ def _bake(
     token = token_from_env()
     if not token:
         raise NoToken()
-    state, source = load_state(state=config.state, terraform_dir=str(terraform_dir))
+    state, source = load_state(
+        state=config.state, terraform_dir=str(terraform_dir), engine=terraform_bin
+    )
     inventory = build_inventory(state)
     for warning in inventory.warnings:
         click.echo(f"Warning: {warning}", err=True)
@@ -323,7 +326,7 @@ def rollout(
     if not terraform_dir.is_dir():
         raise ScalerError(f"no directory {terraform_dir}; pass --terraform-dir DIR")
     if chosen is None and not resume:
-        chosen = _bake(report, terraform_dir, bake_config, extra_vars)
+        chosen = _bake(report, terraform_dir, bake_config, extra_vars, terraform_bin)
     settings = Settings(
         terraform_dir=terraform_dir,
         var_files=tfvars_files(tfvars, old_tfvars),

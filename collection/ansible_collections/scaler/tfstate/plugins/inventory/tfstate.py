@@ -164,14 +164,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 cwd=here,
             )
             self.display.vvv(f"scaler.tfstate: {source.describe()}")
-            pull = None
-            if source.pull and engine:
-                from scaler.terraform import state_pull
-
-                def pull(directory):
-                    return state_pull(directory, engine=engine)
-
-            state = load_source(source, pull)
+            state = load_source(source, engine=engine)
             inv = build_inventory(state, private=bool(self.get_option("private")))
             inv = rename_hosts(inv, self.get_option("hostnames") or ["address"])
         except ScalerError as err:
