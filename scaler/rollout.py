@@ -321,7 +321,7 @@ class Settings:
 
     @functools.cached_property
     def tfvars(self) -> Path:
-        """The tfvars file holding image_slug: --var-file, the one of var_files that sets it."""
+        """The tfvars file holding image_slug: var_file, else the one of var_files setting it."""
         if self.var_file is not None:
             return self.var_file
         if self.var_files:

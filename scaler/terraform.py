@@ -171,10 +171,6 @@ class Engine:
         """The name its users type: `terraform` or `tofu`."""
         return "tofu" if self.product == "OpenTofu" else "terraform"
 
-    def describe(self) -> str:
-        """`OpenTofu v1.8.3 (/usr/bin/tofu)`: for progress lines."""
-        return f"{self.product} v{self.version} ({self.path})"
-
 
 _ENGINES: dict[str, Engine] = {}
 _VERSION_LINE = re.compile(r"^(Terraform|OpenTofu) v(\S+)", re.MULTILINE)
@@ -291,11 +287,6 @@ class Terraform:
             program = "terraform" if self.embedded else self.engine.program
             raise TerraformFailed(command, code, err or out or "", self._secrets(), program)
         return Result(code, out or "", err or "")
-
-    def command_line(self, command: str, *args: str, **options: Any) -> list[str]:
-        """The argv `run` would hand to the binary (for messages and tests)."""
-        options.setdefault("no_color", python_terraform.IsFlagged)
-        return list(self._tf.generate_cmd_string(command, *args, **options))
 
     def _vars(self, vars: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return dict(vars) if vars else None

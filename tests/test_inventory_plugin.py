@@ -246,3 +246,28 @@ def test_duplicate_droplet_names_keep_their_addresses() -> None:
         "digitalocean_droplet.wp_node.2 keeps its address: host name 'web' is taken",
     )
     assert rename_hosts(inventory, ["address"]) is inventory
+
+
+def test_the_collection_installs_with_ansible_galaxy(tmp_path: Path) -> None:
+    # The README's step: galaxy.yml is valid and the installed copy works on its own.
+    galaxy = BIN / "ansible-galaxy"
+    need(galaxy.is_file(), "ansible-core is not installed in this environment")
+    installed = tmp_path / "collections"
+    done = subprocess.run(
+        [
+            *(str(galaxy), "collection", "install"),
+            *(
+                str(COLLECTIONS / "ansible_collections" / "scaler" / "tfstate"),
+                "-p",
+                str(installed),
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "scaler.tfstate:0.1.0 was installed successfully" in done.stdout
+    source = _plugin_file(tmp_path, f"state: {EXAMPLE}\n")
+    doc = _list(_inventory(tmp_path, source, "--list", ANSIBLE_COLLECTIONS_PATH=str(installed)))
+    assert doc["ha_db_fip"]["hosts"] == [FIP]
