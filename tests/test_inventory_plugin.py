@@ -264,7 +264,8 @@ def test_the_collection_installs_with_ansible_galaxy(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        env=_env(tmp_path),
+        # Not the checkout's collection/: galaxy would find the collection there, installed.
+        env=_env(tmp_path, ANSIBLE_COLLECTIONS_PATH=str(installed)),
     )
     assert done.returncode == 0, done.stderr
     assert "scaler.tfstate:0.1.0 was installed successfully" in done.stdout

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -203,8 +202,9 @@ def test_inventory_and_rollouts_share_a_pg_backend_and_its_lock(
     # --backend-config, in the TF_DATA_DIR it is given, with the embedded engine.
     second = _checkout(tmp_path, "bob", good)
     before = (second / "terraform.tfvars").read_bytes()
-    # Droplets boot slowly now: the first rollout's apply holds the state lock for seconds.
-    cloud.delays = replace(cloud.delays, droplet_boot=12.0)
+    # Droplets boot slowly now: the first rollout's apply holds the state lock for 25 s, time
+    # enough for the second one (init, state pull, plan) even on a busy machine.
+    cloud.delays = replace(cloud.delays, droplet_boot=25.0)
     rollout = [BIN / "scaler", "rollout", "--image", good2, "--strategy", "all", "--yes", *FAST]
     one = subprocess.Popen(
         [*map(str, rollout), "-C", str(first)],
@@ -222,7 +222,6 @@ def test_inventory_and_rollouts_share_a_pg_backend_and_its_lock(
             pytest.fail(f"the first rollout never applied: {one.communicate()}")
         wait_for("the state lock", lambda: _advisory_locks(postgres) > 0, timeout=10)
         caplog.set_level(logging.DEBUG, logger="python_terraform")
-        started = time.monotonic()
         two = CliRunner().invoke(
             main,
             [
@@ -235,7 +234,6 @@ def test_inventory_and_rollouts_share_a_pg_backend_and_its_lock(
         )
         # Kept off while the first one was still applying.
         assert one.poll() is None, "the first rollout ended before the second one planned"
-        assert time.monotonic() - started < 12
         out, err = one.communicate(timeout=120)
     finally:
         if one.poll() is None:
