@@ -154,11 +154,16 @@ def test_schema_has_the_real_provider_names(applied: tuple[LocalCloud, Terraform
     resources = schema["provider_schemas"][address]["resource_schemas"]
     assert sorted(resources) == [
         "digitalocean_droplet",
+        "digitalocean_droplet_snapshot",
         "digitalocean_floating_ip",
         "digitalocean_floating_ip_assignment",
         "digitalocean_loadbalancer",
+        "digitalocean_project",
+        "digitalocean_reserved_ip",
+        "digitalocean_reserved_ip_assignment",
         "digitalocean_ssh_key",
         "digitalocean_tag",
+        "digitalocean_vpc",
     ]
     droplet = resources["digitalocean_droplet"]["block"]["attributes"]
     computed = {n for n, a in droplet.items() if a.get("computed") and not a.get("optional")}
@@ -178,8 +183,9 @@ def test_schema_has_the_real_provider_names(applied: tuple[LocalCloud, Terraform
         "graceful_shutdown",
         "droplet_agent",
     } <= set(droplet)
+    # id is optional and computed, as the SDK makes it for the real provider.
+    assert droplet["id"].get("optional") and droplet["id"].get("computed")
     assert {
-        "id",
         "urn",
         "ipv4_address",
         "ipv4_address_private",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import time
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +31,55 @@ class LocalCloudError(ScalerError):
 
 @dataclass(frozen=True)
 class Delays:
-    """How long things take in the local cloud, in seconds."""
+    """How long things take in the local cloud, in seconds.
+
+    The first five pace creations and actions (`uniform` sets them). The others are how
+    DigitalOcean lags behind itself, off (0) by default and on in the realistic profile:
+    pending_after, a droplet still refusing actions (422 pending event) after one completed;
+    image_listing, a new snapshot missing from image lists; lb_update, a load balancer
+    refusing another update (403) while it applies one; droplet_delete, a deleted droplet
+    still answering as `archive`; snapshot_per_gb and transfer_per_gb, time per GB of image.
+    """
 
     droplet_boot: float = 2.0
     action: float = 1.0
     snapshot: float = 2.0
     transfer: float = 1.0
     load_balancer: float = 1.0
+    pending_after: float = 0.0
+    image_listing: float = 0.0
+    lb_update: float = 0.0
+    droplet_delete: float = 0.0
+    snapshot_per_gb: float = 0.0
+    transfer_per_gb: float = 0.0
 
     @classmethod
     def uniform(cls, seconds: float) -> Delays:
-        """Every delay the same (tests use a small one)."""
-        return cls(*(seconds for _ in fields(cls)))
+        """Every creation and action takes `seconds` (tests use a small one); no lags."""
+        return cls(*(seconds for _ in PACE))
+
+    @classmethod
+    def realistic(cls) -> Delays:
+        """DigitalOcean's pace: droplets active after tens of seconds, snapshots at minutes per
+        GB, load balancers after about a minute, deletes that take a while."""
+        return cls(
+            droplet_boot=35.0,
+            action=8.0,
+            snapshot=30.0,
+            transfer=60.0,
+            load_balancer=60.0,
+            pending_after=3.0,
+            image_listing=10.0,
+            lb_update=20.0,
+            droplet_delete=10.0,
+            snapshot_per_gb=90.0,
+            transfer_per_gb=60.0,
+        )
+
+
+# The Delays fields that pace creations and actions (what `uniform` and --delay set).
+PACE = ("droplet_boot", "action", "snapshot", "transfer", "load_balancer")
+TIMINGS = ("default", "realistic")
 
 
 @dataclass(frozen=True)

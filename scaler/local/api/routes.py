@@ -15,7 +15,9 @@ from scaler.local.api.handlers import (
     ips,
     keys,
     lbs,
+    projects,
     tags,
+    vpcs,
 )
 from scaler.local.api.routing import Route, route
 
@@ -79,8 +81,24 @@ ROUTES: list[Route] = [
     route("DELETE", "/v2/load_balancers/{lb_id}", lbs.lbs_delete),
     route("POST", "/v2/load_balancers/{lb_id}/droplets", lbs.lbs_add_droplets),
     route("DELETE", "/v2/load_balancers/{lb_id}/droplets", lbs.lbs_remove_droplets),
-    route("POST", "/v2/load_balancers/{lb_id}/forwarding_rules", lbs.lbs_addrules),
-    route("DELETE", "/v2/load_balancers/{lb_id}/forwarding_rules", lbs.lbs_removerules),
+    route("POST", "/v2/load_balancers/{lb_id}/forwarding_rules", lbs.lbs_add_rules),
+    route("DELETE", "/v2/load_balancers/{lb_id}/forwarding_rules", lbs.lbs_remove_rules),
     *_ip_routes("floating_ip"),
     *_ip_routes("reserved_ip"),
+    route("GET", "/v2/vpcs", vpcs.vpcs_list),
+    route("POST", "/v2/vpcs", vpcs.vpcs_create),
+    route("GET", "/v2/vpcs/{vpc_id}", vpcs.vpcs_get),
+    route("PUT", "/v2/vpcs/{vpc_id}", vpcs.vpcs_update),
+    route("PATCH", "/v2/vpcs/{vpc_id}", vpcs.vpcs_update),
+    route("DELETE", "/v2/vpcs/{vpc_id}", vpcs.vpcs_delete),
+    route("GET", "/v2/projects", projects.projects_list),
+    route("POST", "/v2/projects", projects.projects_create),
+    route("GET", "/v2/projects/{project_id}/resources", projects.project_resources_list),
+    route("POST", "/v2/projects/{project_id}/resources", projects.project_resources_assign),
+    # The real provider also reads, updates and deletes a project by id; the spec subset
+    # does not carry that path.
+    route("GET", "/v2/projects/{project_id}", projects.projects_get),
+    route("PATCH", "/v2/projects/{project_id}", projects.projects_update),
+    route("PUT", "/v2/projects/{project_id}", projects.projects_update),
+    route("DELETE", "/v2/projects/{project_id}", projects.projects_delete),
 ]

@@ -26,6 +26,7 @@ from scaler.local.api.models.droplets import (
     droplet_action,
     droplet_json,
     find_droplet,
+    live_droplets,
 )
 from scaler.local.api.models.images import (
     any_image,
@@ -40,7 +41,7 @@ def droplets_list(cloud: CloudState, req: Request) -> Reply:
     tag, name = req.query.get("tag_name"), req.query.get("name")
     droplets = [
         droplet_json(cloud, d)
-        for d in cloud._state["droplets"].values()
+        for d in live_droplets(cloud)
         if (tag is None or tag in d["tags"]) and (name is None or d["name"] == name)
     ]
     return 200, paginate(req, "droplets", droplets)
@@ -134,13 +135,15 @@ def droplets_delete_by_tag(cloud: CloudState, req: Request) -> Reply:
     tag = req.query.get("tag_name")
     if not tag:
         raise unprocessable("tag_name is required to delete droplets by tag.")
-    for droplet in [d for d in cloud._state["droplets"].values() if tag in d["tags"]]:
+    for droplet in [d for d in live_droplets(cloud) if tag in d["tags"]]:
         destroy_droplet(cloud, droplet)
     return 204, None
 
 
 def droplets_get(cloud: CloudState, req: Request) -> Reply:
-    return 200, {"droplet": droplet_json(cloud, find_droplet(cloud, req.params["droplet_id"]))}
+    return 200, {
+        "droplet": droplet_json(cloud, find_droplet(cloud, req.params["droplet_id"], archived=True))
+    }
 
 
 def droplets_delete(cloud: CloudState, req: Request) -> Reply:
@@ -181,7 +184,7 @@ def droplet_actions_by_tag(cloud: CloudState, req: Request) -> Reply:
     if not tag:
         raise unprocessable("tag_name is required for actions by tag.")
     body = as_object(req.body)
-    droplets = [d for d in cloud._state["droplets"].values() if tag in d["tags"]]
+    droplets = [d for d in live_droplets(cloud) if tag in d["tags"]]
     for droplet in droplets:
         check_action(cloud, droplet, body)
     actions = [action_json(droplet_action(cloud, d, body)) for d in droplets]

@@ -17,6 +17,7 @@ from scaler.local.api.models.images import (
     any_image,
     delete_image,
     image_json,
+    listed,
     private_image,
     snapshot_json,
 )
@@ -35,6 +36,7 @@ def images_list(cloud: CloudState, req: Request) -> Reply:
         images += [
             image_json(i)
             for i in cloud._state["images"].values()
+            if listed(i)
             if tag is None or tag in i["tags"]
         ]
     return 200, paginate(req, "images", images)
@@ -79,13 +81,17 @@ def image_actions_post(cloud: CloudState, req: Request) -> Reply:
     region = body.get("region")
     if region not in REGIONS:
         raise unprocessable(f"You specified an invalid region: {region!r}.")
+    if region in image["regions"]:
+        raise unprocessable(f"The image is already available in {region}.")
+    delays = cloud.delays
+    delay = delays.transfer + delays.transfer_per_gb * float(image["size_gigabytes"])
     action = start_action(
         cloud,
         "transfer",
         "image",
         image["id"],
         image["regions"][0],
-        cloud.delays.transfer,
+        delay,
         to_region=region,
     )
     return 201, {"action": action_json(action)}
@@ -99,7 +105,9 @@ def image_actions_get(cloud: CloudState, req: Request) -> Reply:
 def snapshots_list(cloud: CloudState, req: Request) -> Reply:
     kind = req.query.get("resource_type")
     snapshots = (
-        [] if kind == "volume" else [snapshot_json(i) for i in cloud._state["images"].values()]
+        []
+        if kind == "volume"
+        else [snapshot_json(i) for i in cloud._state["images"].values() if listed(i)]
     )
     return 200, paginate(req, "snapshots", snapshots)
 

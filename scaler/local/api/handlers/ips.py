@@ -13,7 +13,8 @@ from scaler.local.api.base import (
 from scaler.local.api.catalog import (
     REGIONS,
 )
-from scaler.local.api.models.actions import action_json, find_action
+from scaler.local.api.models.actions import action_json, busy, find_action
+from scaler.local.api.models.droplets import PENDING_EVENT
 from scaler.local.api.models.ips import IP_KINDS, find_ip, ip_action, ip_json, ip_pending
 from scaler.local.api.models.state import CloudState
 from scaler.local.api.routing import Handler, Reply, Request, paginate
@@ -34,6 +35,8 @@ def ip_handlers(kind: str) -> dict[str, Handler]:
             if droplet is None:
                 raise unprocessable(f"Droplet {body['droplet_id']} was not found.")
             region = droplet["region"]
+            if busy(cloud, "droplet", droplet["id"]):
+                raise unprocessable(PENDING_EVENT)
         else:
             region = body.get("region")
             if region not in REGIONS:
@@ -95,6 +98,8 @@ def ip_handlers(kind: str) -> dict[str, Handler]:
             droplet = cloud._state["droplets"].get(target)
             if droplet is None:
                 raise unprocessable(f"Droplet {target} was not found.")
+            if busy(cloud, "droplet", target):
+                raise unprocessable(PENDING_EVENT)
             if droplet["region"] != ip["region"]:
                 raise unprocessable(
                     f"The droplet is in {droplet['region']}, the IP in {ip['region']}: "

@@ -6,6 +6,8 @@ import time
 import uuid
 
 from scaler.local.api.base import (
+    JSON,
+    ApiError,
     as_object,
     iso,
     unprocessable,
@@ -17,6 +19,17 @@ from scaler.local.api.catalog import (
 from scaler.local.api.models.lbs import droplet_ids, find_lb, lb_json, lb_settings, parse_rules
 from scaler.local.api.models.state import CloudState
 from scaler.local.api.routing import Reply, Request, paginate
+
+
+def _changing(cloud: CloudState, lb: JSON) -> None:
+    """Refuse a change while the last one is still applied (403), then start this one."""
+    now = time.time()
+    if now < float(lb.get("busy_until") or 0):
+        raise ApiError(403, LB_BUSY)
+    lb["busy_until"] = now + cloud.delays.lb_update
+
+
+LB_BUSY = "Load balancer is currently being processed; try again when it is done."
 
 
 def lbs_list(cloud: CloudState, req: Request) -> Reply:
@@ -41,6 +54,7 @@ def lbs_create(cloud: CloudState, req: Request) -> Reply:
         "vpc_uuid": body.get("vpc_uuid") or vpc_uuid(region),
     }
     lb_settings(cloud, lb, body, creating=True)
+    lb["busy_until"] = time.time() + cloud.delays.lb_update
     cloud._state["lbs"][lb["id"]] = lb
     cloud._dirty = True
     return 202, {"load_balancer": lb_json(cloud, lb)}
@@ -52,6 +66,7 @@ def lbs_get(cloud: CloudState, req: Request) -> Reply:
 
 def lbs_update(cloud: CloudState, req: Request) -> Reply:
     lb = find_lb(cloud, req.params["lb_id"])
+    _changing(cloud, lb)
     body = as_object(req.body)
     if body.get("region", lb["region"]) != lb["region"]:
         raise unprocessable("A load balancer cannot change region.")
@@ -68,6 +83,7 @@ def lbs_delete(cloud: CloudState, req: Request) -> Reply:
 
 def lbs_add_droplets(cloud: CloudState, req: Request) -> Reply:
     lb = find_lb(cloud, req.params["lb_id"])
+    _changing(cloud, lb)
     if lb["tag"]:
         raise unprocessable("This load balancer selects droplets by tag; tag the droplets instead.")
     for droplet_id in droplet_ids(cloud, as_object(req.body).get("droplet_ids")):
@@ -79,6 +95,7 @@ def lbs_add_droplets(cloud: CloudState, req: Request) -> Reply:
 
 def lbs_remove_droplets(cloud: CloudState, req: Request) -> Reply:
     lb = find_lb(cloud, req.params["lb_id"])
+    _changing(cloud, lb)
     if lb["tag"]:
         raise unprocessable(
             "This load balancer selects droplets by tag; untag the droplets instead."
@@ -89,8 +106,9 @@ def lbs_remove_droplets(cloud: CloudState, req: Request) -> Reply:
     return 204, None
 
 
-def lbs_addrules(cloud: CloudState, req: Request) -> Reply:
+def lbs_add_rules(cloud: CloudState, req: Request) -> Reply:
     lb = find_lb(cloud, req.params["lb_id"])
+    _changing(cloud, lb)
     for rule in parse_rules(as_object(req.body).get("forwarding_rules")):
         if rule not in lb["forwarding_rules"]:
             lb["forwarding_rules"].append(rule)
@@ -98,8 +116,9 @@ def lbs_addrules(cloud: CloudState, req: Request) -> Reply:
     return 204, None
 
 
-def lbs_removerules(cloud: CloudState, req: Request) -> Reply:
+def lbs_remove_rules(cloud: CloudState, req: Request) -> Reply:
     lb = find_lb(cloud, req.params["lb_id"])
+    _changing(cloud, lb)
     remove = parse_rules(as_object(req.body).get("forwarding_rules"))
     kept = [r for r in lb["forwarding_rules"] if r not in remove]
     if not kept:

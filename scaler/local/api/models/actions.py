@@ -62,6 +62,23 @@ def pending(cloud: CloudState, resource_type: str, resource_id: int) -> bool:
     )
 
 
+def busy(cloud: CloudState, resource_type: str, resource_id: int) -> bool:
+    """Pending, or done so recently that DigitalOcean still says so (Delays.pending_after)."""
+    if pending(cloud, resource_type, resource_id):
+        return True
+    window = cloud.delays.pending_after
+    if window <= 0:
+        return False
+    since = time.time() - window
+    return any(
+        a["status"] == "completed"
+        and a["resource_type"] == resource_type
+        and a["resource_id"] == resource_id
+        and (a["done_at"] or 0) > since
+        for a in cloud._state["actions"].values()
+    )
+
+
 def action_json(a: JSON) -> JSON:
     """An action as the API shows it."""
     return {

@@ -21,6 +21,10 @@ _EFFECTS: dict[str, Callable[[CloudState, JSON], bool]] = {
 def advance(cloud: CloudState) -> None:
     """Complete every action whose time has come, in order, with its effects."""
     now = time.time()
+    droplets_held = cloud._state["droplets"]
+    for did in [i for i, d in droplets_held.items() if d.get("gone_at") and d["gone_at"] <= now]:
+        del droplets_held[did]
+        cloud._dirty = True
     due = [
         a
         for a in cloud._state["actions"].values()

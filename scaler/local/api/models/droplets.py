@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from scaler.local.api.base import JSON, maybe_int, not_found, unprocessable
 from scaler.local.api.catalog import DROPLET_ACTIONS, NAME_RE, SIZES, region_json, size_json
-from scaler.local.api.models.actions import pending, start_action
+from scaler.local.api.models.actions import busy, start_action
 from scaler.local.api.models.images import image_json, take_snapshot
 from scaler.local.api.models.state import CloudState
+
+PENDING_EVENT = "Droplet already has a pending event."
 
 
 def droplet_json(cloud: CloudState, d: JSON) -> JSON:
@@ -64,19 +68,28 @@ def droplet_json(cloud: CloudState, d: JSON) -> JSON:
     }
 
 
-def find_droplet(cloud: CloudState, value: str) -> JSON:
-    """A droplet's record by id (404 when there is none)."""
+def find_droplet(cloud: CloudState, value: str, *, archived: bool = False) -> JSON:
+    """A droplet's record by id (404 when there is none; a deleted one only when `archived`)."""
     droplet: JSON | None = cloud._state["droplets"].get(maybe_int(value))
-    if droplet is None:
+    if droplet is None or (droplet.get("gone_at") and not archived):
         raise not_found()
     return droplet
+
+
+def live_droplets(cloud: CloudState) -> list[JSON]:
+    """The droplets that are not being deleted."""
+    return [d for d in cloud._state["droplets"].values() if not d.get("gone_at")]
 
 
 def destroy_droplet(cloud: CloudState, droplet: JSON) -> None:
     """Remove a droplet: its machine, its record, and the IPs' and balancers' references to it."""
     did = droplet["id"]
     cloud.machines.destroy(did)
-    del cloud._state["droplets"][did]
+    if cloud.delays.droplet_delete > 0:
+        # DigitalOcean shows a deleted droplet as `archive` for a while before it is gone.
+        droplet.update(status="archive", gone_at=time.time() + cloud.delays.droplet_delete)
+    else:
+        del cloud._state["droplets"][did]
     for ip in cloud._state["ips"].values():
         if ip["droplet_id"] == did:
             ip["droplet_id"] = None
@@ -94,8 +107,8 @@ def check_action(cloud: CloudState, droplet: JSON, body: JSON) -> str:
             f"The local cloud does not support the droplet action {kind!r} "
             f"(have: {', '.join(sorted(DROPLET_ACTIONS))})."
         )
-    if pending(cloud, "droplet", droplet["id"]):
-        raise unprocessable("Droplet already has a pending event.")
+    if busy(cloud, "droplet", droplet["id"]):
+        raise unprocessable(PENDING_EVENT)
     if kind == "rename" and (
         not isinstance(body.get("name"), str) or not NAME_RE.fullmatch(body["name"])
     ):
@@ -116,7 +129,12 @@ def check_action(cloud: CloudState, droplet: JSON, body: JSON) -> str:
 def droplet_action(cloud: CloudState, droplet: JSON, body: JSON) -> JSON:
     """Start the action a body asks of a droplet."""
     kind = check_action(cloud, droplet, body)
-    delay = cloud.delays.snapshot if kind == "snapshot" else cloud.delays.action
+    delays = cloud.delays
+    delay = delays.action
+    if kind == "snapshot":
+        # minutes per GB on DigitalOcean: the droplet's image size stands for what it holds
+        size = float(droplet["image"].get("size_gigabytes") or 1.0)
+        delay = delays.snapshot + delays.snapshot_per_gb * size
     params = {k: body[k] for k in ("name", "size") if k in body}
     return start_action(cloud, kind, "droplet", droplet["id"], droplet["region"], delay, **params)
 
@@ -152,7 +170,7 @@ def apply_action(cloud: CloudState, action: JSON) -> bool:
         cloud.machines.boot(did)
         droplet["status"] = "active"
     elif kind == "snapshot":
-        take_snapshot(cloud, droplet, params.get("name"))
+        take_snapshot(cloud, droplet, params.get("name"), action["started_at"])
     elif kind == "rename":
         droplet["name"] = params["name"]
     elif kind == "resize":

@@ -57,6 +57,11 @@ def any_image(cloud: CloudState, value: Any) -> JSON:
     return image_json(image)
 
 
+def listed(image: JSON) -> bool:
+    """Whether image lists show the image yet (Delays.image_listing)."""
+    return bool(image.get("listed_at", 0) <= time.time())
+
+
 def private_image(cloud: CloudState, value: str) -> JSON:
     """A snapshot's stored record by id (404 for base images and unknown ids)."""
     image: JSON | None = cloud._state["images"].get(maybe_int(value))
@@ -75,8 +80,14 @@ def delete_image(cloud: CloudState, image: JSON) -> None:
     cloud._dirty = True
 
 
-def take_snapshot(cloud: CloudState, droplet: JSON, name: str | None) -> None:
-    """A snapshot action's effect: the droplet's root copied into a new private image."""
+def take_snapshot(
+    cloud: CloudState, droplet: JSON, name: str | None, started_at: str | None = None
+) -> None:
+    """A snapshot action's effect: the droplet's root copied into a new private image.
+
+    Its created_at is the action's started_at, as DigitalOcean's (the real provider finds a
+    droplet_snapshot's image by that equality).
+    """
     image_id = cloud._next("image")
     size = cloud.machines.snapshot(droplet["id"], image_id)
     now = time.time()
@@ -85,12 +96,14 @@ def take_snapshot(cloud: CloudState, droplet: JSON, name: str | None) -> None:
         "name": name or f"{droplet['name']}-{int(now)}",
         "distribution": droplet["image"]["distribution"],
         "regions": [droplet["region"]],
-        "created_at": iso(now),
+        "created_at": started_at or iso(now),
         "min_disk_size": SIZES[droplet["size"]][2],
         "size_gigabytes": max(round(size / 1024**3, 2), 0.01),
         "description": "",
         "tags": [],
         "droplet_id": droplet["id"],
+        # DigitalOcean lists a new snapshot a little after its action completed.
+        "listed_at": now + cloud.delays.image_listing,
     }
     droplet["snapshot_ids"].append(image_id)
 

@@ -25,8 +25,8 @@ def lb_json(cloud: CloudState, lb: JSON) -> JSON:
         "name": lb["name"],
         "project_id": project_id(),
         "ip": lb["ip"],
-        "size_unit": 1,
-        "size": lb["size"],
+        "size_unit": lb.get("size_unit") or _UNITS.get(lb.get("size") or "", 1),
+        **({"size": lb["size"]} if lb.get("size") else {}),
         "algorithm": lb["algorithm"],
         "status": status,
         "created_at": lb["created_at"],
@@ -39,13 +39,22 @@ def lb_json(cloud: CloudState, lb: JSON) -> JSON:
         "http_idle_timeout_seconds": 60,
         "vpc_uuid": lb["vpc_uuid"],
         "disable_lets_encrypt_dns_records": False,
-        "network": "EXTERNAL",
-        "network_stack": "IPV4",
-        "type": "REGIONAL",
+        "network": lb.get("network") or "EXTERNAL",
+        "network_stack": lb.get("network_stack") or "IPV4",
+        "type": lb.get("type") or "REGIONAL",
         "region": region_json(lb["region"]),
         "droplet_ids": droplet_ids,
         "tag": lb["tag"] or "",
     }
+
+
+_UNITS = {"lb-small": 1, "lb-medium": 3, "lb-large": 6}
+# Settings the API takes in any case and answers in upper case; the first is the default.
+_CHOICES = {
+    "type": ("REGIONAL", "REGIONAL_NETWORK", "GLOBAL"),
+    "network": ("EXTERNAL", "INTERNAL"),
+    "network_stack": ("IPV4", "DUALSTACK"),
+}
 
 
 def find_lb(cloud: CloudState, value: str) -> JSON:
@@ -135,15 +144,31 @@ def lb_settings(cloud: CloudState, lb: JSON, body: JSON, *, creating: bool) -> N
     tag = body.get("tag") or None
     if tag is not None:
         ensure_tag(cloud, tag)
-    size = body.get("size") or lb.get("size") or "lb-small"
-    if size not in ("lb-small", "lb-medium", "lb-large"):
-        raise unprocessable(f"Invalid load balancer size {size!r}.")
+    # size_unit (1-200) when given, else the size slug: the answer keeps what was set.
+    size_unit = body.get("size_unit")
+    size: str | None = None
+    if size_unit is not None:
+        size_unit = as_int(size_unit, "size_unit")
+        if not 1 <= size_unit <= 200:
+            raise unprocessable("size_unit must be between 1 and 200.")
+    else:
+        size = body.get("size") or lb.get("size") or "lb-small"
+        if size not in _UNITS:
+            raise unprocessable(f"Invalid load balancer size {size!r}.")
+        size_unit = _UNITS[size]
+    for key, allowed in _CHOICES.items():
+        value = body.get(key)
+        if value is not None and str(value).upper() not in allowed:
+            raise unprocessable(f"Invalid {key} {value!r} (have: {', '.join(allowed)}).")
+        if value is not None or creating:
+            lb[key] = str(value).upper() if value is not None else allowed[0]
     algorithm = body.get("algorithm") or lb.get("algorithm") or "round_robin"
     if algorithm not in ("round_robin", "least_connections"):
         raise unprocessable(f"Invalid algorithm {algorithm!r}.")
     lb.update(
         name=name,
         size=size,
+        size_unit=size_unit,
         algorithm=algorithm,
         forwarding_rules=rules,
         health_check=health,

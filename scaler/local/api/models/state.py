@@ -14,7 +14,7 @@ from scaler.local.droplets import RealMachines
 from scaler.local.machines import Machines
 
 # The families of state.json, and the key each one's objects are filed under.
-FAMILIES = ("droplets", "actions", "images", "keys", "lbs", "ips", "tags")
+FAMILIES = ("droplets", "actions", "images", "keys", "lbs", "ips", "tags", "vpcs", "projects")
 
 
 def empty_state() -> JSON:
@@ -36,6 +36,8 @@ def empty_state() -> JSON:
         "lbs": {},
         "ips": {},
         "tags": {},
+        "vpcs": {},
+        "projects": {},
     }
 
 
@@ -96,6 +98,8 @@ class CloudState:
         state["lbs"] = {o["id"]: o for o in raw.get("lbs", [])}
         state["ips"] = {o["ip"]: o for o in raw.get("ips", [])}
         state["tags"] = {o["name"]: o for o in raw.get("tags", [])}
+        state["vpcs"] = {o["id"]: o for o in raw.get("vpcs", [])}
+        state["projects"] = {o["id"]: o for o in raw.get("projects", [])}
         return state
 
     def _save(self) -> None:
