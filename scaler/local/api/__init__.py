@@ -107,6 +107,8 @@ from scaler.local.api.base import (
     HOURLY_LIMIT,
     JSON,
     LOG_LIMIT,
+    PACE,
+    TIMINGS,
     TOKEN,
     ApiError,
     Delays,
@@ -126,6 +128,7 @@ from scaler.local.api.server import (
     running,
     serve,
     shutdown,
+    timing_delays,
 )
 
 __all__ = [
@@ -136,7 +139,9 @@ __all__ = [
     "HOURLY_LIMIT",
     "JSON",
     "LOG_LIMIT",
+    "PACE",
     "ROUTES",
+    "TIMINGS",
     "TOKEN",
     "ApiError",
     "Delays",
@@ -155,4 +160,5 @@ __all__ = [
     "running",
     "serve",
     "shutdown",
+    "timing_delays",
 ]

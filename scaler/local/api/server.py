@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from scaler.errors import ScalerError
@@ -23,6 +24,8 @@ from scaler.local.api.base import (
     DEFAULT_PORT,
     DEFAULT_STATE_DIR,
     JSON,
+    PACE,
+    TIMINGS,
     Delays,
     LocalCloudError,
     ServerInfo,
@@ -59,6 +62,19 @@ def _health(url: str, timeout: float = 2.0) -> JSON | None:
     except (OSError, ValueError, urllib.error.URLError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def timing_delays(timing: str, delay: float | None) -> Delays | None:
+    """The Delays of a --timing profile, with --delay (when given) for its boot and actions."""
+    if timing not in TIMINGS:
+        raise LocalCloudError(f"unknown timing {timing!r} (have: {', '.join(TIMINGS)})")
+    base = Delays.realistic() if timing == "realistic" else None
+    if delay is None:
+        return base
+    paced = Delays.uniform(delay)
+    if base is None:
+        return paced
+    return replace(base, **{k: getattr(paced, k) for k in PACE})
 
 
 def running(state_dir: Path) -> ServerInfo | None:
@@ -136,6 +152,7 @@ def launch(
     delay: float | None = None,
     rate_limit_per_minute: int = 250,
     droplets: DropletKind = "auto",
+    timing: str = "default",
 ) -> tuple[ServerInfo, bool]:
     """Start a background server for state_dir unless one runs; returns it, and if it ran."""
     state_dir = Path(state_dir)
@@ -150,6 +167,8 @@ def launch(
     argv += ["--rate-limit", str(rate_limit_per_minute), "--droplets", droplets]
     if delay is not None:
         argv += ["--delay", str(delay)]
+    if timing != "default":
+        argv += ["--timing", timing]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
@@ -214,6 +233,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=None, help="every delay, in seconds")
     parser.add_argument("--rate-limit", type=int, default=250, help="requests a minute per token")
     parser.add_argument("--droplets", choices=["auto", "real", "directory"], default="auto")
+    parser.add_argument("--timing", choices=TIMINGS, default="default")
     args = parser.parse_args()
     try:
         serve(
@@ -221,7 +241,7 @@ def main() -> None:
             port=args.port,
             network=args.network,
             verbose=not args.quiet,
-            delays=None if args.delay is None else Delays.uniform(args.delay),
+            delays=timing_delays(args.timing, args.delay),
             rate_limit_per_minute=args.rate_limit,
             droplets=args.droplets,
         )

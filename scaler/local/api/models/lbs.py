@@ -57,6 +57,23 @@ _CHOICES = {
 }
 
 
+# What DigitalOcean accepts in a health check (its API answers 422 otherwise).
+HEALTH_RANGES = {
+    "port": (1, 65535),
+    "check_interval_seconds": (3, 300),
+    "response_timeout_seconds": (3, 300),
+    "unhealthy_threshold": (2, 10),
+    "healthy_threshold": (2, 10),
+}
+
+
+def check_range(key: str, value: Any, low: int, high: int) -> None:
+    """A 422 unless value is an integer between low and high, as DigitalOcean words it."""
+    number = as_int(value, key)
+    if not low <= number <= high:
+        raise unprocessable(f"{key} must be between {low} and {high}, got {number}.")
+
+
 def find_lb(cloud: CloudState, value: str) -> JSON:
     """A load balancer's record by id (404 when there is none)."""
     lb: JSON | None = cloud._state["lbs"].get(value)
@@ -98,6 +115,8 @@ def parse_rules(value: Any) -> list[JSON]:
             }
         except (KeyError, TypeError, ValueError) as err:
             raise unprocessable(f"Forwarding rule {rule!r} is invalid ({err}).") from None
+        for key in ("entry_port", "target_port"):
+            check_range(f"forwarding_rules.{key}", clean[key], 1, 65535)
         if clean["entry_protocol"] not in ("http", "https", "http2", "http3", "tcp", "udp"):
             raise unprocessable(f"Invalid entry_protocol {clean['entry_protocol']!r}.")
         if clean["target_protocol"] not in ("http", "https", "http2", "tcp", "udp"):
@@ -133,6 +152,8 @@ def lb_settings(cloud: CloudState, lb: JSON, body: JSON, *, creating: bool) -> N
         raise unprocessable(f"Invalid health check protocol {health['protocol']!r}.")
     if health["protocol"] == "tcp":
         health["path"] = ""
+    for key, (low, high) in HEALTH_RANGES.items():
+        check_range(f"health_check.{key}", health[key], low, high)
     sticky: JSON = {"type": "none"}
     given = body.get("sticky_sessions") or {}
     if given.get("type") == "cookies":
