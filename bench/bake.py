@@ -20,7 +20,11 @@ snapshots, copies to one extra region (ams3) and cleans up:
 Prints the median wall time and API requests per tool over --runs rounds (the tools take
 turns within a round), and every run's figures.
 
-    .venv/bin/python bench/bake.py [--runs N]
+    .venv/bin/python bench/bake.py [--runs N] [--timing realistic] [--tools scaler]
+
+--timing realistic runs the cloud at DigitalOcean's pace (`scaler local up --timing realistic`:
+boot ~35 s, snapshots minutes per GB, transfers a minute and more, lags after actions); --tools
+scaler keeps the scaler rows only (Packer's take as long again).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scaler.inventory import build_inventory, list_json
-from scaler.local.api import LocalCloud
+from scaler.local.api import Delays, LocalCloud
 from scaler.provision import to_static_inventory
 from scaler.state import read_state
 
@@ -156,18 +160,23 @@ def run_packer(cloud: LocalCloud, work: Path, provisioner: str = "shell") -> flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--timing", choices=("default", "realistic"), default="default")
+    parser.add_argument("--tools", choices=("all", "scaler"), default="all")
     args = parser.parse_args()
-    if shutil.which("packer") is None:
+    if args.tools == "all" and shutil.which("packer") is None:
         sys.exit("packer is not installed (Debian package packer)")
+    delays = Delays.realistic() if args.timing == "realistic" else None
     with tempfile.TemporaryDirectory(prefix="bench-bake-") as tmp:
         base = Path(tmp)
-        with LocalCloud(base / "cloud", network=NETWORK) as cloud:
+        with LocalCloud(base / "cloud", network=NETWORK, delays=delays) as cloud:
             runners: dict[str, Callable[[LocalCloud, Path], float]] = {
                 "scaler (ssh)": run_scaler,
                 "scaler (local)": lambda c, w: run_scaler(c, w, "local"),
                 "packer (ansible)": lambda c, w: run_packer(c, w, "ansible"),
                 "packer (shell)": run_packer,
             }
+            if args.tools == "scaler":
+                runners = {k: v for k, v in runners.items() if k.startswith("scaler")}
             results: dict[str, list[tuple[float, int]]] = {name: [] for name in runners}
             for run in range(args.runs):
                 for i, (name, runner) in enumerate(runners.items()):

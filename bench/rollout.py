@@ -10,6 +10,10 @@ The health check is the load balancer's own (3 passes in a row), its 10 s interv
 request. Capacity: a sampler reads the cloud's state file (no API requests) every 0.1 s and probes
 every droplet behind the load balancer; the fewest healthy seen must never fall under the floor.
 
+--timing realistic starts from DigitalOcean's pace instead (`scaler local up --timing realistic`:
+droplets active after ~35 s, load balancers after ~1 min, deletes that linger, a balancer busy for
+20 s after each change, lags after actions): a slow bench of the API budget, deadlines and waits.
+
 --speed K (default 1: real time) runs every clock K times faster, together: the cloud's delays
 and the provider's poll waits are divided by K, the cloud's limit becomes 250*K a minute, and the
 budget window and the peak are taken over 60/K seconds (so "peak/min" is per scaled minute).
@@ -50,7 +54,7 @@ def api(cloud: LocalCloud, method: str, path: str, body: Any = None) -> Any:
     return json.loads(raw) if raw else None
 
 
-def until(check: Any, timeout: float = 120.0) -> Any:
+def until(check: Any, timeout: float = 900.0) -> Any:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = check()
@@ -114,10 +118,15 @@ def peak_per_minute(times: list[float], window: float = 60.0) -> int:
 
 
 def run(
-    size: int, health_interval: float, engine: str | None, speed: float, budget: int
+    size: int,
+    health_interval: float,
+    engine: str | None,
+    speed: float,
+    budget: int,
+    timing: str = "default",
 ) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"scaler-bench-rollout-{size}-"))
-    defaults = Delays()
+    defaults = Delays.realistic() if timing == "realistic" else Delays()
     delays = Delays(**{k: v / speed for k, v in defaults.__dict__.items()})
     window = 60.0 / speed
     os.environ[POLL_ENV] = str(1.0 / speed)
@@ -195,15 +204,18 @@ def main() -> int:
     parser.add_argument("--engine", help="terraform binary or 'embedded' (default: PATH first)")
     parser.add_argument("--speed", type=float, default=1.0, help="run every clock K times faster")
     parser.add_argument("--api-budget", type=int, default=250, help="requests per (scaled) minute")
+    parser.add_argument("--timing", choices=("default", "realistic"), default="default")
     args = parser.parse_args()
-    scale = "real time"
+    scale = "real time" if args.timing == "default" else "real time, realistic timing"
     if args.speed != 1:
         scale = f"{args.speed:g}x faster, minute = {60 / args.speed:g}s"
     print(f"# rolling, batches of 25%, api budget {args.api_budget}, {scale}", flush=True)
     print("droplets batches status  wall_s requests peak/min 429s min_healthy floor", flush=True)
     ok = True
     for size in args.sizes.split(","):
-        r = run(int(size), args.health_interval, args.engine, args.speed, args.api_budget)
+        r = run(
+            int(size), args.health_interval, args.engine, args.speed, args.api_budget, args.timing
+        )
         print(
             f"{r['droplets']:8} {r['batches']:7} {r['status']:7} {r['wall_s']:6} "
             f"{r['requests']:8} {r['peak_per_min']:8} {r['http_429']:4} "
