@@ -40,7 +40,6 @@ from scaler.rollout import ApiBudget, Settings, apply_rollout, open_terraform, p
 from scaler.terraform import Terraform, local_provider
 
 ROOT = Path(__file__).resolve().parent.parent
-NETWORK = 97
 POLL_ENV = "SCALER_LOCAL_PROVIDER_POLL"
 
 
@@ -133,7 +132,6 @@ def run(
     try:
         with LocalCloud(
             tmp / "cloud",
-            network=NETWORK,
             delays=delays,
             rate_limit_per_minute=int(250 * speed),
         ) as cloud:

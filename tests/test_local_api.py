@@ -257,6 +257,21 @@ def _ip_scenarios(kind: str) -> dict[tuple[str, str], Scenario]:
     }
 
 
+def _firewall_body(w: World) -> dict[str, Any]:
+    inbound = {"protocol": "tcp", "ports": "80", "sources": {"addresses": ["0.0.0.0/0"]}}
+    outbound = {"protocol": "icmp", "destinations": {"addresses": ["0.0.0.0/0"]}}
+    return {
+        "name": w.name("fw"),
+        "inbound_rules": [inbound],
+        "outbound_rules": [outbound],
+        "droplet_ids": [w.droplet["id"]],
+    }
+
+
+def _firewall(w: World) -> str:
+    return str(w.api.ok("POST", "/v2/firewalls", _firewall_body(w))["firewall"]["id"])
+
+
 def _vpc_body(w: World) -> dict[str, Any]:
     return {"name": w.name("vpc"), "region": "nyc3"}
 
@@ -421,6 +436,21 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ),
     **_ip_scenarios("floating_ip"),
     **_ip_scenarios("reserved_ip"),
+    ("GET", "/v2/firewalls"): lambda w: w.api("GET", "/v2/firewalls"),
+    ("POST", "/v2/firewalls"): lambda w: w.api("POST", "/v2/firewalls", _firewall_body(w)),
+    ("GET", "/v2/firewalls/{firewall_id}"): lambda w: w.api("GET", f"/v2/firewalls/{_firewall(w)}"),
+    ("PUT", "/v2/firewalls/{firewall_id}"): lambda w: w.api(
+        "PUT", f"/v2/firewalls/{_firewall(w)}", _firewall_body(w)
+    ),
+    ("DELETE", "/v2/firewalls/{firewall_id}"): lambda w: w.api(
+        "DELETE", f"/v2/firewalls/{_firewall(w)}"
+    ),
+    ("POST", "/v2/firewalls/{firewall_id}/droplets"): lambda w: w.api(
+        "POST", f"/v2/firewalls/{_firewall(w)}/droplets", {"droplet_ids": [w.droplet["id"]]}
+    ),
+    ("DELETE", "/v2/firewalls/{firewall_id}/droplets"): lambda w: w.api(
+        "DELETE", f"/v2/firewalls/{_firewall(w)}/droplets", {"droplet_ids": [w.droplet["id"]]}
+    ),
     ("GET", "/v2/vpcs"): lambda w: w.api("GET", "/v2/vpcs"),
     ("POST", "/v2/vpcs"): lambda w: w.api("POST", "/v2/vpcs", _vpc_body(w)),
     ("GET", "/v2/vpcs/{vpc_id}"): lambda w: w.api("GET", f"/v2/vpcs/{_vpc(w)}"),

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scaler.local.api import Delays, LocalCloud
+from scaler.local.api import Delays, LocalCloud, RequestRecord
 from scaler.terraform import Terraform, TerraformFailed, local_provider
 
 STACK = """
@@ -80,6 +80,34 @@ resource "digitalocean_project" "site" {
   resources   = [digitalocean_droplet.web.urn, digitalocean_loadbalancer.lb.urn]
 }
 
+resource "digitalocean_firewall" "web" {
+  name        = "web-only-80"
+  droplet_ids = [digitalocean_droplet.web.id]
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "80"
+    source_addresses = ["0.0.0.0/0"]
+  }
+  outbound_rule {
+    protocol              = "icmp"
+    destination_addresses = ["0.0.0.0/0"]
+  }
+}
+
+resource "digitalocean_reserved_ip" "db" {
+  region = "nyc3"
+}
+
+resource "digitalocean_reserved_ip_assignment" "db" {
+  ip_address = digitalocean_reserved_ip.db.ip_address
+  droplet_id = digitalocean_droplet.web.id
+}
+
+resource "digitalocean_floating_ip" "web" {
+  region     = "nyc3"
+  droplet_id = digitalocean_droplet.web.id
+}
+
 data "digitalocean_droplet" "web" {
   name = digitalocean_droplet.web.name
 }
@@ -120,6 +148,9 @@ output "key_fingerprint" { value = data.digitalocean_ssh_key.deploy.fingerprint 
 output "lb_ip" { value = data.digitalocean_loadbalancer.lb.ip }
 output "lb_check" { value = data.digitalocean_loadbalancer.lb.healthcheck[0] }
 """
+
+
+APPLY_LOG: list[RequestRecord] = []
 
 
 def api(cloud: LocalCloud, method: str, path: str, body: Any = None) -> Any:
@@ -167,7 +198,9 @@ def applied(
         snapshot = make_snapshot(cloud, "wordpress-snapshot")
         tf = Terraform(stack, env=env)
         tf.init()
+        cloud.reset_log()
         tf.apply()
+        APPLY_LOG[:] = cloud.requests()
         try:
             yield cloud, tf, snapshot
         finally:
@@ -235,3 +268,30 @@ def test_a_missing_snapshot_is_one_clear_error(applied: tuple[LocalCloud, Terraf
     with pytest.raises(TerraformFailed) as failed:
         tf.plan(vars={"snapshot": "no-such-snapshot"})
     assert "no image found with name no-such-snapshot" in str(failed.value)
+
+
+def test_ips_go_through_the_reserved_ip_endpoints(
+    applied: tuple[LocalCloud, Terraform, int],
+) -> None:
+    """As the real provider: create with the region only, then assign; never /v2/floating_ips."""
+    cloud, _tf, _snapshot = applied
+    templates = [r.template for r in APPLY_LOG]
+    assert not [t for t in templates if "/v2/floating_ips" in t]
+    assert templates.count("POST /v2/reserved_ips") == 2
+    assert templates.count("POST /v2/reserved_ips/{id}/actions") == 2
+    ips = {i["ip"]: i for i in api(cloud, "GET", "/v2/reserved_ips")["reserved_ips"]}
+    (droplet,) = [d for d in api(cloud, "GET", "/v2/droplets")["droplets"] if d["name"] == "web-1"]
+    assert [i["droplet"]["id"] for i in ips.values()] == [droplet["id"], droplet["id"]]
+
+
+def test_firewall_holds_its_rules(applied: tuple[LocalCloud, Terraform, int]) -> None:
+    cloud, _tf, _snapshot = applied
+    (fw,) = api(cloud, "GET", "/v2/firewalls")["firewalls"]
+    (droplet,) = [d for d in api(cloud, "GET", "/v2/droplets")["droplets"] if d["name"] == "web-1"]
+    assert (fw["name"], fw["droplet_ids"]) == ("web-only-80", [droplet["id"]])
+    assert fw["inbound_rules"] == [
+        {"protocol": "tcp", "ports": "80", "sources": {"addresses": ["0.0.0.0/0"]}}
+    ]
+    assert fw["outbound_rules"] == [
+        {"protocol": "icmp", "ports": "0", "destinations": {"addresses": ["0.0.0.0/0"]}}
+    ]

@@ -155,6 +155,7 @@ def test_schema_has_the_real_provider_names(applied: tuple[LocalCloud, Terraform
     assert sorted(resources) == [
         "digitalocean_droplet",
         "digitalocean_droplet_snapshot",
+        "digitalocean_firewall",
         "digitalocean_floating_ip",
         "digitalocean_floating_ip_assignment",
         "digitalocean_loadbalancer",

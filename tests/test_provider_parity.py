@@ -178,8 +178,8 @@ def _names(kind: str) -> list[str]:
     return sorted(json.loads(SCHEMA.read_text())[kind])
 
 
-# In the file, not yet in the local provider (the local cloud has no firewalls API yet).
-_NOT_YET = {"digitalocean_firewall"}
+# In the file, not (yet) in the local provider.
+_NOT_YET: set[str] = set()
 
 
 @pytest.mark.parametrize("name", [n for n in _names("resources") if n not in _NOT_YET])

@@ -1337,6 +1337,103 @@ class DropletSnapshot(_Base):
         self._guard(ctx, lambda: self.api.delete(f"/v2/snapshots/{current['id']}"), None)
 
 
+# ---------------------------------------------------------------- firewalls
+
+_PEERS = ("addresses", "droplet_ids", "load_balancer_uids", "kubernetes_ids", "tags")
+
+
+class Firewall(_Base):
+    """digitalocean_firewall: inbound and outbound rules for droplets and tags (PUT on change)."""
+
+    spec = specs.FIREWALL
+
+    def config_errors(self, config: dict[str, Any]) -> list[str]:
+        """A firewall needs a rule; a tcp or udp rule needs its port_range."""
+        errors = []
+        if not config.get("inbound_rule") and not config.get("outbound_rule"):
+            errors.append("At least one rule must be specified")
+        for side in ("inbound_rule", "outbound_rule"):
+            for rule in config.get(side) or []:
+                if rule.get("protocol") != "icmp" and rule.get("port_range") in (None, ""):
+                    errors.append(
+                        "`port_range` of firewall rules is required if protocol is `tcp` or `udp`"
+                    )
+        return errors
+
+    @staticmethod
+    def _rules(planned: State, side: str, peer: str, prefix: str) -> list[dict[str, Any]]:
+        out = []
+        for rule in planned.get(side) or []:
+            peers = {}
+            for key in _PEERS:
+                value = rule.get(f"{prefix}_{key}")
+                if value:
+                    peers[key] = [int(v) for v in value] if key == "droplet_ids" else list(value)
+            out.append(
+                {"protocol": rule["protocol"], "ports": rule.get("port_range") or "0", peer: peers}
+            )
+        return out
+
+    def _body(self, planned: State) -> dict[str, Any]:
+        return {
+            "name": planned["name"],
+            "inbound_rules": self._rules(planned, "inbound_rule", "sources", "source"),
+            "outbound_rules": self._rules(planned, "outbound_rule", "destinations", "destination"),
+            "droplet_ids": sorted(int(i) for i in planned.get("droplet_ids") or []),
+            "tags": list(planned.get("tags") or []),
+        }
+
+    @staticmethod
+    def _values(fw: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": fw["id"],
+            "status": fw.get("status"),
+            "created_at": fw.get("created_at"),
+            "pending_changes": [
+                {
+                    "droplet_id": p.get("droplet_id"),
+                    "removing": p.get("removing"),
+                    "status": p.get("status"),
+                }
+                for p in fw.get("pending_changes") or []
+            ],
+        }
+
+    def create(self, ctx: CreateContext, planned: State) -> State | None:
+        """Create the firewall (no wait, as the real provider)."""
+
+        def go() -> State:
+            fw = self.api.call("POST", "/v2/firewalls", self._body(planned))["firewall"]
+            return _fill(planned, self._values(fw))
+
+        return self._guard(ctx, go, None)
+
+    def read(self, ctx: ReadContext, current: State) -> State | None:
+        """Refresh its status; rules and droplets stay as configured."""
+
+        def go() -> State | None:
+            got = self.api.get(f"/v2/firewalls/{current['id']}")
+            if got is None:
+                return None
+            return _settle({**current, **self._values(got["firewall"])})
+
+        return self._guard(ctx, go, current)
+
+    def update(self, ctx: UpdateContext, current: State, planned: State) -> State | None:
+        """Send the whole firewall (PUT)."""
+
+        def go() -> State:
+            path = f"/v2/firewalls/{current['id']}"
+            fw = self.api.call("PUT", path, self._body(planned))["firewall"]
+            return _fill(planned, self._values(fw))
+
+        return self._guard(ctx, go, current)
+
+    def delete(self, ctx: DeleteContext, current: State) -> None:
+        """Delete the firewall."""
+        self._guard(ctx, lambda: self.api.delete(f"/v2/firewalls/{current['id']}"), None)
+
+
 # ---------------------------------------------------------------- VPCs and projects
 
 
@@ -1910,6 +2007,7 @@ class LocalProvider(Provider):  # type: ignore[misc]
             Vpc,
             Project,
             DropletSnapshot,
+            Firewall,
         ]
 
 

@@ -93,9 +93,9 @@ def destroy_droplet(cloud: CloudState, droplet: JSON) -> None:
     for ip in cloud._state["ips"].values():
         if ip["droplet_id"] == did:
             ip["droplet_id"] = None
-    for lb in cloud._state["lbs"].values():
-        if did in lb["droplet_ids"]:
-            lb["droplet_ids"].remove(did)
+    for holder in [*cloud._state["lbs"].values(), *cloud._state["firewalls"].values()]:
+        if did in holder["droplet_ids"]:
+            holder["droplet_ids"].remove(did)
     cloud._dirty = True
 
 

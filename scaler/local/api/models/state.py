@@ -14,7 +14,18 @@ from scaler.local.droplets import RealMachines
 from scaler.local.machines import Machines
 
 # The families of state.json, and the key each one's objects are filed under.
-FAMILIES = ("droplets", "actions", "images", "keys", "lbs", "ips", "tags", "vpcs", "projects")
+FAMILIES = (
+    "droplets",
+    "actions",
+    "images",
+    "keys",
+    "lbs",
+    "ips",
+    "tags",
+    "vpcs",
+    "projects",
+    "firewalls",
+)
 
 
 def empty_state() -> JSON:
@@ -38,6 +49,7 @@ def empty_state() -> JSON:
         "tags": {},
         "vpcs": {},
         "projects": {},
+        "firewalls": {},
     }
 
 
@@ -100,6 +112,7 @@ class CloudState:
         state["tags"] = {o["name"]: o for o in raw.get("tags", [])}
         state["vpcs"] = {o["id"]: o for o in raw.get("vpcs", [])}
         state["projects"] = {o["id"]: o for o in raw.get("projects", [])}
+        state["firewalls"] = {o["id"]: o for o in raw.get("firewalls", [])}
         return state
 
     def _save(self) -> None:
