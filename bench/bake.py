@@ -187,6 +187,11 @@ def main() -> None:
                     requests = sum(cloud.counters().values())
                     results[name].append((took, requests))
                     left = cloud.summary()
+                    deadline = time.monotonic() + 60  # a deleted droplet lingers (realistic)
+                    while left["droplets"] and time.monotonic() < deadline:
+                        time.sleep(1)
+                        cloud.settle()
+                        left = cloud.summary()
                     assert left["droplets"] == 0 and left["ssh_keys"] == 0, left
             head = f"{'tool':<16}{'wall s (median)':>16}{'API requests (median)':>23}"
             print(head + "  runs (s/requests)")

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,15 @@ def make_image(cloud: LocalCloud, name: str) -> str:
     web = cloud.machines.web_root(droplet_id)
     web.mkdir(parents=True, exist_ok=True)
     (web / "index.php").write_text(f"<?php /* WordPress {name} */ ?>\n")
-    action = api(
-        cloud, "POST", f"/v2/droplets/{droplet_id}/actions", {"type": "snapshot", "name": name}
-    )["action"]
+    action = None
+    while action is None:
+        try:
+            body = {"type": "snapshot", "name": name}
+            action = api(cloud, "POST", f"/v2/droplets/{droplet_id}/actions", body)["action"]
+        except urllib.error.HTTPError as err:
+            if err.code != 422:  # pending event: the realistic cloud's lag after the create
+                raise
+            time.sleep(1.0)
     until(
         lambda: api(cloud, "GET", f"/v2/actions/{action['id']}")["action"]["status"] == "completed"
     )
