@@ -33,6 +33,12 @@ Endpoints (under /v2; a trailing slash is ignored; HEAD answers like GET without
                       GET|POST /floating_ips/{ip}/actions (assign, unassign),
                       GET /floating_ips/{ip}/actions/{action_id}
   reserved IPs        the same under /reserved_ips (one pool: an address shows under both)
+  firewalls           GET|POST /firewalls, GET|PUT|DELETE /firewalls/{id},
+                      POST|DELETE /firewalls/{id}/droplets (rules are data: nothing is filtered)
+  VPCs                GET|POST /vpcs, GET|PUT|PATCH|DELETE /vpcs/{id} (a region's default VPC
+                      answers by its id; an ip_range is data, never dialled)
+  projects            GET|POST /projects, GET|PATCH|PUT|DELETE /projects/{id or default},
+                      GET|POST /projects/{id}/resources (URNs)
 
 Like the real API: lists are paginated (`page`, `per_page` default 20, at most 200,
 `links.pages` first/prev/next/last as absolute URLs, `meta.total`); errors are JSON
@@ -46,7 +52,14 @@ transfer with the two ids swapped.
 
 Time (class Delays, seconds, changeable at run time): a droplet is `new` for `droplet_boot`,
 then `active`; actions stay `in-progress` for `action` (`snapshot` for snapshots, `transfer`
-for image transfers); a load balancer is `new` for `load_balancer`. Nothing runs in the
+for image transfers, each plus `*_per_gb` per GB of image); a load balancer is `new` for
+`load_balancer`. DigitalOcean's lags, off by default and on with `--timing realistic`
+(Delays.realistic()): `pending_after` (422 pending event just after an action completed),
+`image_listing` (a new snapshot missing from image and snapshot lists), `lb_update` (403 on a
+load balancer change while it applies the last), `droplet_delete` (a deleted droplet answers as
+`archive`, out of lists, before 404). Always, as DigitalOcean: 422 on an IP assignment to a
+droplet with a pending event, on a transfer into a region that holds the image, and on health
+check values outside its ranges (interval and timeout 3-300 s, thresholds 2-10). Nothing runs in the
 background: each request first settles what is due by the clock, in order, so a restart
 picks up where time has gone.
 
