@@ -54,13 +54,15 @@ def api(cloud: LocalCloud, method: str, path: str, body: Any = None) -> Any:
     return json.loads(raw) if raw else None
 
 
-def until(check: Any, timeout: float = 900.0) -> Any:
+def until(check: Any, timeout: float = 900.0, every: float = 1.0) -> Any:
+    """Look every second (a snapshot at the realistic pace takes minutes: 250 looks a minute
+    is the API's whole budget)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = check()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(every)
     raise SystemExit("timed out")
 
 
