@@ -30,7 +30,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
         tmp_path_factory.mktemp("lags"),
         delays=Delays.uniform(0.05),
         rate_limit_per_minute=100_000,
-        ssh=False,
     ) as running:
         yield running
 

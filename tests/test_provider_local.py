@@ -293,7 +293,6 @@ def replace_probe(
             tmp_path_factory.mktemp("cloud"),
             delays=Delays.uniform(0.1),
             rate_limit_per_minute=100_000,
-            ssh=False,
         ) as cloud,
         local_provider(cloud.env()) as env,
     ):
