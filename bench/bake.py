@@ -19,7 +19,11 @@ Terraform-state inventory, snapshots, copies to one extra region (ams3) and clea
 Prints the median wall time and API requests per tool over --runs rounds (the tools take
 turns within a round), and every run's figures. The first round also fills the package cache.
 
-    .venv/bin/python bench/bake.py [--runs N]
+    .venv/bin/python bench/bake.py [--runs N] [--timing realistic] [--tools scaler]
+
+--timing realistic runs the cloud at DigitalOcean's pace (`scaler local up --timing realistic`:
+boot ~35 s, snapshots minutes per GB, transfers a minute and more, lags after actions); --tools
+scaler keeps the scaler rows only (Packer's take as long again).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scaler.inventory import build_inventory, list_json
-from scaler.local.api import LocalCloud
+from scaler.local.api import Delays, LocalCloud
 from scaler.provision import to_static_inventory
 from scaler.state import read_state
 
@@ -125,16 +129,21 @@ def run_packer(cloud: LocalCloud, work: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--timing", choices=("default", "realistic"), default="default")
+    parser.add_argument("--tools", choices=("all", "scaler"), default="all")
     args = parser.parse_args()
-    if shutil.which("packer") is None:
+    if args.tools == "all" and shutil.which("packer") is None:
         sys.exit("packer is not installed (Debian package packer)")
+    delays = Delays.realistic() if args.timing == "realistic" else None
     with tempfile.TemporaryDirectory(prefix="bench-bake-") as tmp:
         base = Path(tmp)
-        with LocalCloud(base / "cloud", droplets="real") as cloud:
+        with LocalCloud(base / "cloud", droplets="real", delays=delays) as cloud:
             runners: dict[str, Callable[[LocalCloud, Path], float]] = {
                 "scaler (ssh)": run_scaler,
                 "packer (ansible)": run_packer,
             }
+            if args.tools == "scaler":
+                runners = {k: v for k, v in runners.items() if k.startswith("scaler")}
             results: dict[str, list[tuple[float, int]]] = {name: [] for name in runners}
             for run in range(args.runs):
                 for i, (name, runner) in enumerate(runners.items()):
@@ -145,6 +154,11 @@ def main() -> None:
                     requests = sum(cloud.counters().values())
                     results[name].append((took, requests))
                     left = cloud.summary()
+                    deadline = time.monotonic() + 60  # a deleted droplet lingers (realistic)
+                    while left["droplets"] and time.monotonic() < deadline:
+                        time.sleep(1)
+                        cloud.settle()
+                        left = cloud.summary()
                     assert left["droplets"] == 0 and left["ssh_keys"] == 0, left
             head = f"{'tool':<16}{'wall s (median)':>16}{'API requests (median)':>23}"
             print(head + "  runs (s/requests)")

@@ -543,6 +543,9 @@ class _Bake:
 
         def one(region: str) -> None:
             action = cloud.transfer_image(image_id, region)
+            if action is None:
+                self.say(f"snapshot {image_id} is in {region} already")
+                return
             # parallel waits share one poll budget
             cloud.wait_for_action(
                 action.id, timeout, f"transfer of {image_id} to {region}", share=len(regions)

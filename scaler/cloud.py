@@ -380,11 +380,17 @@ class Cloud:
         """Delete an image; gone already is fine."""
         self._delete(f"images/{image_id}")
 
-    def transfer_image(self, image_id: int, region: str) -> Action:
-        """Start copying an image to another region."""
-        data = self.request(
-            "POST", f"images/{image_id}/actions", {"type": "transfer", "region": region}
-        )
+    def transfer_image(self, image_id: int, region: str) -> Action | None:
+        """Start copying an image to another region; None when the image is there already
+        (DigitalOcean answers 422 to a transfer into a region that holds the image)."""
+        try:
+            data = self.request(
+                "POST", f"images/{image_id}/actions", {"type": "transfer", "region": region}
+            )
+        except CloudError as err:
+            if err.status == 422 and region in self.get_image(image_id).regions:
+                return None
+            raise
         return _action(data["action"])
 
     # -- waiting

@@ -643,6 +643,12 @@ def _plan(
     return tf.show_plan_json(out)
 
 
+# DigitalOcean answers 403 to a load balancer change while it still applies the last one.
+_LB_BUSY = re.compile(r"load_balancers/\S+\W.{0,40}\b403\b", re.IGNORECASE)
+LB_BUSY_WAIT = 5.0
+LB_BUSY_TIMEOUT = 180.0
+
+
 def _apply(tf: Terraform, settings: Settings, planfile: Path) -> None:
     tf.run(
         "apply",
@@ -1027,6 +1033,7 @@ class _Run:
         began = self.clock()
         label = f"batch {number}/{len(self.plan.batches)}"
         planfile = settings.terraform_dir / "scaler-rollout-batch.tfplan"
+        pins: dict[str, str] | None = None
         if self.plan.strategy == "all":
             planfile = self.prepared.planfile
             self.report(f"{label}: applying the plan (create before destroy)")
@@ -1042,7 +1049,7 @@ class _Run:
             self.report(f"{label}: applying")
         self.replaced.extend(batch)
         try:
-            _apply(tf, settings, planfile)
+            self.apply_batch(label, planfile, pins)
         finally:
             if self.budget is not None:
                 self.budget.mark(len(batch))
@@ -1070,6 +1077,24 @@ class _Run:
             raise _BatchFailed(f"{label}: {', '.join(sick)} {how}")
         self.report(f"{label}: healthy ({result.seconds:.1f}s)")
         return result
+
+    def apply_batch(self, label: str, planfile: Path, pins: dict[str, str] | None) -> None:
+        """Apply; while the load balancer refuses the change because it is still applying the
+        previous one (DigitalOcean's 403), wait, plan what is left and apply that."""
+        settings, tf = self.settings, self.tf
+        deadline = self.clock() + LB_BUSY_TIMEOUT
+        while True:
+            try:
+                _apply(tf, settings, planfile)
+                return
+            except TerraformFailed as err:
+                if not _LB_BUSY.search(err.stderr) or self.clock() >= deadline:
+                    raise
+            self.report(f"{label}: the load balancer is still applying its last change; waiting")
+            time.sleep(LB_BUSY_WAIT)
+            # The droplets were made; what is left is the balancer's update and the old ones.
+            plan_json = _plan(tf, settings, planfile, pins)
+            check_plan(plan_json, settings.targets)
 
     def rollback(self, reason: str) -> RolloutResult:
         settings = self.settings

@@ -347,3 +347,24 @@ def test_missing_input_file_fails_before_anything(
         f"pass {option} PATH; nothing to remove"
     )
     assert fresh_cloud.requests() == []
+
+
+def test_bake_rides_out_digitaloceans_lags(cloud: LocalCloud, tmp_path: Path) -> None:
+    """Pending event just after the shutdown, the snapshot not yet in image lists: it still
+    bakes, retrying the first and reading the droplet's own snapshot list for the second."""
+    cloud.reset_log()
+    with slower(cloud, pending_after=0.5, image_listing=30.0):
+        result = bake_image(
+            quick_config(tmp_path),
+            fast_cloud(cloud),
+            inventory=example_inventory(),
+            droplet_root=cloud.machines.root,
+        )
+        try:
+            posted = actions_posted(cloud)
+            assert 422 in [s for _p, s, _t in posted], posted  # the snapshot after the shutdown
+            assert result.id not in resources(cloud)["snapshots"]  # not listed yet
+            assert f'"artifact_id": "nyc3:{result.id}"' in (tmp_path / "manifest.json").read_text()
+            assert resources(cloud)["droplets"] == set()
+        finally:
+            api(cloud, "DELETE", f"images/{result.id}")

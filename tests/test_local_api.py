@@ -257,6 +257,37 @@ def _ip_scenarios(kind: str) -> dict[tuple[str, str], Scenario]:
     }
 
 
+def _firewall_body(w: World) -> dict[str, Any]:
+    inbound = {"protocol": "tcp", "ports": "80", "sources": {"addresses": ["0.0.0.0/0"]}}
+    outbound = {"protocol": "icmp", "destinations": {"addresses": ["0.0.0.0/0"]}}
+    return {
+        "name": w.name("fw"),
+        "inbound_rules": [inbound],
+        "outbound_rules": [outbound],
+        "droplet_ids": [w.droplet["id"]],
+    }
+
+
+def _firewall(w: World) -> str:
+    return str(w.api.ok("POST", "/v2/firewalls", _firewall_body(w))["firewall"]["id"])
+
+
+def _vpc_body(w: World) -> dict[str, Any]:
+    return {"name": w.name("vpc"), "region": "nyc3"}
+
+
+def _vpc(w: World) -> str:
+    return str(w.api.ok("POST", "/v2/vpcs", _vpc_body(w))["vpc"]["id"])
+
+
+def _project_body(w: World) -> dict[str, Any]:
+    return {"name": w.name("project"), "purpose": "Web Application", "environment": "Production"}
+
+
+def _project(w: World) -> str:
+    return str(w.api.ok("POST", "/v2/projects", _project_body(w))["project"]["id"])
+
+
 def _lb(w: World, **extra: Any) -> str:
     body = {"name": w.name("lb"), "region": "nyc3", "forwarding_rules": [_RULE]} | extra
     return str(w.api.ok("POST", "/v2/load_balancers", body)["load_balancer"]["id"])
@@ -405,14 +436,68 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ),
     **_ip_scenarios("floating_ip"),
     **_ip_scenarios("reserved_ip"),
+    ("GET", "/v2/firewalls"): lambda w: w.api("GET", "/v2/firewalls"),
+    ("POST", "/v2/firewalls"): lambda w: w.api("POST", "/v2/firewalls", _firewall_body(w)),
+    ("GET", "/v2/firewalls/{firewall_id}"): lambda w: w.api("GET", f"/v2/firewalls/{_firewall(w)}"),
+    ("PUT", "/v2/firewalls/{firewall_id}"): lambda w: w.api(
+        "PUT", f"/v2/firewalls/{_firewall(w)}", _firewall_body(w)
+    ),
+    ("DELETE", "/v2/firewalls/{firewall_id}"): lambda w: w.api(
+        "DELETE", f"/v2/firewalls/{_firewall(w)}"
+    ),
+    ("POST", "/v2/firewalls/{firewall_id}/droplets"): lambda w: w.api(
+        "POST", f"/v2/firewalls/{_firewall(w)}/droplets", {"droplet_ids": [w.droplet["id"]]}
+    ),
+    ("DELETE", "/v2/firewalls/{firewall_id}/droplets"): lambda w: w.api(
+        "DELETE", f"/v2/firewalls/{_firewall(w)}/droplets", {"droplet_ids": [w.droplet["id"]]}
+    ),
+    ("GET", "/v2/vpcs"): lambda w: w.api("GET", "/v2/vpcs"),
+    ("POST", "/v2/vpcs"): lambda w: w.api("POST", "/v2/vpcs", _vpc_body(w)),
+    ("GET", "/v2/vpcs/{vpc_id}"): lambda w: w.api("GET", f"/v2/vpcs/{_vpc(w)}"),
+    ("PUT", "/v2/vpcs/{vpc_id}"): lambda w: w.api(
+        "PUT", f"/v2/vpcs/{_vpc(w)}", {"name": w.name("vpc"), "description": "d"}
+    ),
+    ("PATCH", "/v2/vpcs/{vpc_id}"): lambda w: w.api(
+        "PATCH", f"/v2/vpcs/{_vpc(w)}", {"description": "patched"}
+    ),
+    ("DELETE", "/v2/vpcs/{vpc_id}"): lambda w: w.api("DELETE", f"/v2/vpcs/{_vpc(w)}"),
+    ("GET", "/v2/projects"): lambda w: w.api("GET", "/v2/projects"),
+    ("POST", "/v2/projects"): lambda w: w.api("POST", "/v2/projects", _project_body(w)),
+    ("GET", "/v2/projects/{project_id}/resources"): lambda w: w.api(
+        "GET", f"/v2/projects/{_project(w)}/resources"
+    ),
+    ("POST", "/v2/projects/{project_id}/resources"): lambda w: w.api(
+        "POST",
+        f"/v2/projects/{_project(w)}/resources",
+        {"resources": [f"do:droplet:{w.droplet['id']}"]},
+    ),
+    ("GET", "/v2/projects/{project_id}"): lambda w: w.api("GET", f"/v2/projects/{_project(w)}"),
+    ("PATCH", "/v2/projects/{project_id}"): lambda w: w.api(
+        "PATCH", f"/v2/projects/{_project(w)}", {"description": "patched"}
+    ),
+    ("PUT", "/v2/projects/{project_id}"): lambda w: w.api(
+        "PUT", f"/v2/projects/{_project(w)}", {"name": w.name("p"), "purpose": "Service or API"}
+    ),
+    ("DELETE", "/v2/projects/{project_id}"): lambda w: w.api(
+        "DELETE", f"/v2/projects/{_project(w)}"
+    ),
+}
+# Paths the real provider uses that DigitalOcean's spec subset does not carry (their answers
+# are checked by the provider tests instead).
+_OUTSIDE_SUBSET = {
+    ("GET", "/v2/projects/{project_id}"),
+    ("PATCH", "/v2/projects/{project_id}"),
+    ("PUT", "/v2/projects/{project_id}"),
+    ("DELETE", "/v2/projects/{project_id}"),
 }
 
 
 def test_every_route_is_in_the_spec_and_has_a_scenario(spec: dict[str, Any]) -> None:
     routes = {(r.method, r.spec_path) for r in ROUTES}
     assert routes == set(SCENARIOS)
-    for method, path in routes:
+    for method, path in routes - _OUTSIDE_SUBSET:
         assert method.lower() in spec["paths"][path], f"{method} {path} is not in the spec"
+    assert not any(m.lower() in spec["paths"].get(p, {}) for m, p in _OUTSIDE_SUBSET)
 
 
 @pytest.mark.parametrize("operation", sorted(SCENARIOS), ids=lambda op: " ".join(op))
@@ -422,7 +507,8 @@ def test_answers_conform_to_the_spec(
     method, template = operation
     resp = SCENARIOS[operation](world)
     assert resp.status_code < 300, resp.text
-    conforms(spec, method, template, resp)
+    if operation not in _OUTSIDE_SUBSET:
+        conforms(spec, method, template, resp)
 
 
 def test_creating_many_droplets_conforms(world: World, spec: dict[str, Any]) -> None:

@@ -14,11 +14,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import ROOT, free_network
+
+from scaler.local.api import PACE, Delays
 
 SCALER = Path(sys.executable).parent / "scaler"
 
@@ -295,7 +298,9 @@ def test_up_sets_delays_and_rate_limit(state_dir: Path, network: int) -> None:
     url = f"http://127.0.0.1:{port}"
     with urllib.request.urlopen(f"{url}/_local/delays", timeout=5) as resp:
         delays = json.loads(resp.read())["delays"]
-    assert set(delays.values()) == {0.05}
+    # --delay paces boots and actions; DigitalOcean's lags stay off
+    assert {k: v for k, v in delays.items() if k in PACE} == dict.fromkeys(PACE, 0.05)
+    assert {v for k, v in delays.items() if k not in PACE} == {0.0}
     with urllib.request.urlopen(f"{url}/_local/health", timeout=5) as resp:
         assert json.loads(resp.read())["rate_limit_per_minute"] == 3
     for _ in range(3):
@@ -304,6 +309,17 @@ def test_up_sets_delays_and_rate_limit(state_dir: Path, network: int) -> None:
         _get(f"{url}/v2/account", "budget")
     assert limited.value.code == 429
     assert 1 <= int(limited.value.headers["retry-after"]) <= 60
+
+
+def test_up_at_digitaloceans_pace(state_dir: Path, network: int) -> None:
+    port = _free_port()
+    where = ["--state-dir", str(state_dir), "--port", str(port), "--network", str(network)]
+    started = scaler("up", *where, "--timing", "realistic", "--droplets", "directory")
+    assert started.returncode == 0, started.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_local/delays", timeout=5) as resp:
+        delays = json.loads(resp.read())["delays"]
+    assert delays == asdict(Delays.realistic())
+    assert delays["droplet_boot"] >= 20 and delays["load_balancer"] >= 45
 
 
 def test_up_refuses_a_bad_rate_limit(state_dir: Path) -> None:

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +236,26 @@ def test_rolling_rollout_replaces_only_the_web_droplets(stack: Stack) -> None:
     progress = json.loads((stack.dir / ".scaler-rollout.json").read_text())
     assert (progress["status"], progress["done"]) == ("done", WEB)
     assert [b for b in progress["batches"]] == [[a] for a in WEB]
+
+
+@pytest.mark.slow
+def test_load_balancer_still_busy_with_the_last_batch_is_waited_for(stack: Stack) -> None:
+    """DigitalOcean answers 403 to a balancer change while it applies the last one."""
+    before = stack.cloud.delays
+    stack.cloud.delays = replace(before, lb_update=3.0)
+    stack.cloud.reset_log()
+    try:
+        result = stack.rollout("--image", stack.good2, "--batch-size", "1", "--yes", *FAST)
+    finally:
+        stack.cloud.delays = before
+    assert result.exit_code == 0, result.output
+    assert "the load balancer is still applying its last change; waiting" in result.stderr
+    assert set(stack.web_images().values()) == {stack.good2}
+    assert all_healthy(stack)
+    puts = [r.status for r in stack.cloud.requests() if r.template == "PUT /v2/load_balancers/{id}"]
+    assert 403 in puts and puts[-1] == 200, puts
+    after = stack.ids()
+    assert others(after) == others(stack.before)
 
 
 @pytest.mark.slow

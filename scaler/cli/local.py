@@ -66,6 +66,15 @@ def local() -> None:
     help="real: each droplet a Linux host of its own (needs root; provisioning needs these); "
     "directory: fast stand-ins nothing can provision; auto: real where this machine can.",
 )
+@click.option(
+    "--timing",
+    type=click.Choice(api.TIMINGS),
+    default="default",
+    show_default=True,
+    help="realistic: DigitalOcean's pace (droplets active after ~35 s, snapshots minutes per "
+    "GB, load balancers ~1 min, slow deletes, short lags after actions); --delay overrides "
+    "its boot and action times.",
+)
 @click.option("--foreground", is_flag=True, help="Serve in this terminal until Ctrl-C.")
 def up(
     state_dir: Path,
@@ -74,6 +83,7 @@ def up(
     delay: float | None,
     rate_limit: int,
     droplets: DropletKind,
+    timing: str,
     foreground: bool,
 ) -> None:
     """Start the local cloud and print `export` lines for its environment.
@@ -82,6 +92,7 @@ def up(
     Examples:
       eval "$(scaler local up)"              # background; export its environment
       scaler local up --foreground --port 0  # in this terminal, any free port
+      scaler local up --timing realistic     # at DigitalOcean's pace (slow benches)
 
     The lines set DIGITALOCEAN_TOKEN, DIGITALOCEAN_ACCESS_TOKEN, DIGITALOCEAN_END_POINT
     (python-digitalocean), DIGITALOCEAN_API_URL (Packer, Terraform) and SCALER_LOCAL_URL.
@@ -101,7 +112,7 @@ def up(
             port=port,
             network=network,
             ready=ready,
-            delays=None if delay is None else api.Delays.uniform(delay),
+            delays=api.timing_delays(timing, delay),
             rate_limit_per_minute=rate_limit,
             droplets=droplets,
         )
@@ -118,6 +129,7 @@ def up(
         delay=delay,
         rate_limit_per_minute=rate_limit,
         droplets=droplets,
+        timing=timing,
     )
     if was_running:
         _already(info)
