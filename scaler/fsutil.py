@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import tempfile
@@ -36,10 +37,11 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int | None = None) -> N
         old = None
     if mode is None:
         mode = stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~_umask()
-    # Same directory as the target: os.replace is only atomic within one filesystem.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = _locked_temp(target)
     try:
+        remove_stale_temps(target, keep=tmp)
+        # The handle (and its lock) stays open until the rename: a temp file being renamed
+        # must not look stale to another writer.
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -49,7 +51,7 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int | None = None) -> N
                 with contextlib.suppress(PermissionError):
                     os.fchown(handle.fileno(), old.st_uid, old.st_gid)
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -60,3 +62,52 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int | None = None) -> N
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _locked_temp(target: Path) -> tuple[int, Path]:
+    """A new temp file beside target, flocked: the lock says "its writer is alive"."""
+    while True:
+        # Same directory as the target: os.replace is only atomic within one filesystem.
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            # another writer may have taken it for stale between mkstemp and flock
+            if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def remove_stale_temps(target: Path, keep: Path | None = None) -> list[Path]:
+    """Remove `.<name>.*.tmp` files a killed write_atomic left beside target; returns them.
+
+    A live writer holds an flock on its temp file, so only the dead writers' files go."""
+    removed: list[Path] = []
+    for tmp in Path(target).parent.glob(f".{glob_escape(Path(target).name)}.*.tmp"):
+        if tmp == keep or tmp.is_symlink() or not tmp.is_file():
+            continue
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a writer is still at work
+        try:
+            # still the same file under that name (not replaced meanwhile)
+            if os.fstat(fd).st_ino == os.lstat(tmp).st_ino:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters escaped."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
