@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scaler.errors import ScalerError
+from scaler.fsutil import read_text, strict_json
 
 CONFIG_FILE = "scaler.toml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -91,11 +92,13 @@ _FIELD_NAMES = {f.name for f in fields(BakeConfig)}
 def load_config_file(path: Path, base: BakeConfig | None = None) -> BakeConfig:
     """Apply the [bake] table of a TOML config file; relative paths are from its folder."""
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        raw = tomllib.loads(read_text(path, "config file"))
     except FileNotFoundError:
         raise ConfigError(f"no config file {path}; create it or leave out --config") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML ({err}); fix it") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply for a config file; fix it") from None
     table = raw.get("bake", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [bake] must be a table")
@@ -299,7 +302,7 @@ def _fill(value: Any, ctx: _Context, where: str) -> Any:
 
 def _load_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text())
+        data = strict_json(read_text(path, what))
     except FileNotFoundError:
         raise ConfigError(f"no {what} at {path}; check the path") from None
     except json.JSONDecodeError as err:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
+import math
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from scaler.errors import ScalerError
 
 
 def _umask() -> int:
@@ -111,3 +116,58 @@ def remove_stale_temps(target: Path, keep: Path | None = None) -> list[Path]:
 def glob_escape(name: str) -> str:
     """`name` with glob's special characters escaped."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+class UnreadableFile(ScalerError):
+    """A file scaler was given cannot be read as text."""
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a regular file; UnreadableFile for a FIFO, device, binary file, ...
+
+    FileNotFoundError passes through (callers say what to do about a missing file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise UnreadableFile(f"cannot read {what} {path}: {err.strerror or err}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnreadableFile(f"{what} {path} is not a regular file; pass a file")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        raise UnreadableFile(f"cannot read {what} {path}: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UnreadableFile(
+            f"{what} {path} is not UTF-8 text (byte {err.start}); is it the right file?"
+        ) from None
+
+
+def strict_json(text: str) -> Any:
+    """json.loads that only returns what JSON can hold: json.JSONDecodeError for NaN,
+    Infinity, numbers out of range and nesting too deep for Python."""
+
+    def refuse(name: str) -> Any:
+        raise json.JSONDecodeError(f"{name} is not a JSON number", text, 0)
+
+    def finite(token: str) -> float:
+        value = float(token)
+        if math.isinf(value):
+            raise json.JSONDecodeError(f"the number {token[:40]} is out of range", text, 0)
+        return value
+
+    try:
+        return json.loads(text, parse_constant=refuse, parse_float=finite)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as err:  # Python's 4,300-digit limit on integers
+        raise json.JSONDecodeError(str(err).split(":")[0], text, 0) from None

@@ -270,7 +270,7 @@ def _read_regular(path: str) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         mode = os.fstat(fd).st_mode
-        if not (mode & 0o170000 == 0o100000):  # stat.S_ISREG without importing stat
+        if mode & 0o170000 != 0o100000:  # not stat.S_ISREG (no stat import on this path)
             kinds = {
                 0o010000: "a FIFO",
                 0o020000: "a character device",
@@ -280,7 +280,7 @@ def _read_regular(path: str) -> bytes:
             }
             raise _NotRegular(kinds.get(mode & 0o170000, "a special file"))
         os.set_blocking(fd, True)
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = os.read(fd, 1 << 20)
             if not chunk:

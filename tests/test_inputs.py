@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from conftest import ROOT
 
 SCRIPT = ROOT / "inventory" / "scaler-inventory"
 SYSTEM_PYTHON = Path("/usr/bin/python3")
+EXAMPLE_STATE = ROOT / "examples" / "terraform.tfstate"
 
 
 def _v4(**resource: Any) -> dict[str, Any]:
@@ -74,7 +74,9 @@ CASES: dict[str, Callable[[Path], Path]] = {
     "lone surrogate in an attribute": _text(
         json.dumps(_v4()).replace('"203.0.113.1"', '"\\udfff"')
     ),
-    "surrogate pair is fine": _text(json.dumps(_v4(name="web")).replace('"web"', '"w\\ud83d\\ude00"')),
+    "surrogate pair is fine": _text(
+        json.dumps(_v4(name="web")).replace('"web"', '"w\\ud83d\\ude00"')
+    ),
     "nested 5000 deep": _text('{"version": 4, "resources": ' + "[" * 5000 + "]" * 5000 + "}"),
     "attributes nested 900 deep": _text(
         json.dumps(_v4()).replace('"id": "1"', '"id": "1", "deep": ' + "[" * 900 + "]" * 900)
@@ -96,9 +98,7 @@ CASES: dict[str, Callable[[Path], Path]] = {
     "show-json index list": _doc(
         {
             "format_version": "1.0",
-            "values": {
-                "root_module": {"resources": [{"type": "t", "name": "n", "index": [1]}]}
-            },
+            "values": {"root_module": {"resources": [{"type": "t", "name": "n", "index": [1]}]}},
         }
     ),
     "a FIFO": _fifo,
@@ -191,3 +191,46 @@ def test_numbers_that_json_cannot_hold_are_named(tmp_path: Path) -> None:
     assert result.stderr == (
         f"Error: {path} holds the number 1e400, too large for a JSON value; check the file\n"
     )
+
+
+FILES: dict[str, Callable[[Path], Path]] = {
+    "binary": _text(bytes(range(256)) * 4),
+    "JSON 5000 deep": _text("[" * 5000 + "]" * 5000),
+    "JSON NaN": _text('{"builds": NaN}'),
+    "JSON 1e400": _text('{"builds": [], "x": 1e400}'),
+    "TOML 5000 deep": _text("a = " + "[" * 5000 + "]" * 5000),
+    "a FIFO": _fifo,
+}
+COMMANDS = {
+    "bake --config": ["bake", "--config", "{}"],
+    "bake --packer-template": ["bake", "--packer-template", "{}"],
+    "bake --packer-var-file": [
+        "bake",
+        "--packer-template",
+        "template.json",
+        "--packer-var-file",
+        "{}",
+    ],
+    "rollout --from-manifest": ["rollout", "--from-manifest", "{}", "--dry-run"],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", FILES)
+def test_every_file_scaler_reads(command: str, case: str, tmp_path: Path) -> None:
+    path = FILES[case](tmp_path)
+    template = {"builders": [{"type": "digitalocean", "image": "debian-12-x64"}]}
+    (tmp_path / "template.json").write_text(json.dumps(template))
+    argv = [a.replace("{}", str(path)) for a in COMMANDS[command]]
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(tmp_path, DIGITALOCEAN_TOKEN="x", TF_STATE=str(EXAMPLE_STATE)),
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and str(path) in last, result.stderr
