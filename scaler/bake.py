@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from scaler import cleanup as cleanup_mod
 from scaler import manifest as manifest_mod
 from scaler.cloud import (
     ActionErrored,
@@ -105,13 +106,14 @@ class Leftover:
     kind: str
     ident: str
     command: str
+    error: str = ""
 
 
 @dataclass
 class _Entry:
     kind: str
     ident: str
-    undo: Callable[[], None]
+    undo: Callable[[], object]
     command: str
 
 
@@ -122,7 +124,7 @@ class CleanupStack:
         self._entries: list[_Entry] = []
         self._say = on_progress
 
-    def push(self, kind: str, ident: str, undo: Callable[[], None], command: str = "") -> None:
+    def push(self, kind: str, ident: str, undo: Callable[[], object], command: str = "") -> None:
         """Record a resource the moment its id is known."""
         self._entries.append(_Entry(kind, ident, undo, command))
 
@@ -141,16 +143,21 @@ class CleanupStack:
         while self._entries:
             entry = self._entries[-1]
             try:
-                self._say(f"removing {entry.kind} {entry.ident}")
-                entry.undo()
-                removed.append(f"{entry.kind} {entry.ident}")
+                if entry.kind != "resources of run":
+                    self._say(f"removing {entry.kind} {entry.ident}")
+                found = entry.undo()
+                # a sweep reports what it found (often nothing) instead of itself
+                if isinstance(found, list):
+                    removed.extend(str(f) for f in found)
+                else:
+                    removed.append(f"{entry.kind} {entry.ident}")
             except KeyboardInterrupt:
                 leftovers += [Leftover(e.kind, e.ident, e.command) for e in reversed(self._entries)]
                 self._entries.clear()
                 break
             except Exception as err:  # one failed removal must not stop the others
                 self._say(f"could not remove {entry.kind} {entry.ident}: {_one_line(err)}")
-                leftovers.append(Leftover(entry.kind, entry.ident, entry.command))
+                leftovers.append(Leftover(entry.kind, entry.ident, entry.command, _one_line(err)))
             self._entries.pop()
         return removed, leftovers
 
@@ -320,6 +327,7 @@ class _Bake:
         extravars = self._role_vars()
         prov_sha = provisioning_hash(c.playbook, c.roles_path, c.user_data_file)
         run_id = uuid.uuid4().hex[:8]
+        tag = cleanup_mod.run_tag(run_id)
         cloud = self.cloud
         # The id behind the slug now, before the droplet is built from it: a rebake compares it
         # with the id behind the slug later to tell that the base image changed.
@@ -327,10 +335,20 @@ class _Bake:
         base_image_id = cloud.get_image(c.image).id
 
         self.step = "creating the temporary SSH key"
-        folder = Path(tempfile.mkdtemp(prefix="scaler-bake-"))
+        folder = Path(tempfile.mkdtemp(prefix=f"scaler-bake-{run_id}-"))
         self.stack.push("temporary key file", str(folder), lambda: shutil.rmtree(folder), "")
+        # After a kill -9 this record tells `scaler cleanup` which run died and what it made.
+        record = cleanup_mod.new_run_record(run_id, c.manifest)
+        cleanup_mod.write_run_record(folder, record)
+        # Last to run: whatever a lost answer or a late create left under this run's id.
+        self.stack.push(
+            "resources of run",
+            run_id,
+            lambda: self._sweep(run_id),
+            f"scaler cleanup --yes  # removes what run {run_id} left",
+        )
         private_key, public_key = ed25519_key_pair(folder)
-        key = cloud.create_key(f"scaler-bake-{run_id}", public_key)
+        key = cloud.create_key(cleanup_mod.key_name(run_id), public_key)
         self.stack.push(
             "ssh key",
             str(key.id),
@@ -351,10 +369,10 @@ class _Bake:
             private_networking=c.private_networking,
             monitoring=c.monitoring,
             vpc_uuid=c.vpc_uuid,
-            tags=c.tags,
+            tags=tuple(dict.fromkeys((*c.tags, cleanup_mod.BAKE_TAG, tag))),
             user_data=user_data,
         )
-        droplet = cloud.create_droplet(spec)
+        droplet = cloud.create_droplet(spec, run_tag=tag)
         droplet_id = droplet.id
         self.stack.push(
             "droplet",
@@ -405,6 +423,8 @@ class _Bake:
         self.step = "taking the snapshot"
         base = c.snapshot_name or default_snapshot_name(c.project, self.started_wall)
         name = unique_name(base, {i.name for i in cloud.snapshot_images()})
+        record = replace(record, snapshot_name=name)
+        cleanup_mod.write_run_record(folder, record)
         action = cloud.droplet_action(droplet_id, "snapshot", name=name)
         # the image id is unknown until the action ends: undo finds it by name then
         self.stack.push(
@@ -460,6 +480,7 @@ class _Bake:
             build_time=build_time,
             custom_data=custom,
         )
+        cleanup_mod.write_run_record(folder, replace(record, finished=True))
         self.stack.discard("snapshot")
         return BakeResult(
             id=image.id,
@@ -503,6 +524,21 @@ class _Bake:
                 "in scaler.toml under [bake.extra_vars] (or in group_vars/ beside the playbook)"
             )
         return extravars
+
+    def _sweep(self, run_id: str) -> list[str]:
+        """Remove droplets and keys of this run that the stack does not know (lost answers)."""
+        cloud = self.cloud
+        removed = []
+        for droplet in cloud.droplets(tag=cleanup_mod.run_tag(run_id)):
+            self.say(f"removing droplet {droplet.id} of run {run_id} (its create lost its answer)")
+            cloud.delete_droplet(droplet.id)
+            removed.append(f"droplet {droplet.id}")
+        for key in cloud.ssh_keys():
+            if key.name == cleanup_mod.key_name(run_id):
+                self.say(f"removing ssh key {key.id} of run {run_id} (its create lost its answer)")
+                cloud.delete_key(key.id)
+                removed.append(f"ssh key {key.id}")
+        return removed
 
     def _shut_down(self, droplet_id: int) -> None:
         c, cloud = self.config, self.cloud
@@ -584,6 +620,8 @@ def bake_image(
                 + _summary(removed, leftovers),
                 signum,
             ) from None
+        except CleanupFailed:
+            raise
         except ScalerError as err:
             removed, leftovers = _unwind(bake)
             raise BakeFailed(
@@ -594,12 +632,18 @@ def bake_image(
             raise
 
 
+class CleanupFailed(BakeFailed):
+    """The snapshot is baked, but removing the build resources failed."""
+
+
 def _finish(bake: _Bake, result: BakeResult) -> BakeResult:
+    bake.step = "removing the build droplet and key"
     removed, leftovers = _unwind(bake)
     if leftovers:
-        raise BakeFailed(
-            f"snapshot {result.id} ({result.name}) is baked and in the manifest, but "
-            + _summary(removed, leftovers)
+        why = "; ".join(f"{lo.kind} {lo.ident}: {lo.error}" for lo in leftovers if lo.error)
+        raise CleanupFailed(
+            f"snapshot {result.id} ({result.name}) is baked and in the manifest, but removing "
+            f"the build resources failed ({why or 'interrupted'}); " + _summary(removed, leftovers)
         )
     return result
 
@@ -617,7 +661,8 @@ def _unwind(bake: _Bake) -> tuple[list[str], list[Leftover]]:
 def _summary(removed: list[str], leftovers: list[Leftover]) -> str:
     shown = [r for r in removed if not r.startswith("temporary key file")]
     parts = [f"removed {', '.join(shown)}" if shown else "nothing to remove"]
-    left = [f"{lo.kind} {lo.ident}" for lo in leftovers if lo.kind != "temporary key file"]
+    quiet = ("temporary key file", "resources of run")
+    left = [f"{lo.kind} {lo.ident}" for lo in leftovers if lo.kind not in quiet]
     if left:
         parts = [f"LEFT BEHIND {', '.join(left)} (commands above)", *parts]
     return "; ".join(parts)

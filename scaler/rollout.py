@@ -1174,3 +1174,11 @@ def _interrupted(run: _Run) -> str:
         f"interrupted after {len(run.done)} of {len(run.plan.replacing)} droplets; "
         "run scaler rollout --resume to continue"
     )
+
+
+def stale_rollout_files(directory: Path) -> list[tuple[Path, str, bool]]:
+    """Rollout bookkeeping a dead run left in a Terraform directory: (path, why, removable)."""
+    found: list[tuple[Path, str, bool]] = []
+    for plan in sorted(Path(directory).glob("scaler-roll*.tfplan")):
+        found.append((plan, "plan file of a rollout", True))
+    return found

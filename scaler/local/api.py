@@ -89,6 +89,9 @@ benchmarks and subprocesses (LocalCloud has the same in Python):
         the next matching droplet action (creation is type "create") ends errored, no effect
     {"kind": "stall", "droplet_id": id} or {"kind": "stall", "name": regex, "times": 1}
         that droplet (still new), or the next created droplets whose name matches, stay new
+    {"kind": "drop", "method": "POST", "path": regex, "seconds": 0, "times": 1}
+        the request is carried out, then its answer is lost: after `seconds` the connection
+        closes with no response (a dropped connection, or a stall past the client's timeout)
   POST /_local/reset            forget every resource, fault, log entry and counter
 """
 
@@ -395,6 +398,7 @@ class _Fault:
             "latency": ("method", "path", "seconds", "times"),
             "error_action": ("droplet_id", "action_type", "times"),
             "stall": ("droplet_id", "name", "times"),
+            "drop": ("method", "path", "seconds", "times"),
         }[self.kind]
         return {"kind": self.kind, **{k: getattr(self, k) for k in keep}}
 
@@ -452,6 +456,22 @@ class Faults:
         re.compile(name)
         self._add(_Fault("stall", name=name, times=times))
 
+    def drop(self, method: str, path: str, seconds: float = 0.0, *, times: int = 1) -> None:
+        """Carry out the next `times` matching requests, then close without an answer."""
+        re.compile(path)
+        if times < 1 or seconds < 0:
+            raise ValueError("times must be >= 1 and seconds >= 0")
+        self._add(_Fault("drop", method.upper(), path, seconds=seconds, times=times))
+
+    def dropped(self, method: str, path: str) -> float | None:
+        """Seconds to wait before closing without an answer, or None to answer."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.kind == "drop" and fault.matches(method, path):
+                    self._take(fault)
+                    return fault.seconds
+        return None
+
     def clear(self) -> None:
         """Remove every fault (stalled droplets stay as they are)."""
         with self._lock:
@@ -471,10 +491,14 @@ class Faults:
             "latency": self.latency,
             "error_action": self.error_action,
             "stall": self.stall,
+            "drop": self.drop,
         }
         if kind not in adders:
             raise ValueError(f"unknown fault kind {kind!r} (have: {', '.join(adders)})")
-        if kind in ("fail", "latency"):
+        if kind == "drop":
+            spec.setdefault("method", "*")
+            adders[kind](**spec)
+        elif kind in ("fail", "latency"):
             args = [spec.pop("method", "*"), spec.pop("path")]
             args.append(spec.pop("status") if kind == "fail" else float(spec.pop("seconds")))
             adders[kind](*args, **spec)
@@ -948,6 +972,12 @@ class LocalCloud:
         with self._log_lock:
             self._log.append(record)
             self._counters[record.template] += 1
+        lost = self.faults.dropped(method, path)
+        if lost is not None:
+            # done, but the client never hears: the case a create call must survive
+            time.sleep(lost)
+            h.close_connection = True
+            return
         _respond(h, status, None if method == "HEAD" else payload, headers)
         if self.verbose:
             query = f"?{split.query}" if split.query else ""
