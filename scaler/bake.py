@@ -302,6 +302,8 @@ class _Bake:
         self.local: LocalTarget | None = detect_local_target(cloud.endpoint)
         self.say = on_progress
         self.stack = CleanupStack(on_progress)
+        # ids the stack holds (removed or listed): the sweep by run id leaves them alone
+        self.known: set[int] = set()
         self.step = "starting"
         self.started_wall = time.time()
         self.started = time.monotonic()
@@ -349,6 +351,7 @@ class _Bake:
         )
         private_key, public_key = ed25519_key_pair(folder)
         key = cloud.create_key(cleanup_mod.key_name(run_id), public_key)
+        self.known.add(key.id)
         self.stack.push(
             "ssh key",
             str(key.id),
@@ -374,6 +377,7 @@ class _Bake:
         )
         droplet = cloud.create_droplet(spec, run_tag=tag)
         droplet_id = droplet.id
+        self.known.add(droplet_id)
         self.stack.push(
             "droplet",
             str(droplet_id),
@@ -530,11 +534,13 @@ class _Bake:
         cloud = self.cloud
         removed = []
         for droplet in cloud.droplets(tag=cleanup_mod.run_tag(run_id)):
+            if droplet.id in self.known:
+                continue  # the stack removed it, or lists it as left
             self.say(f"removing droplet {droplet.id} of run {run_id} (its create lost its answer)")
             cloud.delete_droplet(droplet.id)
             removed.append(f"droplet {droplet.id}")
         for key in cloud.ssh_keys():
-            if key.name == cleanup_mod.key_name(run_id):
+            if key.name == cleanup_mod.key_name(run_id) and key.id not in self.known:
                 self.say(f"removing ssh key {key.id} of run {run_id} (its create lost its answer)")
                 cloud.delete_key(key.id)
                 removed.append(f"ssh key {key.id}")

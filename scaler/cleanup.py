@@ -187,8 +187,8 @@ def _named_by_a_process(folder: Path) -> bool:
 
 
 def temp_folders(temp_dir: Path | None = None) -> list[Path]:
-    """scaler's temp folders in the temp directory (and /tmp)."""
-    dirs = {Path(temp_dir or tempfile.gettempdir()), Path("/tmp")}
+    """scaler's temp folders in temp_dir, else in the temp directory and /tmp."""
+    dirs = {Path(temp_dir)} if temp_dir else {Path(tempfile.gettempdir()), Path("/tmp")}
     found: list[Path] = []
     for base in sorted(dirs):
         with contextlib.suppress(OSError):

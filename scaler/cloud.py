@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import requests
 from digitalocean.baseapi import BaseAPI
@@ -24,6 +24,7 @@ from scaler.errors import ScalerError
 JSON = dict[str, Any]
 Method = Literal["GET", "POST", "PUT", "DELETE"]
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://api.digitalocean.com/v2/"
 TOKEN_ENV = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
@@ -338,7 +339,7 @@ class Cloud:
         try:
             data = self.request("POST", "account/keys", {"name": name, "public_key": public_key})
         except LostAnswer as err:
-            found = [k for k in self.ssh_keys() if k.name == name]
+            found = self._look_again(lambda: [k for k in self.ssh_keys() if k.name == name])
             if len(found) == 1:
                 self._say(f"{err}: found key {found[0].id} by its name {name}")
                 return found[0]
@@ -367,7 +368,10 @@ class Cloud:
         except LostAnswer as err:
             if run_tag is None:
                 raise
-            found = [d for d in self.droplets(tag=run_tag) if d.name == spec.name]
+            tag = run_tag
+            found = self._look_again(
+                lambda: [d for d in self.droplets(tag=tag) if d.name == spec.name]
+            )
             if len(found) == 1:
                 self._say(f"{err}: found droplet {found[0].id} by its tag {run_tag}")
                 return found[0]
@@ -382,6 +386,16 @@ class Cloud:
         """The account's droplets, or those with `tag` (every page)."""
         path = f"droplets?tag_name={tag}" if tag else "droplets"
         return [_droplet(d) for d in self._pages(path, "droplets")]
+
+    def _look_again(self, look: Callable[[], list[T]], times: int = 3) -> list[T]:
+        """After a lost answer: look now, then again a request timeout later (a stalled
+        request may still be carried out), up to `times` looks."""
+        for attempt in range(times):
+            found = look()
+            if found or attempt == times - 1:
+                return found
+            self._sleep(self.pacing.request_timeout)
+        return []
 
     def _pages(self, path: str, key: str) -> list[JSON]:
         items: list[JSON] = []

@@ -30,12 +30,18 @@ from scaler.cloud import Cloud, endpoint_from, token_from_env
 )
 @click.option("--api-url", help="DigitalOcean API URL (default $DIGITALOCEAN_API_URL or DO's).")
 @click.option("--no-cloud", is_flag=True, help="Only this machine's temp folders and records.")
+@click.option(
+    "--temp-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where scaler's runs kept their temp folders (default $TMPDIR and /tmp).",
+)
 def cleanup(
     yes: bool,
     terraform_dirs: tuple[Path, ...],
     min_age: float,
     api_url: str | None,
     no_cloud: bool,
+    temp_dir: Path | None,
 ) -> None:
     """List what killed scaler runs left: build droplets, keys, snapshots of unfinished
     bakes, temp folders, stale rollout files. Only what scaler made (by run id) counts;
@@ -55,7 +61,7 @@ def cleanup(
                 "only at this machine"
             )
         cloud = Cloud(token, endpoint_from(api_url))
-    found = find_leftovers(cloud, min_age=min_age, rollout_dirs=terraform_dirs)
+    found = find_leftovers(cloud, temp_dir=temp_dir, min_age=min_age, rollout_dirs=terraform_dirs)
     if not found:
         click.echo("nothing left behind")
         return
