@@ -267,6 +267,55 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+DB_PASSWORD_VAR = "welp_db_password"
+DB_PASSWORD_ENV = "WELP_DB_PASSWORD"
+
+
+def role_uses(playbook: Path, roles_path: Path, name: str) -> bool:
+    """True when the playbook or a role it names (found beside it or in roles_path) mentions
+    variable `name`: only then may scaler demand it."""
+    import yaml  # Ansible's own dependency
+
+    try:
+        text = Path(playbook).read_text(errors="replace")
+        plays = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError):
+        return True  # cannot tell: Ansible will say what is wrong with the playbook
+    if name in text:
+        return True
+    roles: set[str] = set()
+    stack: list[Any] = [plays]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key == "roles" and isinstance(value, list):
+                    for role in value:
+                        found = (
+                            role.get("role") or role.get("name") if isinstance(role, dict) else role
+                        )
+                        if isinstance(found, str):
+                            roles.add(found)
+                elif str(key).rpartition(".")[2] in ("import_role", "include_role"):
+                    if isinstance(value, dict) and isinstance(value.get("name"), str):
+                        roles.add(value["name"])
+                else:
+                    stack.append(value)
+    folders = [Path(playbook).resolve().parent / "roles", Path(roles_path)]
+    for role in roles:
+        for base in folders:
+            folder = base / role
+            if folder.is_dir():
+                for path in folder.rglob("*"):
+                    with contextlib.suppress(OSError):
+                        if path.is_file() and name in path.read_text(errors="replace"):
+                            return True
+                break
+    return False
+
+
 def _has_ansible_vars(playbook: Path) -> bool:
     """True when group_vars/ or host_vars/ beside the playbook may hold the role's variables."""
     folder = Path(playbook).resolve().parent
@@ -417,6 +466,8 @@ class _Bake:
             roles_path=c.roles_path,
             on_progress=lambda line: self.say(f"ansible {line}"),
             timeout=int(c.timeouts.provision),
+            extra_var_files=c.extra_var_files,
+            vault_password_files=c.vault_password_files,
         )
         self.say(f"provisioned in {result.duration:.1f}s ({result.changed} changed)")
 
@@ -497,7 +548,7 @@ class _Bake:
 
     def _role_vars(self) -> dict[str, Any]:
         """The extra vars, with what the local cloud lacks filled in; a missing DB password
-        fails here, before anything is created (on a real cloud)."""
+        fails here, before anything is created (on a real cloud), when the role uses one."""
         c = self.config
         extravars: dict[str, Any] = dict(c.extra_vars)
         local = self.local is not None
@@ -512,22 +563,30 @@ class _Bake:
                 f"local cloud: WordPress from Debian's {LOCAL_WORDPRESS_PACKAGE} package "
                 "(welp_wordpress_package)"
             )
-        if str(extravars.get("welp_db_password") or ""):
+        from_env = os.environ.get(DB_PASSWORD_ENV, "")
+        if from_env and not str(extravars.get(DB_PASSWORD_VAR) or ""):
+            # the documented way: the environment, so the password is in no argv and no file
+            # of ours but the 0600 extravars that ansible-playbook reads and we then delete
+            extravars[DB_PASSWORD_VAR] = from_env
+        if str(extravars.get(DB_PASSWORD_VAR) or ""):
             return extravars
+        if c.extra_var_files or c.vault_password_files or _has_ansible_vars(c.playbook):
+            return extravars  # it may come from there; the role says so if not
+        if not role_uses(c.playbook, c.roles_path, DB_PASSWORD_VAR):
+            return extravars  # the user's own role: scaler demands nothing of it
         if local:
             # no database behind the local cloud; a random password keeps the role's check
             # honest without inventing a shared default (it is never printed)
-            extravars["welp_db_password"] = secrets.token_urlsafe(24)
+            extravars[DB_PASSWORD_VAR] = secrets.token_urlsafe(24)
             self.say(
-                "local cloud: no welp_db_password given; a random one goes into the "
+                f"local cloud: no {DB_PASSWORD_VAR} given; a random one goes into the "
                 "snapshot's wp-config.php"
             )
-        elif not _has_ansible_vars(c.playbook):
-            raise BakeFailed(
-                "no welp_db_password for wp-config.php; pass -e welp_db_password=... or set it "
-                "in scaler.toml under [bake.extra_vars] (or in group_vars/ beside the playbook)"
-            )
-        return extravars
+            return extravars
+        raise BakeFailed(
+            f"no {DB_PASSWORD_VAR} for wp-config.php; set {DB_PASSWORD_ENV} in the environment "
+            f"(or pass -e @vars.yml, --vault-password-file, or [bake.extra_vars] in scaler.toml)"
+        )
 
     def _sweep(self, run_id: str) -> list[str]:
         """Remove droplets and keys of this run that the stack does not know (lost answers)."""

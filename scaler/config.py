@@ -70,6 +70,9 @@ class BakeConfig:
     api_url: str | None = None
     state: str | None = None
     extra_vars: Mapping[str, Any] = field(default_factory=dict)
+    # `-e @FILE` and --vault-password-file: handed to ansible-playbook as they are, never read
+    extra_var_files: tuple[Path, ...] = ()
+    vault_password_files: tuple[Path, ...] = ()
     timeouts: Timeouts = Timeouts()
     poll_min: float = 1.0
     poll_max: float = 3.0
@@ -444,6 +447,21 @@ def parse_assignments(items: list[str] | tuple[str, ...], what: str) -> dict[str
             raise ConfigError(f"{what} {item!r} is not NAME=VALUE")
         out[name.strip()] = value
     return out
+
+
+def parse_extra_vars(
+    items: list[str] | tuple[str, ...], what: str = "--extra-var"
+) -> tuple[dict[str, str], tuple[Path, ...]]:
+    """`-e NAME=VALUE` pairs and `-e @FILE` files (as ansible-playbook takes them)."""
+    pairs = parse_assignments([i for i in items if not i.startswith("@")], what)
+    files = []
+    for item in items:
+        if item.startswith("@"):
+            path = Path(item[1:]).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{what} {item!r}: no file {path}; give -e @PATH of a vars file")
+            files.append(path.resolve())
+    return pairs, tuple(files)
 
 
 def find_config_file(explicit: Path | None, cwd: Path | None = None) -> Path | None:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -180,6 +181,8 @@ def run_playbook(
     on_progress: Progress | None = None,
     timeout: int | None = None,
     cancel: Callable[[], bool] | None = None,
+    extra_var_files: Sequence[Path] = (),
+    vault_password_files: Sequence[Path] = (),
 ) -> ProvisionResult:
     """Run `playbook` on `host` only (--limit) and return the result; raise ProvisionFailed.
 
@@ -208,7 +211,14 @@ def run_playbook(
         _write_private(private / "env" / "extravars", json.dumps(dict(extravars or {})))
         # a file, not RunnerConfig(settings=...): ansible-runner drops those without the file
         _write_private(private / "env" / "settings", json.dumps({"pexpect_timeout": _CANCEL_POLL}))
-        events = _Events(on_progress)
+        # once ansible-playbook has parsed its extra vars, the file (the password) can go: a
+        # kill -9 of scaler then leaves no secret in the temp folder
+        events = _Events(on_progress, forget=[private / "env" / "extravars"])
+        user_args: list[str] = []
+        for path in extra_var_files:
+            user_args += ["-e", f"@{Path(path).resolve()}"]
+        for path in vault_password_files:
+            user_args += ["--vault-password-file", str(Path(path).resolve())]
         config = ansible_runner.RunnerConfig(
             private_data_dir=str(private),
             playbook=str(playbook.resolve()),
@@ -230,6 +240,7 @@ def run_playbook(
             quiet=True,
             timeout=timeout,
             suppress_env_files=True,
+            cmdline=shlex.join(user_args) if user_args else None,
         )
         config.prepare()
         config.env = {k: v for k, v in config.env.items() if not _is_secret_env(k)}
@@ -327,12 +338,19 @@ class _Events:
         "runner_on_unreachable": "unreachable",
     }
 
-    def __init__(self, on_progress: Progress | None) -> None:
+    def __init__(self, on_progress: Progress | None, forget: Sequence[Path] = ()) -> None:
         self.on_progress = on_progress
         self.failure: TaskFailure | None = None
         self.pids: set[int] = set()
+        self.forget = list(forget)
 
     def handle(self, event: Mapping[str, Any]) -> bool:
+        if self.forget and event.get("event") == "playbook_on_start":
+            # ansible-playbook read its -e files before the playbook started
+            for path in self.forget:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            self.forget = []
         pid = event.get("pid")
         if isinstance(pid, int) and pid > 0:
             self.pids.add(pid)

@@ -13,6 +13,7 @@ import click
 
 from scaler import health, lock
 from scaler.cli.options import rollout_options, stack_options
+from scaler.cli.rolevars import role_var_options, with_role_vars
 from scaler.cloud import NoToken
 from scaler.errors import ScalerError
 from scaler.rollout import (
@@ -79,16 +80,15 @@ def _bake(
     terraform_dir: Path,
     config_file: Path | None,
     extra_vars: tuple[str, ...],
+    vault_password_files: tuple[Path, ...],
 ) -> str:
     """`scaler bake` with the same config (scaler.toml's [bake]); the manifest gets the build."""
     from scaler.bake import bake_image
     from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
     from scaler.config import (
         BakeConfig,
-        apply,
         find_config_file,
         load_config_file,
-        parse_assignments,
     )
     from scaler.inventory import build_inventory, list_json
     from scaler.state import load_state
@@ -97,8 +97,7 @@ def _bake(
     path = find_config_file(config_file)
     if path is not None:
         config = load_config_file(path, config)
-    overrides = {"extra_vars": parse_assignments(extra_vars, "--extra-var") or None}
-    config = apply(config, overrides)
+    config = with_role_vars(config, extra_vars, vault_password_files)
     token = token_from_env()
     if not token:
         raise NoToken()
@@ -234,14 +233,7 @@ def _render(result: RolloutResult, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Without --image: bake first with this config's [bake] table (default ./scaler.toml).",
 )
-@click.option(
-    "-e",
-    "--extra-var",
-    "extra_vars",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Ansible extra variable for the bake (e.g. welp_db_password=...).",
-)
+@role_var_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def rollout(
     image: str | None,
@@ -271,6 +263,7 @@ def rollout(
     api_budget: int,
     bake_config: Path | None,
     extra_vars: tuple[str, ...],
+    vault_password_files: tuple[Path, ...],
     quiet: bool,
 ) -> None:
     """Roll the wp_node droplets onto a new image, in health-checked batches.
@@ -304,7 +297,7 @@ def rollout(
 
     \b
     Examples:
-      scaler rollout --yes -e welp_db_password=...     # bake, then roll out
+      WELP_DB_PASSWORD=... scaler rollout --yes        # bake, then roll out
       scaler rollout --image 170000001 --canary --yes
       scaler rollout --from-manifest manifest.json --batch-size 2 --dry-run
       scaler rollout --resume --yes
@@ -314,7 +307,7 @@ def rollout(
     if not terraform_dir.is_dir():
         raise ScalerError(f"no directory {terraform_dir}; pass --terraform-dir DIR")
     if chosen is None and not resume:
-        chosen = _bake(report, terraform_dir, bake_config, extra_vars)
+        chosen = _bake(report, terraform_dir, bake_config, extra_vars, vault_password_files)
     settings = Settings(
         terraform_dir=terraform_dir,
         var_file=var_file,
