@@ -39,9 +39,12 @@ from scaler.cloud import (
 )
 from scaler.config import BakeConfig, default_snapshot_name
 from scaler.errors import ScalerError
+from scaler.hostkey import new_host_key, with_host_key, write_known_hosts
 from scaler.localtarget import LocalTarget, detect_local_target
 from scaler.provision import (
     SshConnection,
+    check_host_key,
+    remove_host_keys,
     render_user_data,
     run_playbook,
     to_static_inventory,
@@ -399,6 +402,12 @@ class _Bake:
             f"scaler cleanup --yes  # removes what run {run_id} left",
         )
         private_key, public_key = ed25519_key_pair(folder)
+        user = c.ssh_username if c.ssh_username != "root" else "ansible"
+        user_data = render_user_data(public_key, user=user, template=c.user_data_file)
+        # the droplet's identity, known before it exists (a bad user data fails here, before
+        # anything is created in the cloud)
+        host_key = new_host_key()
+        user_data = with_host_key(user_data, host_key, str(c.user_data_file))
         key = cloud.create_key(cleanup_mod.key_name(run_id), public_key)
         self.known.add(key.id)
         self.stack.push(
@@ -410,8 +419,6 @@ class _Bake:
         self.say(f"registered temporary SSH key {key.id}")
 
         self.step = "creating the build droplet"
-        user = c.ssh_username if c.ssh_username != "root" else "ansible"
-        user_data = render_user_data(public_key, user=user, template=c.user_data_file)
         spec = DropletSpec(
             name=c.droplet_name or f"scaler-bake-{run_id}",
             region=c.region,
@@ -447,8 +454,16 @@ class _Bake:
         self.say(self.step)
         wait_for_ssh(address, c.ssh_port, c.timeouts.ssh)
         connection = SshConnection(
-            host=address, user=c.ssh_username, private_key_file=private_key, port=c.ssh_port
+            host=address,
+            user=c.ssh_username,
+            private_key_file=private_key,
+            port=c.ssh_port,
+            known_hosts=write_known_hosts(folder, address, c.ssh_port, host_key),
         )
+        # before anything runs there: the host at that address is the droplet scaler created
+        self.step = f"checking the SSH host key of droplet {droplet_id}"
+        check_host_key(connection, host_key.key_text, f"droplet {droplet_id}")
+        self.say(f"droplet {droplet_id} presents the host key scaler gave it")
         self.step = f"waiting for cloud-init's first boot on droplet {droplet_id}"
         self.say(self.step)
         booted = wait_for_first_boot(connection, c.timeouts.ssh)
@@ -470,6 +485,11 @@ class _Bake:
             vault_password_files=c.vault_password_files,
         )
         self.say(f"provisioned in {result.duration:.1f}s ({result.changed} changed)")
+        # the snapshot must not keep a host key this machine knows (cloud-init on the new
+        # droplets makes their own)
+        why = remove_host_keys(connection, host_key.key_text)
+        if why:
+            self.say(f"the build host key stays in the snapshot ({why}); cloud-init replaces it")
 
         self.step = f"shutting down droplet {droplet_id}"
         self.say(self.step)

@@ -44,14 +44,28 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class SshConnection:
-    """Reach the build host over SSH with a private key file (host key checking off: the
-    host is new on every bake)."""
+    """Reach the build host over SSH with a private key file; with `known_hosts` (the host
+    key scaler gave the droplet) strictly checked, else with host key checking off."""
 
     host: str
     user: str
     private_key_file: Path
     port: int = 22
     python: str = "/usr/bin/python3"
+    known_hosts: Path | None = None
+
+    def ssh_options(self) -> list[str]:
+        """The options every ssh to this host takes."""
+        if self.known_hosts is None:
+            checking = ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"]
+        else:
+            checking = [
+                "StrictHostKeyChecking=yes",
+                f"UserKnownHostsFile={self.known_hosts}",
+                "GlobalKnownHostsFile=/dev/null",
+            ]
+        options = [*checking, "IdentitiesOnly=yes"]
+        return [a for o in options for a in ("-o", o)]
 
     def hostvars(self) -> dict[str, Any]:
         """The Ansible connection variables for this connection."""
@@ -61,17 +75,14 @@ class SshConnection:
             "ansible_port": self.port,
             "ansible_user": self.user,
             "ansible_ssh_private_key_file": str(self.private_key_file),
-            "ansible_ssh_common_args": (
-                "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes"
-            ),
+            "ansible_ssh_common_args": shlex.join(self.ssh_options()),
             "ansible_python_interpreter": self.python,
         }
 
     def ssh_argv(self, command: str) -> list[str]:
         """The ssh command line that runs `command` on the host as Ansible would connect."""
-        options = str(self.hostvars()["ansible_ssh_common_args"]).split()
         return [
-            "ssh", *options, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+            "ssh", *self.ssh_options(), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
             "-i", str(self.private_key_file), "-p", str(self.port),
             f"{self.user}@{self.host}", command,
         ]  # fmt: skip
@@ -229,7 +240,8 @@ def run_playbook(
                 "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)]),
                 "ANSIBLE_ROLES_PATH": str(roles_path.resolve()),
                 "ANSIBLE_PIPELINING": "True",
-                "ANSIBLE_HOST_KEY_CHECKING": "False",
+                # off, Ansible puts StrictHostKeyChecking=no first, and ssh takes the first
+                "ANSIBLE_HOST_KEY_CHECKING": str(_checks_host_key(connection)),
                 "ANSIBLE_INVENTORY_ENABLED": "yaml",
                 "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
                 "ANSIBLE_NOCOLOR": "True",
@@ -274,6 +286,88 @@ def run_playbook(
     if not result.ok:
         raise ProvisionFailed(_failure_message(result, timeout), result)
     return result
+
+
+def _checks_host_key(connection: Connection | None) -> bool:
+    return isinstance(connection, SshConnection) and connection.known_hosts is not None
+
+
+class HostKeyMismatch(ProvisionFailed):
+    """The host at the droplet's address is not the droplet scaler created."""
+
+
+def scan_host_keys(host: str, port: int, timeout: float = 10.0) -> list[str]:
+    """The ed25519 host keys `host:port` presents (`ssh-ed25519 AAAA...`), via ssh-keyscan."""
+    keyscan = shutil.which("ssh-keyscan")
+    if keyscan is None:
+        raise ProvisionFailed("ssh-keyscan not found; install openssh-client")
+    try:
+        done = subprocess.run(
+            [keyscan, "-T", str(max(1, int(timeout))), "-t", "ed25519", "-p", str(port), host],
+            capture_output=True,
+            text=True,
+            timeout=timeout + 5,
+        )
+    except subprocess.TimeoutExpired:
+        return []
+    keys = []
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith("#"):
+            keys.append(f"{parts[1]} {parts[2]}")
+    return keys
+
+
+def check_host_key(
+    connection: SshConnection, expected: str, what: str, *, wait: float = 30.0
+) -> None:
+    """Make sure `connection`'s host presents the host key `expected` (`ssh-ed25519 AAAA`):
+    HostKeyMismatch, naming what answered, before anything runs there."""
+    deadline = time.monotonic() + wait
+    while True:
+        seen = scan_host_keys(connection.host, connection.port)
+        if expected in seen:
+            return
+        # sshd may answer with keys of its own before cloud-init wrote ours: look again
+        if time.monotonic() >= deadline:
+            got = f"host key {seen[0].split()[1][:16]}..." if seen else "no ed25519 host key"
+            raise HostKeyMismatch(
+                f"{connection.host}:{connection.port} is not {what}: it presents {got}, not the "
+                "host key scaler gave the droplet in its user data; nothing was run there "
+                "(is the user data's ssh_keys applied by cloud-init, and is that address the "
+                "droplet's?)"
+            )
+        time.sleep(1.0)
+
+
+def remove_host_keys(connection: SshConnection, expected: str) -> str:
+    """Remove the host key scaler gave the droplet (and cloud-init's copies of the user data
+    that held it), so the snapshot does not keep it; "" on success, else why not.
+
+    Only where the droplet's own key file is that key: never anything on a host whose key
+    scaler did not make."""
+    script = (
+        'set -e; S=""; [ "$(id -u)" = 0 ] || S="sudo -n"; '
+        "f=/etc/ssh/ssh_host_ed25519_key.pub; "
+        f'[ -f "$f" ] && [ "$(cut -d" " -f1,2 "$f")" = {shlex.quote(expected)} ] || exit 3; '
+        "$S rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub "
+        "/var/lib/cloud/instances/*/user-data.txt /var/lib/cloud/instances/*/user-data.txt.i"
+    )
+    try:
+        done = subprocess.run(
+            connection.ssh_argv(script),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return _one_line(str(err))
+    if done.returncode == 3:
+        return "its /etc/ssh/ssh_host_ed25519_key.pub is not the key scaler gave it"
+    if done.returncode != 0:
+        return _one_line(done.stderr.strip() or f"ssh exited {done.returncode}")
+    return ""
 
 
 def to_static_inventory(inventory: Mapping[str, Any]) -> dict[str, Any]:
