@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scaler.cloud import Cloud, CloudError, Droplet
+from scaler.cloud import Cloud, CloudError, Droplet, created_at_epoch
 from scaler.fsutil import write_atomic
 
 BAKE_TAG = "scaler-bake"
@@ -155,13 +155,25 @@ class Leftover:
         return f"{self.kind} {self.ident} ({self.why})"
 
 
+# a folder without a record this young may be one whose owner is still filling it
+_YOUNG = 120.0
+
+
 def _owner_alive(folder: Path) -> bool:
     record = read_run_record(folder)
     if record is not None:
         return alive(record.pid, record.pid_start)
-    # folders without a record (ansible-runner's, the provider's): an open file in them, or a
-    # process whose command line names them, means their run is alive
+    with contextlib.suppress(OSError):
+        if time.time() - folder.stat().st_mtime < _YOUNG:
+            return True
+    # folders without a record (ansible-runner's): an open file in them, or a process whose
+    # command line names them, means their run is alive
     return _named_by_a_process(folder)
+
+
+def mark_owner(folder: Path, what: str) -> None:
+    """Record this process as the owner of a temp folder (cleanup judges it by that)."""
+    write_run_record(folder, new_run_record(what, Path(os.devnull)))
 
 
 def _named_by_a_process(folder: Path) -> bool:
@@ -204,18 +216,19 @@ def temp_folders(temp_dir: Path | None = None) -> list[Path]:
     return found
 
 
+def remove_dead_temp_folders(prefix: str, temp_dir: Path | None = None) -> list[Path]:
+    """Remove this user's temp folders named prefix* that no live process uses."""
+    removed = []
+    for folder in temp_folders(temp_dir):
+        if folder.name.startswith(prefix) and not _owner_alive(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def _age(created_at: str, now: float) -> float | None:
-    try:
-        stamp = time.strptime(created_at.replace("Z", "+0000")[:24], "%Y-%m-%dT%H:%M:%S%z")
-    except ValueError:
-        return None
-    return now - _timegm(stamp)
-
-
-def _timegm(stamp: time.struct_time) -> float:
-    import calendar
-
-    return float(calendar.timegm(stamp)) - (stamp.tm_gmtoff or 0)
+    created = created_at_epoch(created_at)
+    return None if created is None else now - created
 
 
 def _run_of_droplet(droplet: Droplet) -> str | None:

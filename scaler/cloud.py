@@ -516,6 +516,17 @@ class Cloud:
             self.request("DELETE", path)
 
 
+def created_at_epoch(created_at: str) -> float | None:
+    """An API `created_at` ("2026-12-01T09:00:00Z") as epoch seconds; None when unreadable."""
+    import calendar
+
+    try:
+        stamp = time.strptime(created_at.strip()[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+    return float(calendar.timegm(stamp))
+
+
 def _error_message(response: requests.Response) -> str:
     try:
         data = response.json()

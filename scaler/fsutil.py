@@ -84,6 +84,21 @@ def _locked_temp(target: Path) -> tuple[int, Path]:
         os.close(fd)
 
 
+BOOKKEEPING_DIR = ".scaler"
+
+
+def bookkeeping_dir(directory: Path) -> Path:
+    """`.scaler/` of a Terraform directory (made on first use, with a .gitignore of `*`)."""
+    folder = Path(directory) / BOOKKEEPING_DIR
+    folder.mkdir(exist_ok=True)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        write_atomic(
+            ignore, "# scaler's rollout bookkeeping (record, lock, plans): not for git\n*\n"
+        )
+    return folder
+
+
 def remove_stale_temps(target: Path, keep: Path | None = None) -> list[Path]:
     """Remove `.<name>.*.tmp` files a killed write_atomic left beside target; returns them.
 

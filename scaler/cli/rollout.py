@@ -342,7 +342,7 @@ def rollout(
                 canary=canary,
                 report=report,
             )
-            if prepared.plan.nothing_to_do:
+            if prepared.plan.nothing_to_do and not prepared.resumed:
                 click.echo(
                     f"nothing to do: every target already runs image {prepared.plan.target_image}"
                 )
