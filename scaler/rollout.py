@@ -822,12 +822,16 @@ def _previous_image(settings: Settings, now: _Now) -> str:
 
 
 def restore_tfvars(settings: Settings, before: bytes | None) -> None:
-    """Put the tfvars file back as it was before prepare_rollout."""
+    """Put the tfvars file back as it was before prepare_rollout (then forget its record)."""
     if before is None:
         with contextlib.suppress(FileNotFoundError):
             settings.tfvars.unlink()
     elif not settings.tfvars.exists() or settings.tfvars.read_bytes() != before:
         write_atomic(settings.tfvars, before)
+    with contextlib.suppress(RolloutError):
+        progress = read_progress(settings.progress_file)
+        if progress is not None and progress.status == "planning":
+            settings.progress_file.unlink(missing_ok=True)
 
 
 def prepare_rollout(
@@ -886,6 +890,22 @@ def prepare_rollout(
     pinned = plan.strategy == "rolling" and declares_variable(
         settings.terraform_dir, settings.pin_var
     )
+    if not resume:
+        # recorded before tfvars is touched: from here on a kill -9 is resumable
+        now_time = time.time()
+        write_progress(
+            settings.progress_file,
+            Progress(
+                plan.target_image,
+                plan.previous_image,
+                plan.strategy,
+                plan.batches,
+                (),
+                "planning",
+                now_time,
+                now_time,
+            ),
+        )
     if pinned and not resume:
         # Pins before the image: from the first byte written, a plain `terraform apply`
         # changes nothing the rollout has not (each droplet pinned to what it runs).
