@@ -3,28 +3,54 @@ exactly what the dead run made, and never a user's own droplet, key or snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_bake import (
+from realbake import (  # noqa: F401 - fixtures
     EXAMPLE_STATE,
-    SCALER,
-    BakeProcess,
+    PING,
+    ScalerProcess,
     api,
-    bake_cloud_fixture,  # noqa: F401 - fixtures shared with tests/test_bake.py
     bake_env,
-    cloud_fixture,  # noqa: F401
+    cloud_fixture,
+    real_cloud_fixture,
     resources,
+    write_playbook,
 )
-from test_bake_faults import PING, _config_file, slower
 
-from scaler.local.api import LocalCloud
+from scaler.local.api import Delays, LocalCloud
 
-SLEEP = [{"name": "Take a while", "ansible.builtin.command": "sleep 30"}]
+SCALER = Path(sys.executable).parent / "scaler"
+
+
+def _config_file(tmp_path: Path, tasks: list[dict[str, Any]]) -> None:
+    playbook = write_playbook(tmp_path, tasks)
+    (tmp_path / "scaler.toml").write_text(
+        f'[bake]\nproject = "kill"\nplaybook = "{playbook}"\npoll_min = 0.1\npoll_max = 0.3\n'
+    )
+
+
+@contextlib.contextmanager
+def slower(cloud: LocalCloud, **delays: float) -> Iterator[None]:
+    """Some of the cloud's delays changed for one block."""
+    before: Delays = cloud.delays
+    cloud.delays = replace(before, **delays)
+    try:
+        yield
+    finally:
+        cloud.delays = before
+
+
+SLEEP = [{"name": "Take a while", "ansible.builtin.command": "sleep 60"}]
 PHASES = {
     # phase: (stderr line to kill at, play, stall the droplet, what the cloud keeps)
     "key registered": (r"registered temporary SSH key", PING, True, {"keys"}),
@@ -103,11 +129,7 @@ def test_cleanup_after_kill_9(phase: str, cloud: LocalCloud, tmp_path: Path) -> 
         cloud.faults.stall(name="^scaler-bake-")
     try:
         with slower(cloud, snapshot=1.5):
-            bake = BakeProcess(
-                ["--state", str(EXAMPLE_STATE), "--local-state-dir", str(cloud.state_dir)],
-                tmp_path,
-                env,
-            )
+            bake = ScalerProcess(["bake", "--state", str(EXAMPLE_STATE)], tmp_path, env)
             bake.wait_for(pattern)
             bake.proc.send_signal(signal.SIGKILL)
             bake.finish()

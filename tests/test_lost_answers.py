@@ -10,21 +10,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_bake import (
+from realbake import (  # noqa: F401 - fixtures
     api,
-    bake_cloud_fixture,  # noqa: F401 - fixtures shared with tests/test_bake.py
-    cloud_fixture,  # noqa: F401
+    cloud_fixture,
     example_inventory,
+    quick_config,
+    real_cloud_fixture,
     resources,
 )
-from test_bake_faults import quick_config
 
 from scaler.bake import BakeFailed, bake_image
 from scaler.cloud import Cloud, Pacing
 from scaler.local.api import LocalCloud
 
 
-def _cloud(cloud: LocalCloud, lines: list[str], timeout: float = 30.0) -> Cloud:
+def _client(cloud: LocalCloud, lines: list[str], timeout: float = 30.0) -> Cloud:
     pacing = replace(Pacing.fast(0.05), request_timeout=timeout)
     return Cloud("test", cloud.endpoint, pacing=pacing, on_progress=lines.append)
 
@@ -32,9 +32,8 @@ def _cloud(cloud: LocalCloud, lines: list[str], timeout: float = 30.0) -> Cloud:
 def _bake(cloud: LocalCloud, tmp_path: Path, lines: list[str], timeout: float = 30.0) -> int:
     result = bake_image(
         quick_config(tmp_path),
-        _cloud(cloud, lines, timeout),
+        _client(cloud, lines, timeout),
         inventory=example_inventory(),
-        droplet_root=cloud.machines.root,
         on_progress=lines.append,
     )
     return result.id
@@ -43,8 +42,8 @@ def _bake(cloud: LocalCloud, tmp_path: Path, lines: list[str], timeout: float = 
 CREATES = {
     "key, connection dropped": ("/v2/account/keys", 0.0, 30.0, "found key"),
     "droplet, connection dropped": ("/v2/droplets", 0.0, 30.0, "found droplet"),
-    "key, stall past the timeout": ("/v2/account/keys", 1.5, 0.5, "found key"),
-    "droplet, stall past the timeout": ("/v2/droplets", 1.5, 0.5, "found droplet"),
+    "key, stall past the timeout": ("/v2/account/keys", 2.5, 1.0, "found key"),
+    "droplet, stall past the timeout": ("/v2/droplets", 2.5, 1.0, "found droplet"),
 }
 
 
@@ -75,9 +74,9 @@ def test_a_create_the_api_carries_out_late_is_found(cloud: LocalCloud, tmp_path:
     """The request stalls before the API acts, the client gives up, and only then the droplet
     appears: the lookup looks again (once per request timeout) before deciding."""
     before = resources(cloud)
-    cloud.faults.latency("POST", "/v2/droplets", 0.8, times=1)
+    cloud.faults.latency("POST", "/v2/droplets", 1.5, times=1)
     lines: list[str] = []
-    image = _bake(cloud, tmp_path, lines, timeout=0.5)
+    image = _bake(cloud, tmp_path, lines, timeout=1.0)
     try:
         assert any("found droplet" in line for line in lines), lines
         assert resources(cloud)["droplets"] == before["droplets"]
@@ -101,9 +100,8 @@ def test_run_ids_mark_every_resource(cloud: LocalCloud, tmp_path: Path) -> None:
 
     result = bake_image(
         quick_config(tmp_path),
-        _cloud(cloud, []),
+        _client(cloud, []),
         inventory=example_inventory(),
-        droplet_root=cloud.machines.root,
         on_progress=look,
     )
     try:

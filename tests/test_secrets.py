@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from test_bake import (
+from realbake import (  # noqa: F401 - fixtures
     EXAMPLE_STATE,
-    SCALER,
+    ScalerProcess,
     api,
-    bake_cloud_fixture,  # noqa: F401 - fixtures shared with tests/test_bake.py
     bake_env,
-    cloud_fixture,  # noqa: F401
+    cloud_fixture,
+    real_cloud_fixture,
     write_playbook,
 )
 
@@ -25,38 +27,57 @@ from scaler.config import BakeConfig, apply
 from scaler.local.api import LocalCloud
 from scaler.provision import PLAYBOOK, ROLES_DIR
 
+SCALER = Path(sys.executable).parent / "scaler"
 PASSWORD = "s3cret-Pa55word-in-env"
 VAULTED = "vaulted-Va1ue-9876"
 
 
 def _play(tmp_path: Path) -> Path:
+    """In the droplet: what the role got, fetched back here; then a pause to look around."""
     out = tmp_path / "out"
     out.mkdir()
-    (tmp_path / "needle").write_text(PASSWORD + "\n")
     tasks = [
-        {
-            # while ansible-playbook runs: every command line on this machine, and every file
-            # under the bake's temp dir that holds the password
-            "name": "Look around",
-            "ansible.builtin.shell": (
-                f"for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done "
-                f'> {out}/cmdlines 2>/dev/null; grep -rlFf {tmp_path}/needle "$TMPDIR_OF_BAKE" '
-                f"> {out}/files || true"
-            ),
-            # the needle comes from a file: in the command or its environment (Ansible puts
-            # that on the module's command line) it would be in a cmdline itself
-            "environment": {"TMPDIR_OF_BAKE": str(tmp_path / "t")},
-        },
         {
             "name": "What the role got",
             "ansible.builtin.copy": {
-                "dest": str(out / "got.json"),
+                "dest": "/root/got.json",
                 "content": "{{ {'password': welp_db_password, 'vaulted': vaulted_var,"
                 " 'plain': plain_var} | to_json }}",
             },
         },
+        {
+            "name": "Fetch it",
+            "ansible.builtin.fetch": {"src": "/root/got.json", "dest": f"{out}/", "flat": True},
+        },
+        {"name": "Pause", "ansible.builtin.command": "sleep 3"},
     ]
     return write_playbook(tmp_path, tasks)
+
+
+def _cmdlines() -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                continue
+    return found
+
+
+def _holding(folder: Path, needle: str) -> list[Path]:
+    hits = []
+    for path in folder.rglob("*"):
+        try:
+            if (
+                path.is_file()
+                and not path.is_symlink()
+                and needle in path.read_text(errors="replace")
+            ):
+                hits.append(path)
+        except OSError:
+            continue
+    return hits
 
 
 def _vault(tmp_path: Path) -> tuple[Path, Path]:
@@ -84,43 +105,41 @@ def test_password_from_the_environment_and_vars_from_a_vault(
     temp = tmp_path / "t"
     temp.mkdir()
     env = {**bake_env(cloud, tmp_path), "TMPDIR": str(temp), "WELP_DB_PASSWORD": PASSWORD}
-    argv = [
-        str(SCALER),
-        "bake",
-        "--state",
-        str(EXAMPLE_STATE),
-        "--local-state-dir",
-        str(cloud.state_dir),
-        "--connection",
-        "local",
-        "--playbook",
-        str(playbook),
-        "--project",
-        "secrets",
-        "--poll-interval",
-        "0.05",
-        "-e",
-        f"@{plain}",
-        "-e",
-        f"@{secret}",
-        "--vault-password-file",
-        str(vault_pass),
-        "--json",
-    ]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    image = json.loads(result.stdout)["id"]
+    args = ["bake", "--state", str(EXAMPLE_STATE), "--playbook", str(playbook)]
+    args += ["--project", "secrets", "--poll-interval", "0.1", "--json"]
+    args += ["-e", f"@{plain}", "-e", f"@{secret}", "--vault-password-file", str(vault_pass)]
+    bake = ScalerProcess(args, tmp_path, env)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # every command line on this machine while the bake runs
+        while not stop.is_set():
+            seen.extend(c for c in _cmdlines() if "ansible" in c or "scaler" in c)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
-        out = tmp_path / "out"
-        got = json.loads((out / "got.json").read_text())
+        bake.wait_for(r"ansible \w+: \[packerbox\] Fetch it", timeout=240)
+        # the play runs: ansible-playbook has read its extra vars, and they are gone from disk
+        during = _holding(temp, PASSWORD)
+        code, out, err = bake.finish()
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+        if bake.proc.poll() is None:
+            bake.proc.kill()
+    assert code == 0, err
+    image = json.loads(out)["id"]
+    try:
+        got = json.loads((tmp_path / "out" / "got.json").read_text())
         assert got == {"password": PASSWORD, "vaulted": VAULTED, "plain": "from-a-file"}
-        cmdlines = (out / "cmdlines").read_text()
-        assert "ansible-playbook" in cmdlines  # the look saw the run itself
-        assert f"@{secret}" in cmdlines and "--vault-password-file" in cmdlines
-        assert PASSWORD not in cmdlines and VAULTED not in cmdlines
-        # while the play ran, no file under the temp dir held the password any more
-        assert (out / "files").read_text() == ""
-        assert PASSWORD not in result.stderr + result.stdout
+        playbooks = [c for c in seen if "ansible-playbook" in c]
+        assert playbooks, "the watcher never saw ansible-playbook"
+        assert any(f"@{secret}" in c and "--vault-password-file" in c for c in playbooks)
+        assert not [c for c in seen if PASSWORD in c or VAULTED in c]
+        assert during == []
+        assert PASSWORD not in err + out
         assert list(temp.iterdir()) == []
     finally:
         api(cloud, "DELETE", f"images/{image}")
@@ -144,26 +163,30 @@ def test_role_uses_reads_the_roles_the_playbook_names(tmp_path: Path) -> None:
     assert role_uses(playbook, tmp_path / "elsewhere", "welp_db_password")
 
 
+# No API answers here: a real cloud to the bake (not the local one), which fails at its first
+# request unless the inputs fail first.
+NOWHERE = "http://127.0.0.1:9/v2/"
+
+
 def test_no_password_is_demanded_for_a_role_that_has_none(
-    cloud: LocalCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("WELP_DB_PASSWORD", raising=False)
     config = apply(
         BakeConfig(),
         {"playbook": str(_user_role(tmp_path)), "roles_path": str(tmp_path / "none")},
     )
-    # a real cloud (no droplet_root): only the token is refused, not a missing password
     with pytest.raises(BakeFailed) as caught:
-        bake_image(config, Cloud("bad", cloud.endpoint + "nowhere/", pacing=Pacing.fast()))
-    assert "welp_db_password" not in str(caught.value)
+        bake_image(config, Cloud("t", NOWHERE, pacing=Pacing(retries=0)))
+    assert str(caught.value).startswith("bake failed while looking up the base image")
 
 
 def test_the_bundled_role_asks_for_the_password_from_the_environment(
-    cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("WELP_DB_PASSWORD", raising=False)
     with pytest.raises(BakeFailed) as caught:
-        bake_image(BakeConfig(), Cloud("test", cloud.endpoint, pacing=Pacing.fast()))
+        bake_image(BakeConfig(), Cloud("t", NOWHERE, pacing=Pacing(retries=0)))
     assert str(caught.value) == (
         "bake failed while checking the inputs: no welp_db_password for wp-config.php; set "
         "WELP_DB_PASSWORD in the environment (or pass -e @vars.yml, --vault-password-file, or "
