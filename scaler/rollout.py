@@ -51,6 +51,7 @@ from scaler import health
 from scaler.cloud import (
     Cloud,
     CloudError,
+    NotFound,
     NoToken,
     Pacing,
     created_at_epoch,
@@ -692,6 +693,7 @@ class _Now:
     lb_ips: tuple[str, ...]
     check: health.HealthCheck
     names: dict[str, str] = field(default_factory=dict)
+    regions: dict[str, str] = field(default_factory=dict)
 
 
 def _read_now(tf: Terraform, settings: Settings) -> _Now:
@@ -726,6 +728,7 @@ def _read_now(tf: Terraform, settings: Settings) -> _Now:
             settings.health_interval
         ),
         names={r.address: str(r.attributes.get("name") or "") for r in targets},
+        regions={r.address: str(r.attributes.get("region") or "") for r in targets},
     )
 
 
@@ -744,6 +747,37 @@ def _nodes(now: _Now) -> tuple[Node, ...]:
         Node(a, now.ids[a], now.images[a], now.ips.get(a, ""))
         for a in sorted(now.images, key=_address_key)
     )
+
+
+_IMAGE_REF = re.compile(r"[0-9]{1,19}|[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def check_image(settings: Settings, image: str, regions: Sequence[str]) -> None:
+    """Before any plan: the image exists and is in every region the droplets run in."""
+    if not _IMAGE_REF.fullmatch(image) or (image.isdigit() and int(image) <= 0):
+        raise RolloutError(
+            f"--image {image!r} is not an image id (a positive number) or slug; pass the "
+            "snapshot id from manifest.json or `scaler snapshots list`"
+        )
+    env = {**os.environ, **settings.env}
+    token = token_from_env(env)
+    if not token:
+        return  # Terraform's own provider says what is wrong with the token
+    cloud = Cloud(token, endpoint_from(None, env), pacing=Pacing(retries=3))
+    try:
+        found = cloud.get_image(image)
+    except NotFound:
+        raise RolloutError(
+            f"image {image} does not exist (the API has no image {image}); nothing was "
+            "planned: pass a snapshot id from manifest.json or `scaler snapshots list`"
+        ) from None
+    missing = [r for r in regions if r and r not in found.regions]
+    if missing:
+        raise RolloutError(
+            f"image {image} ({found.name}) is not in {', '.join(missing)}, where the droplets "
+            f"run (it is in {', '.join(found.regions) or 'no region'}); nothing was planned: "
+            "transfer it there first (scaler bake --snapshot-region)"
+        )
 
 
 def declares_variable(terraform_dir: Path, name: str) -> bool:
@@ -874,6 +908,7 @@ def prepare_rollout(
         previous = progress.previous_image
     else:
         previous = _previous_image(settings, now)
+        check_image(settings, image, sorted(set(now.regions.values())))
     plan = plan_rollout(
         now.images,
         image,

@@ -182,3 +182,25 @@ def test_kill_9_then_resume_then_a_second_rollout(
     assert second.returncode == 0, second.stderr
     assert second.stdout.startswith("done: 3 droplets now run image"), second.stdout
     assert list(temp.glob("scaler-*")) == []
+
+
+@pytest.mark.slow
+def test_a_bad_image_is_refused_before_any_plan(stack: Stack) -> None:  # noqa: F811
+    before = stack.tfvars.read_bytes()
+    cases = {
+        "999999": "Error: image 999999 does not exist (the API has no image 999999); nothing "
+        "was planned: pass a snapshot id from manifest.json or `scaler snapshots list`",
+        "-5": "Error: --image '-5' is not an image id (a positive number) or slug; pass the "
+        "snapshot id from manifest.json or `scaler snapshots list`",
+        "0": "Error: --image '0' is not an image id (a positive number) or slug; pass the "
+        "snapshot id from manifest.json or `scaler snapshots list`",
+        "x/../droplets": "Error: --image 'x/../droplets' is not an image id (a positive number) "
+        "or slug; pass the snapshot id from manifest.json or `scaler snapshots list`",
+    }
+    for image, message in cases.items():
+        result = stack.rollout("--image", image, "--yes", *FAST)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines()[-1] == message
+    assert stack.tfvars.read_bytes() == before
+    assert not (stack.dir / ".scaler" / "rollout.json").exists()
+    assert stack.ids() == stack.before
