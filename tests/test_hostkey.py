@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import test_provision
 import yaml
-from test_provision import one_host, write_playbook
+from conftest import need
+from realbake import write_playbook
 
 from scaler.hostkey import HostKey, UserDataError, new_host_key, with_host_key, write_known_hosts
 from scaler.provision import (
@@ -80,10 +85,56 @@ def test_user_data_that_cannot_carry_the_key(text: str, message: str) -> None:
     assert str(caught.value) == message
 
 
+def one_host(name: str = "packerbox") -> dict[str, Any]:
+    """A static inventory of one host."""
+    return {"all": {"hosts": {name: {}}}}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """test_provision's throwaway loopback sshd (port, client key), its files in tmp_path."""
-    yield from test_provision.loopback_sshd.__wrapped__(tmp_path)  # type: ignore[attr-defined]
+    """A throwaway sshd on 127.0.0.1 (port, client key), its host key in tmp_path/host_key."""
+    binary = shutil.which("sshd") or "/usr/sbin/sshd"
+    need(
+        Path(binary).is_file() and shutil.which("ssh-keygen") is not None,
+        "openssh-server is not installed",
+    )
+    for name in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True
+        )
+    shutil.copy(tmp_path / "client_key.pub", tmp_path / "authorized_keys")
+    port = _free_port()
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp_path / 'host_key'}\n"
+        f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPidFile {tmp_path / 'sshd.pid'}\n"
+        "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin yes\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the loopback sshd did not start")
+                time.sleep(0.05)
+        yield port, tmp_path / "client_key"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def _sshd_key(folder: Path) -> HostKey:
