@@ -186,6 +186,7 @@ def one_bake(
     missing = listed - resources(cloud)["snapshots"]
     if missing:
         tally.inconsistent += 1
+        outcome += f"; the manifest lists missing snapshots {sorted(missing)}"
     left = sweep(cloud, before, listed)
     tally.orphans += left
     tally.notes.append(f"bake {label}: {outcome[:90]}; orphans {left}")
@@ -241,11 +242,15 @@ def killed_bake(cloud: LocalCloud, work: Path, tally: Tally, phase: str) -> None
     )  # fmt: skip
     if "Traceback" in done.stderr + "".join(lines):
         tally.tracebacks += 1
-    if done.returncode != 0 or list(temp.iterdir()):
+    kept = sorted(p.name for p in temp.iterdir())
+    if done.returncode != 0 or kept:
         tally.inconsistent += 1
     left = sweep(cloud, before, set())
     tally.orphans += left
-    tally.notes.append(f"bake kill -9 while {phase}: cleanup rc {done.returncode}; orphans {left}")
+    tally.notes.append(
+        f"bake kill -9 while {phase}: cleanup rc {done.returncode}; orphans {left}"
+        + (f"; left in the temp dir: {', '.join(kept)}" if kept else "")
+    )
 
 
 # -- rollout matrix ------------------------------------------------------------------------------

@@ -216,6 +216,9 @@ def run_playbook(
         (private / "inventory").mkdir()
         (private / "env").mkdir()
         (private / "project").mkdir()
+        # ansible-runner starts ansible-playbook ignoring SIGHUP in a session of its own: after
+        # a kill -9 of scaler it would play on; under setpriv it dies with us
+        wrapped = _dying_ansible_playbook(private, bin_dir)
         inventory_file = private / "inventory" / "hosts.json"
         _write_private(inventory_file, json.dumps(static))
         # Extra vars (the database password among them) go in a file, not on the command line.
@@ -237,7 +240,7 @@ def run_playbook(
             limit=host,
             envvars={
                 # ansible-playbook and its helpers come from the same environment as scaler.
-                "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)]),
+                "PATH": os.pathsep.join([*wrapped, bin_dir, os.environ.get("PATH", os.defpath)]),
                 "ANSIBLE_ROLES_PATH": str(roles_path.resolve()),
                 "ANSIBLE_PIPELINING": "True",
                 # off, Ansible puts StrictHostKeyChecking=no first, and ssh takes the first
@@ -286,6 +289,24 @@ def run_playbook(
     if not result.ok:
         raise ProvisionFailed(_failure_message(result, timeout), result)
     return result
+
+
+def _dying_ansible_playbook(private: Path, bin_dir: str) -> list[str]:
+    """A folder with an `ansible-playbook` that runs the real one under a parent-death signal
+    (SIGKILL when scaler dies), or nothing where setpriv is missing."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is None:
+        return []
+    folder = private / "bin"
+    folder.mkdir()
+    real = Path(bin_dir) / "ansible-playbook"
+    script = folder / "ansible-playbook"
+    script.write_text(
+        f"#!/bin/sh\nexec {shlex.quote(setpriv)} --pdeathsig KILL -- {shlex.quote(str(real))} "
+        '"$@"\n'
+    )
+    script.chmod(0o700)
+    return [str(folder)]
 
 
 def _checks_host_key(connection: Connection | None) -> bool:
