@@ -171,6 +171,33 @@ def _owner_alive(folder: Path) -> bool:
     return _named_by_a_process(folder)
 
 
+def _remove(folder: Path) -> None:
+    """Remove a dead run's folder, ending what its run left working in it first (Ansible's
+    forked workers outlive a killed ansible-playbook while their task runs)."""
+    import signal
+
+    for pid in _processes_using(folder):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(folder)
+
+
+def _processes_using(folder: Path) -> list[int]:
+    needle = str(folder)
+    found = []
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or entry.name == me:
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+                continue
+            if os.readlink(entry / "cwd").startswith(needle):
+                found.append(int(entry.name))
+    return found
+
+
 def mark_owner(folder: Path, what: str) -> None:
     """Record this process as the owner of a temp folder (cleanup judges it by that)."""
     write_run_record(folder, new_run_record(what, Path(os.devnull)))
@@ -217,11 +244,12 @@ def temp_folders(temp_dir: Path | None = None) -> list[Path]:
 
 
 def remove_dead_temp_folders(prefix: str, temp_dir: Path | None = None) -> list[Path]:
-    """Remove this user's temp folders named prefix* that no live process uses."""
+    """Remove this user's temp folders named prefix* whose owner is dead."""
     removed = []
     for folder in temp_folders(temp_dir):
         if folder.name.startswith(prefix) and not _owner_alive(folder):
-            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                _remove(folder)
             removed.append(folder)
     return removed
 
@@ -273,9 +301,7 @@ def find_leftovers(
         if record is not None:
             dead[record.run_id] = record
         why = f"run {record.run_id} died" if record else "its process is gone"
-        found.append(
-            Leftover("temp folder", str(folder), why, functools.partial(shutil.rmtree, folder))
-        )
+        found.append(Leftover("temp folder", str(folder), why, functools.partial(_remove, folder)))
     if cloud is not None:
         found += _cloud_leftovers(cloud, live_runs, dead, min_age, now)
     for directory in rollout_dirs:

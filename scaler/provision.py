@@ -216,6 +216,10 @@ def run_playbook(
         (private / "inventory").mkdir()
         (private / "env").mkdir()
         (private / "project").mkdir()
+        from scaler.cleanup import mark_owner
+
+        # whose folder this is: after a kill -9 of scaler, `scaler cleanup` knows it is dead
+        mark_owner(private, "ansible")
         # ansible-runner starts ansible-playbook ignoring SIGHUP in a session of its own: after
         # a kill -9 of scaler it would play on; under setpriv it dies with us
         wrapped = _dying_ansible_playbook(private, bin_dir)
