@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from scaler import cleanup as cleanup_mod
 from scaler import manifest as manifest_mod
 from scaler.cloud import (
     ActionErrored,
@@ -38,9 +39,12 @@ from scaler.cloud import (
 )
 from scaler.config import BakeConfig, default_snapshot_name
 from scaler.errors import ScalerError
+from scaler.hostkey import new_host_key, with_host_key, write_known_hosts
 from scaler.localtarget import LocalTarget, detect_local_target
 from scaler.provision import (
     SshConnection,
+    check_host_key,
+    remove_host_keys,
     render_user_data,
     run_playbook,
     to_static_inventory,
@@ -105,13 +109,14 @@ class Leftover:
     kind: str
     ident: str
     command: str
+    error: str = ""
 
 
 @dataclass
 class _Entry:
     kind: str
     ident: str
-    undo: Callable[[], None]
+    undo: Callable[[], object]
     command: str
 
 
@@ -122,7 +127,7 @@ class CleanupStack:
         self._entries: list[_Entry] = []
         self._say = on_progress
 
-    def push(self, kind: str, ident: str, undo: Callable[[], None], command: str = "") -> None:
+    def push(self, kind: str, ident: str, undo: Callable[[], object], command: str = "") -> None:
         """Record a resource the moment its id is known."""
         self._entries.append(_Entry(kind, ident, undo, command))
 
@@ -141,16 +146,21 @@ class CleanupStack:
         while self._entries:
             entry = self._entries[-1]
             try:
-                self._say(f"removing {entry.kind} {entry.ident}")
-                entry.undo()
-                removed.append(f"{entry.kind} {entry.ident}")
+                if entry.kind != "resources of run":
+                    self._say(f"removing {entry.kind} {entry.ident}")
+                found = entry.undo()
+                # a sweep reports what it found (often nothing) instead of itself
+                if isinstance(found, list):
+                    removed.extend(str(f) for f in found)
+                else:
+                    removed.append(f"{entry.kind} {entry.ident}")
             except KeyboardInterrupt:
                 leftovers += [Leftover(e.kind, e.ident, e.command) for e in reversed(self._entries)]
                 self._entries.clear()
                 break
             except Exception as err:  # one failed removal must not stop the others
                 self._say(f"could not remove {entry.kind} {entry.ident}: {_one_line(err)}")
-                leftovers.append(Leftover(entry.kind, entry.ident, entry.command))
+                leftovers.append(Leftover(entry.kind, entry.ident, entry.command, _one_line(err)))
             self._entries.pop()
         return removed, leftovers
 
@@ -260,6 +270,55 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+DB_PASSWORD_VAR = "welp_db_password"
+DB_PASSWORD_ENV = "WELP_DB_PASSWORD"
+
+
+def role_uses(playbook: Path, roles_path: Path, name: str) -> bool:
+    """True when the playbook or a role it names (found beside it or in roles_path) mentions
+    variable `name`: only then may scaler demand it."""
+    import yaml  # Ansible's own dependency
+
+    try:
+        text = Path(playbook).read_text(errors="replace")
+        plays = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError):
+        return True  # cannot tell: Ansible will say what is wrong with the playbook
+    if name in text:
+        return True
+    roles: set[str] = set()
+    stack: list[Any] = [plays]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key == "roles" and isinstance(value, list):
+                    for role in value:
+                        found = (
+                            role.get("role") or role.get("name") if isinstance(role, dict) else role
+                        )
+                        if isinstance(found, str):
+                            roles.add(found)
+                elif str(key).rpartition(".")[2] in ("import_role", "include_role"):
+                    if isinstance(value, dict) and isinstance(value.get("name"), str):
+                        roles.add(value["name"])
+                else:
+                    stack.append(value)
+    folders = [Path(playbook).resolve().parent / "roles", Path(roles_path)]
+    for role in roles:
+        for base in folders:
+            folder = base / role
+            if folder.is_dir():
+                for path in folder.rglob("*"):
+                    with contextlib.suppress(OSError):
+                        if path.is_file() and name in path.read_text(errors="replace"):
+                            return True
+                break
+    return False
+
+
 def _has_ansible_vars(playbook: Path) -> bool:
     """True when group_vars/ or host_vars/ beside the playbook may hold the role's variables."""
     folder = Path(playbook).resolve().parent
@@ -295,6 +354,8 @@ class _Bake:
         self.local: LocalTarget | None = detect_local_target(cloud.endpoint)
         self.say = on_progress
         self.stack = CleanupStack(on_progress)
+        # ids the stack holds (removed or listed): the sweep by run id leaves them alone
+        self.known: set[int] = set()
         self.step = "starting"
         self.started_wall = time.time()
         self.started = time.monotonic()
@@ -320,6 +381,7 @@ class _Bake:
         extravars = self._role_vars()
         prov_sha = provisioning_hash(c.playbook, c.roles_path, c.user_data_file)
         run_id = uuid.uuid4().hex[:8]
+        tag = cleanup_mod.run_tag(run_id)
         cloud = self.cloud
         # The id behind the slug now, before the droplet is built from it: a rebake compares it
         # with the id behind the slug later to tell that the base image changed.
@@ -327,10 +389,27 @@ class _Bake:
         base_image_id = cloud.get_image(c.image).id
 
         self.step = "creating the temporary SSH key"
-        folder = Path(tempfile.mkdtemp(prefix="scaler-bake-"))
+        folder = Path(tempfile.mkdtemp(prefix=f"scaler-bake-{run_id}-"))
         self.stack.push("temporary key file", str(folder), lambda: shutil.rmtree(folder), "")
+        # After a kill -9 this record tells `scaler cleanup` which run died and what it made.
+        record = cleanup_mod.new_run_record(run_id, c.manifest)
+        cleanup_mod.write_run_record(folder, record)
+        # Last to run: whatever a lost answer or a late create left under this run's id.
+        self.stack.push(
+            "resources of run",
+            run_id,
+            lambda: self._sweep(run_id),
+            f"scaler cleanup --yes  # removes what run {run_id} left",
+        )
         private_key, public_key = ed25519_key_pair(folder)
-        key = cloud.create_key(f"scaler-bake-{run_id}", public_key)
+        user = c.ssh_username if c.ssh_username != "root" else "ansible"
+        user_data = render_user_data(public_key, user=user, template=c.user_data_file)
+        # the droplet's identity, known before it exists (a bad user data fails here, before
+        # anything is created in the cloud)
+        host_key = new_host_key()
+        user_data = with_host_key(user_data, host_key, str(c.user_data_file))
+        key = cloud.create_key(cleanup_mod.key_name(run_id), public_key)
+        self.known.add(key.id)
         self.stack.push(
             "ssh key",
             str(key.id),
@@ -340,8 +419,6 @@ class _Bake:
         self.say(f"registered temporary SSH key {key.id}")
 
         self.step = "creating the build droplet"
-        user = c.ssh_username if c.ssh_username != "root" else "ansible"
-        user_data = render_user_data(public_key, user=user, template=c.user_data_file)
         spec = DropletSpec(
             name=c.droplet_name or f"scaler-bake-{run_id}",
             region=c.region,
@@ -351,11 +428,12 @@ class _Bake:
             private_networking=c.private_networking,
             monitoring=c.monitoring,
             vpc_uuid=c.vpc_uuid,
-            tags=c.tags,
+            tags=tuple(dict.fromkeys((*c.tags, cleanup_mod.BAKE_TAG, tag))),
             user_data=user_data,
         )
-        droplet = cloud.create_droplet(spec)
+        droplet = cloud.create_droplet(spec, run_tag=tag)
         droplet_id = droplet.id
+        self.known.add(droplet_id)
         self.stack.push(
             "droplet",
             str(droplet_id),
@@ -376,8 +454,16 @@ class _Bake:
         self.say(self.step)
         wait_for_ssh(address, c.ssh_port, c.timeouts.ssh)
         connection = SshConnection(
-            host=address, user=c.ssh_username, private_key_file=private_key, port=c.ssh_port
+            host=address,
+            user=c.ssh_username,
+            private_key_file=private_key,
+            port=c.ssh_port,
+            known_hosts=write_known_hosts(folder, address, c.ssh_port, host_key),
         )
+        # before anything runs there: the host at that address is the droplet scaler created
+        self.step = f"checking the SSH host key of droplet {droplet_id}"
+        check_host_key(connection, host_key.key_text, f"droplet {droplet_id}")
+        self.say(f"droplet {droplet_id} presents the host key scaler gave it")
         self.step = f"waiting for cloud-init's first boot on droplet {droplet_id}"
         self.say(self.step)
         booted = wait_for_first_boot(connection, c.timeouts.ssh)
@@ -395,8 +481,15 @@ class _Bake:
             roles_path=c.roles_path,
             on_progress=lambda line: self.say(f"ansible {line}"),
             timeout=int(c.timeouts.provision),
+            extra_var_files=c.extra_var_files,
+            vault_password_files=c.vault_password_files,
         )
         self.say(f"provisioned in {result.duration:.1f}s ({result.changed} changed)")
+        # the snapshot must not keep a host key this machine knows (cloud-init on the new
+        # droplets makes their own)
+        why = remove_host_keys(connection, host_key.key_text)
+        if why:
+            self.say(f"the build host key stays in the snapshot ({why}); cloud-init replaces it")
 
         self.step = f"shutting down droplet {droplet_id}"
         self.say(self.step)
@@ -405,6 +498,8 @@ class _Bake:
         self.step = "taking the snapshot"
         base = c.snapshot_name or default_snapshot_name(c.project, self.started_wall)
         name = unique_name(base, {i.name for i in cloud.snapshot_images()})
+        record = replace(record, snapshot_name=name)
+        cleanup_mod.write_run_record(folder, record)
         action = cloud.droplet_action(droplet_id, "snapshot", name=name)
         # the image id is unknown until the action ends: undo finds it by name then
         self.stack.push(
@@ -460,6 +555,7 @@ class _Bake:
             build_time=build_time,
             custom_data=custom,
         )
+        cleanup_mod.write_run_record(folder, replace(record, finished=True))
         self.stack.discard("snapshot")
         return BakeResult(
             id=image.id,
@@ -472,7 +568,7 @@ class _Bake:
 
     def _role_vars(self) -> dict[str, Any]:
         """The extra vars, with what the local cloud lacks filled in; a missing DB password
-        fails here, before anything is created (on a real cloud)."""
+        fails here, before anything is created (on a real cloud), when the role uses one."""
         c = self.config
         extravars: dict[str, Any] = dict(c.extra_vars)
         local = self.local is not None
@@ -487,22 +583,47 @@ class _Bake:
                 f"local cloud: WordPress from Debian's {LOCAL_WORDPRESS_PACKAGE} package "
                 "(welp_wordpress_package)"
             )
-        if str(extravars.get("welp_db_password") or ""):
+        from_env = os.environ.get(DB_PASSWORD_ENV, "")
+        if from_env and not str(extravars.get(DB_PASSWORD_VAR) or ""):
+            # the documented way: the environment, so the password is in no argv and no file
+            # of ours but the 0600 extravars that ansible-playbook reads and we then delete
+            extravars[DB_PASSWORD_VAR] = from_env
+        if str(extravars.get(DB_PASSWORD_VAR) or ""):
             return extravars
+        if c.extra_var_files or c.vault_password_files or _has_ansible_vars(c.playbook):
+            return extravars  # it may come from there; the role says so if not
+        if not role_uses(c.playbook, c.roles_path, DB_PASSWORD_VAR):
+            return extravars  # the user's own role: scaler demands nothing of it
         if local:
             # no database behind the local cloud; a random password keeps the role's check
             # honest without inventing a shared default (it is never printed)
-            extravars["welp_db_password"] = secrets.token_urlsafe(24)
+            extravars[DB_PASSWORD_VAR] = secrets.token_urlsafe(24)
             self.say(
-                "local cloud: no welp_db_password given; a random one goes into the "
+                f"local cloud: no {DB_PASSWORD_VAR} given; a random one goes into the "
                 "snapshot's wp-config.php"
             )
-        elif not _has_ansible_vars(c.playbook):
-            raise BakeFailed(
-                "no welp_db_password for wp-config.php; pass -e welp_db_password=... or set it "
-                "in scaler.toml under [bake.extra_vars] (or in group_vars/ beside the playbook)"
-            )
-        return extravars
+            return extravars
+        raise BakeFailed(
+            f"no {DB_PASSWORD_VAR} for wp-config.php; set {DB_PASSWORD_ENV} in the environment "
+            f"(or pass -e @vars.yml, --vault-password-file, or [bake.extra_vars] in scaler.toml)"
+        )
+
+    def _sweep(self, run_id: str) -> list[str]:
+        """Remove droplets and keys of this run that the stack does not know (lost answers)."""
+        cloud = self.cloud
+        removed = []
+        for droplet in cloud.droplets(tag=cleanup_mod.run_tag(run_id)):
+            if droplet.id in self.known:
+                continue  # the stack removed it, or lists it as left
+            self.say(f"removing droplet {droplet.id} of run {run_id} (its create lost its answer)")
+            cloud.delete_droplet(droplet.id)
+            removed.append(f"droplet {droplet.id}")
+        for key in cloud.ssh_keys():
+            if key.name == cleanup_mod.key_name(run_id) and key.id not in self.known:
+                self.say(f"removing ssh key {key.id} of run {run_id} (its create lost its answer)")
+                cloud.delete_key(key.id)
+                removed.append(f"ssh key {key.id}")
+        return removed
 
     def _shut_down(self, droplet_id: int) -> None:
         c, cloud = self.config, self.cloud
@@ -587,6 +708,8 @@ def bake_image(
                 + _summary(removed, leftovers),
                 signum,
             ) from None
+        except CleanupFailed:
+            raise
         except ScalerError as err:
             removed, leftovers = _unwind(bake)
             raise BakeFailed(
@@ -597,12 +720,18 @@ def bake_image(
             raise
 
 
+class CleanupFailed(BakeFailed):
+    """The snapshot is baked, but removing the build resources failed."""
+
+
 def _finish(bake: _Bake, result: BakeResult) -> BakeResult:
+    bake.step = "removing the build droplet and key"
     removed, leftovers = _unwind(bake)
     if leftovers:
-        raise BakeFailed(
-            f"snapshot {result.id} ({result.name}) is baked and in the manifest, but "
-            + _summary(removed, leftovers)
+        why = "; ".join(f"{lo.kind} {lo.ident}: {lo.error}" for lo in leftovers if lo.error)
+        raise CleanupFailed(
+            f"snapshot {result.id} ({result.name}) is baked and in the manifest, but removing "
+            f"the build resources failed ({why or 'interrupted'}); " + _summary(removed, leftovers)
         )
     return result
 
@@ -620,7 +749,8 @@ def _unwind(bake: _Bake) -> tuple[list[str], list[Leftover]]:
 def _summary(removed: list[str], leftovers: list[Leftover]) -> str:
     shown = [r for r in removed if not r.startswith("temporary key file")]
     parts = [f"removed {', '.join(shown)}" if shown else "nothing to remove"]
-    left = [f"{lo.kind} {lo.ident}" for lo in leftovers if lo.kind != "temporary key file"]
+    quiet = ("temporary key file", "resources of run")
+    left = [f"{lo.kind} {lo.ident}" for lo in leftovers if lo.kind not in quiet]
     if left:
         parts = [f"LEFT BEHIND {', '.join(left)} (commands above)", *parts]
     return "; ".join(parts)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import requests
 from digitalocean.baseapi import BaseAPI
@@ -24,6 +24,7 @@ from scaler.errors import ScalerError
 JSON = dict[str, Any]
 Method = Literal["GET", "POST", "PUT", "DELETE"]
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://api.digitalocean.com/v2/"
 TOKEN_ENV = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
@@ -45,6 +46,10 @@ class NotFound(CloudError):
 
 class ActionErrored(CloudError):
     """A DigitalOcean action ended with status errored."""
+
+
+class LostAnswer(CloudError):
+    """A POST whose answer never came (dropped connection, timeout): it may have been done."""
 
 
 class WaitTimeout(CloudError):
@@ -81,6 +86,8 @@ class Pacing:
     backoff: float = 1.0
     backoff_max: float = 30.0
     pending_event_retries: int = 30
+    # one request's wait for an answer; a create that outlives it is looked up by name
+    request_timeout: float = _REQUEST_TIMEOUT
 
     @classmethod
     def fast(cls, seconds: float = 0.05) -> Pacing:
@@ -105,6 +112,8 @@ class Droplet:
     public_ip: str | None
     private_ip: str | None
     snapshot_ids: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()
+    created_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -203,8 +212,10 @@ def _as_endpoint(url: str) -> str:
 class _Transport(BaseAPI):  # type: ignore[misc]
     """python-digitalocean's request layer, keeping the raw response (status and headers)."""
 
+    request_timeout = _REQUEST_TIMEOUT
+
     def get_timeout(self) -> float:
-        return _REQUEST_TIMEOUT
+        return self.request_timeout
 
     def send(self, method: Method, path: str, params: JSON | None) -> requests.Response:
         # BaseAPI.get_data drops the status and headers a retry needs; its private
@@ -241,6 +252,7 @@ class Cloud:
         transport: _Transport | None = getattr(self._local, "transport", None)
         if transport is None:
             transport = _Transport(token=self._token, end_point=self.endpoint)
+            transport.request_timeout = self.pacing.request_timeout
             self._local.transport = transport
         return transport
 
@@ -273,7 +285,11 @@ class Cloud:
                 response = self._transport().send(method, path, body)
             except requests.RequestException as err:
                 # a POST may have been applied before the connection broke: never repeat it
-                if method == "POST" or attempt >= p.retries:
+                if method == "POST":
+                    raise LostAnswer(
+                        f"{what} got no answer ({type(err).__name__}); it may have been done"
+                    ) from None
+                if attempt >= p.retries:
                     raise CloudError(
                         f"{what} failed: {type(err).__name__}; check the API URL and network"
                     ) from None
@@ -318,9 +334,25 @@ class Cloud:
     # -- keys
 
     def create_key(self, name: str, public_key: str) -> Key:
-        """Register an SSH public key."""
-        data = self.request("POST", "account/keys", {"name": name, "public_key": public_key})
+        """Register an SSH public key; after a lost answer, the key is looked up by its name
+        (make it unique: it is the only way to tell whether the API created it)."""
+        try:
+            data = self.request("POST", "account/keys", {"name": name, "public_key": public_key})
+        except LostAnswer as err:
+            found = self._look_again(lambda: [k for k in self.ssh_keys() if k.name == name])
+            if len(found) == 1:
+                self._say(f"{err}: found key {found[0].id} by its name {name}")
+                return found[0]
+            raise CloudError(
+                f"{err}; no key named {name} exists, so none was created"
+                if not found
+                else f"{err}; {len(found)} keys are named {name}"
+            ) from None
         return _key(data["ssh_key"])
+
+    def ssh_keys(self) -> list[Key]:
+        """The account's SSH keys (every page)."""
+        return [_key(k) for k in self._pages("account/keys", "ssh_keys")]
 
     def delete_key(self, key_id: int) -> None:
         """Delete an SSH key; gone already is fine."""
@@ -328,10 +360,53 @@ class Cloud:
 
     # -- droplets
 
-    def create_droplet(self, spec: DropletSpec) -> Droplet:
-        """Create one droplet (it starts `new`)."""
-        data = self.request("POST", "droplets", spec.body())
+    def create_droplet(self, spec: DropletSpec, run_tag: str | None = None) -> Droplet:
+        """Create one droplet (it starts `new`); after a lost answer it is looked up by
+        `run_tag` (a tag of spec.tags no other droplet carries) before deciding."""
+        try:
+            data = self.request("POST", "droplets", spec.body())
+        except LostAnswer as err:
+            if run_tag is None:
+                raise
+            tag = run_tag
+            found = self._look_again(
+                lambda: [d for d in self.droplets(tag=tag) if d.name == spec.name]
+            )
+            if len(found) == 1:
+                self._say(f"{err}: found droplet {found[0].id} by its tag {run_tag}")
+                return found[0]
+            raise CloudError(
+                f"{err}; no droplet is tagged {run_tag}, so none was created"
+                if not found
+                else f"{err}; {len(found)} droplets are tagged {run_tag}"
+            ) from None
         return _droplet(data["droplet"])
+
+    def droplets(self, tag: str | None = None) -> list[Droplet]:
+        """The account's droplets, or those with `tag` (every page)."""
+        path = f"droplets?tag_name={tag}" if tag else "droplets"
+        return [_droplet(d) for d in self._pages(path, "droplets")]
+
+    def _look_again(self, look: Callable[[], list[T]], times: int = 3) -> list[T]:
+        """After a lost answer: look now, then again a request timeout later (a stalled
+        request may still be carried out), up to `times` looks."""
+        for attempt in range(times):
+            found = look()
+            if found or attempt == times - 1:
+                return found
+            self._sleep(self.pacing.request_timeout)
+        return []
+
+    def _pages(self, path: str, key: str) -> list[JSON]:
+        items: list[JSON] = []
+        page = 1
+        while True:
+            joiner = "&" if "?" in path else "?"
+            data = self.request("GET", f"{path}{joiner}page={page}")
+            items += list(data.get(key) or [])
+            if not data.get("links", {}).get("pages", {}).get("next"):
+                return items
+            page += 1
 
     def get_droplet(self, droplet_id: int) -> Droplet:
         """The droplet as it is now."""
@@ -447,6 +522,17 @@ class Cloud:
             self.request("DELETE", path)
 
 
+def created_at_epoch(created_at: str) -> float | None:
+    """An API `created_at` ("2026-12-01T09:00:00Z") as epoch seconds; None when unreadable."""
+    import calendar
+
+    try:
+        stamp = time.strptime(created_at.strip()[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+    return float(calendar.timegm(stamp))
+
+
 def _error_message(response: requests.Response) -> str:
     try:
         data = response.json()
@@ -491,6 +577,8 @@ def _droplet(raw: JSON) -> Droplet:
         public_ip=public,
         private_ip=private,
         snapshot_ids=tuple(int(i) for i in raw.get("snapshot_ids") or []),
+        tags=tuple(str(t) for t in raw.get("tags") or ()),
+        created_at=str(raw.get("created_at", "")),
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scaler.errors import ScalerError
+from scaler.fsutil import read_text, strict_json
 
 CONFIG_FILE = "scaler.toml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,9 @@ class BakeConfig:
     api_url: str | None = None
     state: str | None = None
     extra_vars: Mapping[str, Any] = field(default_factory=dict)
+    # `-e @FILE` and --vault-password-file: handed to ansible-playbook as they are, never read
+    extra_var_files: tuple[Path, ...] = ()
+    vault_password_files: tuple[Path, ...] = ()
     timeouts: Timeouts = Timeouts()
     poll_min: float = 1.0
     poll_max: float = 3.0
@@ -91,11 +95,13 @@ _FIELD_NAMES = {f.name for f in fields(BakeConfig)}
 def load_config_file(path: Path, base: BakeConfig | None = None) -> BakeConfig:
     """Apply the [bake] table of a TOML config file; relative paths are from its folder."""
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        raw = tomllib.loads(read_text(path, "config file"))
     except FileNotFoundError:
         raise ConfigError(f"no config file {path}; create it or leave out --config") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML ({err}); fix it") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply for a config file; fix it") from None
     table = raw.get("bake", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [bake] must be a table")
@@ -299,7 +305,7 @@ def _fill(value: Any, ctx: _Context, where: str) -> Any:
 
 def _load_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(Path(path).read_text())
+        data = strict_json(read_text(path, what))
     except FileNotFoundError:
         raise ConfigError(f"no {what} at {path}; check the path") from None
     except json.JSONDecodeError as err:
@@ -441,6 +447,21 @@ def parse_assignments(items: list[str] | tuple[str, ...], what: str) -> dict[str
             raise ConfigError(f"{what} {item!r} is not NAME=VALUE")
         out[name.strip()] = value
     return out
+
+
+def parse_extra_vars(
+    items: list[str] | tuple[str, ...], what: str = "--extra-var"
+) -> tuple[dict[str, str], tuple[Path, ...]]:
+    """`-e NAME=VALUE` pairs and `-e @FILE` files (as ansible-playbook takes them)."""
+    pairs = parse_assignments([i for i in items if not i.startswith("@")], what)
+    files = []
+    for item in items:
+        if item.startswith("@"):
+            path = Path(item[1:]).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"{what} {item!r}: no file {path}; give -e @PATH of a vars file")
+            files.append(path.resolve())
+    return pairs, tuple(files)
 
 
 def find_config_file(explicit: Path | None, cwd: Path | None = None) -> Path | None:

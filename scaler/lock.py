@@ -1,6 +1,6 @@
 """One scaler operation at a time per Terraform directory: a file lock beside the state.
 
-`.scaler-rollout.lock` is held with fcntl.flock and names its holder (pid, host, start time, what
+`.scaler/rollout.lock` is held with fcntl.flock and names its holder (pid, host, start time, what
 it does) as JSON. The kernel drops a flock when its process dies, so a lock left behind by a dead
 process is simply taken over (and reported as stale); a live holder is refused, naming it.
 Terraform's own state lock (-lock-timeout) still guards the state against other tools.
@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import IO
 
 from scaler.errors import ScalerError
+from scaler.fsutil import bookkeeping_dir
 
-LOCK_NAME = ".scaler-rollout.lock"
+LOCK_NAME = ".scaler/rollout.lock"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def _read_holder(handle: IO[str]) -> Holder | None:
 def hold(directory: Path, operation: str = "rollout") -> Iterator[Acquired]:
     """Hold the scaler lock of `directory` for the block; LockHeld when someone alive has it."""
     path = Path(directory) / LOCK_NAME
+    bookkeeping_dir(Path(directory))
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     with os.fdopen(fd, "r+") as handle:
         try:

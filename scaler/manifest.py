@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scaler.errors import ScalerError
-from scaler.fsutil import write_atomic
+from scaler.fsutil import read_text, strict_json, write_atomic
 
 BUILDER_TYPE = "digitalocean"
 BUILD_NAME = "digitalocean"
@@ -71,13 +71,11 @@ def parse_artifact_id(text: str) -> tuple[tuple[str, ...], int]:
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest's JSON; an empty one when the file does not exist."""
     try:
-        text = Path(path).read_text()
+        text = read_text(path, "manifest")
     except FileNotFoundError:
         return {"builds": [], "last_run_uuid": ""}
-    except OSError as err:
-        raise ManifestError(f"cannot read manifest {path}: {err.strerror or err}") from None
     try:
-        data = json.loads(text)
+        data = strict_json(text)
     except json.JSONDecodeError as err:
         raise ManifestError(
             f"manifest {path} is not JSON ({err.msg} at line {err.lineno}); fix or move it"

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -43,14 +44,28 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class SshConnection:
-    """Reach the build host over SSH with a private key file (host key checking off: the
-    host is new on every bake)."""
+    """Reach the build host over SSH with a private key file; with `known_hosts` (the host
+    key scaler gave the droplet) strictly checked, else with host key checking off."""
 
     host: str
     user: str
     private_key_file: Path
     port: int = 22
     python: str = "/usr/bin/python3"
+    known_hosts: Path | None = None
+
+    def ssh_options(self) -> list[str]:
+        """The options every ssh to this host takes."""
+        if self.known_hosts is None:
+            checking = ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"]
+        else:
+            checking = [
+                "StrictHostKeyChecking=yes",
+                f"UserKnownHostsFile={self.known_hosts}",
+                "GlobalKnownHostsFile=/dev/null",
+            ]
+        options = [*checking, "IdentitiesOnly=yes"]
+        return [a for o in options for a in ("-o", o)]
 
     def hostvars(self) -> dict[str, Any]:
         """The Ansible connection variables for this connection."""
@@ -60,17 +75,14 @@ class SshConnection:
             "ansible_port": self.port,
             "ansible_user": self.user,
             "ansible_ssh_private_key_file": str(self.private_key_file),
-            "ansible_ssh_common_args": (
-                "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes"
-            ),
+            "ansible_ssh_common_args": shlex.join(self.ssh_options()),
             "ansible_python_interpreter": self.python,
         }
 
     def ssh_argv(self, command: str) -> list[str]:
         """The ssh command line that runs `command` on the host as Ansible would connect."""
-        options = str(self.hostvars()["ansible_ssh_common_args"]).split()
         return [
-            "ssh", *options, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+            "ssh", *self.ssh_options(), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
             "-i", str(self.private_key_file), "-p", str(self.port),
             f"{self.user}@{self.host}", command,
         ]  # fmt: skip
@@ -180,6 +192,8 @@ def run_playbook(
     on_progress: Progress | None = None,
     timeout: int | None = None,
     cancel: Callable[[], bool] | None = None,
+    extra_var_files: Sequence[Path] = (),
+    vault_password_files: Sequence[Path] = (),
 ) -> ProvisionResult:
     """Run `playbook` on `host` only (--limit) and return the result; raise ProvisionFailed.
 
@@ -202,13 +216,27 @@ def run_playbook(
         (private / "inventory").mkdir()
         (private / "env").mkdir()
         (private / "project").mkdir()
+        from scaler.cleanup import mark_owner
+
+        # whose folder this is: after a kill -9 of scaler, `scaler cleanup` knows it is dead
+        mark_owner(private, "ansible")
+        # ansible-runner starts ansible-playbook ignoring SIGHUP in a session of its own: after
+        # a kill -9 of scaler it would play on; under setpriv it dies with us
+        wrapped = _dying_ansible_playbook(private, bin_dir)
         inventory_file = private / "inventory" / "hosts.json"
         _write_private(inventory_file, json.dumps(static))
         # Extra vars (the database password among them) go in a file, not on the command line.
         _write_private(private / "env" / "extravars", json.dumps(dict(extravars or {})))
         # a file, not RunnerConfig(settings=...): ansible-runner drops those without the file
         _write_private(private / "env" / "settings", json.dumps({"pexpect_timeout": _CANCEL_POLL}))
-        events = _Events(on_progress)
+        # once ansible-playbook has parsed its extra vars, the file (the password) can go: a
+        # kill -9 of scaler then leaves no secret in the temp folder
+        events = _Events(on_progress, forget=[private / "env" / "extravars"])
+        user_args: list[str] = []
+        for path in extra_var_files:
+            user_args += ["-e", f"@{Path(path).resolve()}"]
+        for path in vault_password_files:
+            user_args += ["--vault-password-file", str(Path(path).resolve())]
         config = ansible_runner.RunnerConfig(
             private_data_dir=str(private),
             playbook=str(playbook.resolve()),
@@ -216,10 +244,11 @@ def run_playbook(
             limit=host,
             envvars={
                 # ansible-playbook and its helpers come from the same environment as scaler.
-                "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)]),
+                "PATH": os.pathsep.join([*wrapped, bin_dir, os.environ.get("PATH", os.defpath)]),
                 "ANSIBLE_ROLES_PATH": str(roles_path.resolve()),
                 "ANSIBLE_PIPELINING": "True",
-                "ANSIBLE_HOST_KEY_CHECKING": "False",
+                # off, Ansible puts StrictHostKeyChecking=no first, and ssh takes the first
+                "ANSIBLE_HOST_KEY_CHECKING": str(_checks_host_key(connection)),
                 "ANSIBLE_INVENTORY_ENABLED": "yaml",
                 "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
                 "ANSIBLE_NOCOLOR": "True",
@@ -230,6 +259,7 @@ def run_playbook(
             quiet=True,
             timeout=timeout,
             suppress_env_files=True,
+            cmdline=shlex.join(user_args) if user_args else None,
         )
         config.prepare()
         config.env = {k: v for k, v in config.env.items() if not _is_secret_env(k)}
@@ -263,6 +293,106 @@ def run_playbook(
     if not result.ok:
         raise ProvisionFailed(_failure_message(result, timeout), result)
     return result
+
+
+def _dying_ansible_playbook(private: Path, bin_dir: str) -> list[str]:
+    """A folder with an `ansible-playbook` that runs the real one under a parent-death signal
+    (SIGKILL when scaler dies), or nothing where setpriv is missing."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is None:
+        return []
+    folder = private / "bin"
+    folder.mkdir()
+    real = Path(bin_dir) / "ansible-playbook"
+    script = folder / "ansible-playbook"
+    script.write_text(
+        f"#!/bin/sh\nexec {shlex.quote(setpriv)} --pdeathsig KILL -- {shlex.quote(str(real))} "
+        '"$@"\n'
+    )
+    script.chmod(0o700)
+    return [str(folder)]
+
+
+def _checks_host_key(connection: Connection | None) -> bool:
+    return isinstance(connection, SshConnection) and connection.known_hosts is not None
+
+
+class HostKeyMismatch(ProvisionFailed):
+    """The host at the droplet's address is not the droplet scaler created."""
+
+
+def scan_host_keys(host: str, port: int, timeout: float = 10.0) -> list[str]:
+    """The ed25519 host keys `host:port` presents (`ssh-ed25519 AAAA...`), via ssh-keyscan."""
+    keyscan = shutil.which("ssh-keyscan")
+    if keyscan is None:
+        raise ProvisionFailed("ssh-keyscan not found; install openssh-client")
+    try:
+        done = subprocess.run(
+            [keyscan, "-T", str(max(1, int(timeout))), "-t", "ed25519", "-p", str(port), host],
+            capture_output=True,
+            text=True,
+            timeout=timeout + 5,
+        )
+    except subprocess.TimeoutExpired:
+        return []
+    keys = []
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith("#"):
+            keys.append(f"{parts[1]} {parts[2]}")
+    return keys
+
+
+def check_host_key(
+    connection: SshConnection, expected: str, what: str, *, wait: float = 30.0
+) -> None:
+    """Make sure `connection`'s host presents the host key `expected` (`ssh-ed25519 AAAA`):
+    HostKeyMismatch, naming what answered, before anything runs there."""
+    deadline = time.monotonic() + wait
+    while True:
+        seen = scan_host_keys(connection.host, connection.port)
+        if expected in seen:
+            return
+        # sshd may answer with keys of its own before cloud-init wrote ours: look again
+        if time.monotonic() >= deadline:
+            got = f"host key {seen[0].split()[1][:16]}..." if seen else "no ed25519 host key"
+            raise HostKeyMismatch(
+                f"{connection.host}:{connection.port} is not {what}: it presents {got}, not the "
+                "host key scaler gave the droplet in its user data; nothing was run there "
+                "(is the user data's ssh_keys applied by cloud-init, and is that address the "
+                "droplet's?)"
+            )
+        time.sleep(1.0)
+
+
+def remove_host_keys(connection: SshConnection, expected: str) -> str:
+    """Remove the host key scaler gave the droplet (and cloud-init's copies of the user data
+    that held it), so the snapshot does not keep it; "" on success, else why not.
+
+    Only where the droplet's own key file is that key: never anything on a host whose key
+    scaler did not make."""
+    script = (
+        'set -e; S=""; [ "$(id -u)" = 0 ] || S="sudo -n"; '
+        "f=/etc/ssh/ssh_host_ed25519_key.pub; "
+        f'[ -f "$f" ] && [ "$(cut -d" " -f1,2 "$f")" = {shlex.quote(expected)} ] || exit 3; '
+        "$S rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub "
+        "/var/lib/cloud/instances/*/user-data.txt /var/lib/cloud/instances/*/user-data.txt.i"
+    )
+    try:
+        done = subprocess.run(
+            connection.ssh_argv(script),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return _one_line(str(err))
+    if done.returncode == 3:
+        return "its /etc/ssh/ssh_host_ed25519_key.pub is not the key scaler gave it"
+    if done.returncode != 0:
+        return _one_line(done.stderr.strip() or f"ssh exited {done.returncode}")
+    return ""
 
 
 def to_static_inventory(inventory: Mapping[str, Any]) -> dict[str, Any]:
@@ -327,12 +457,19 @@ class _Events:
         "runner_on_unreachable": "unreachable",
     }
 
-    def __init__(self, on_progress: Progress | None) -> None:
+    def __init__(self, on_progress: Progress | None, forget: Sequence[Path] = ()) -> None:
         self.on_progress = on_progress
         self.failure: TaskFailure | None = None
         self.pids: set[int] = set()
+        self.forget = list(forget)
 
     def handle(self, event: Mapping[str, Any]) -> bool:
+        if self.forget and event.get("event") == "playbook_on_start":
+            # ansible-playbook read its -e files before the playbook started
+            for path in self.forget:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            self.forget = []
         pid = event.get("pid")
         if isinstance(pid, int) and pid > 0:
             self.pids.add(pid)

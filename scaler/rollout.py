@@ -24,9 +24,14 @@ droplet has cost so far, else a prior of 10: create, status looks, delete, look 
 until the requests seen in the last minute (every interval that ends inside it, counted whole)
 plus the projection fit the budget. History before the first reading is unknown.
 
-Progress lives in `.scaler-rollout.json` beside the tfvars file (written atomically), so an
-interrupted rollout continues with `--resume`; `.scaler-rollout.lock` (scaler.lock) keeps two
-rollouts off one state, and Terraform's state lock waits `lock_timeout` for other tools.
+Bookkeeping lives in `.scaler/` in the Terraform directory (with a `.gitignore` of `*`): the
+rollout record `rollout.json` (schema in docs/rollout-record.md, written atomically), the lock
+`rollout.lock` (scaler.lock) that keeps two rollouts off one state, and the plan files. Before a
+batch applies, the record names the droplets it is about to create, so `--resume` after a kill -9
+finds (by name and creation time) droplets the dead apply created outside the state and removes
+them. The tfvars file always pins the droplets not yet rolled to the image they run (the pin
+variable), so a plain `terraform apply` after any interruption changes nothing the rollout did
+not. Terraform's state lock waits `lock_timeout` for other tools.
 """
 
 from __future__ import annotations
@@ -44,9 +49,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scaler import health
-from scaler.cloud import Cloud, CloudError, NoToken, Pacing, endpoint_from, token_from_env
+from scaler.cloud import (
+    Cloud,
+    CloudError,
+    NotFound,
+    NoToken,
+    Pacing,
+    created_at_epoch,
+    endpoint_from,
+    token_from_env,
+)
 from scaler.errors import ScalerError
-from scaler.fsutil import write_atomic
+from scaler.fsutil import BOOKKEEPING_DIR, bookkeeping_dir, write_atomic
 from scaler.state import Resource, parse_state
 from scaler.terraform import NoState, Terraform, TerraformFailed, local_provider
 from scaler.tfvars import (
@@ -65,7 +79,9 @@ Status = Literal[
 
 DEFAULT_TARGET = "digitalocean_droplet.wp_node"
 PIN_VAR = "wp_node_images"
-PROGRESS_NAME = ".scaler-rollout.json"
+PROGRESS_NAME = "rollout.json"
+LEGACY_PROGRESS_NAME = ".scaler-rollout.json"
+RECORD_VERSION = 2
 DEFAULT_BATCH = "25%"
 DEFAULT_API_BUDGET = 250
 PROVIDER_ENV = ("SCALER_LOCAL_PROVIDER_POLL", "SCALER_POLL_TIMEOUT")
@@ -339,13 +355,29 @@ class Settings:
 
     @property
     def progress_file(self) -> Path:
-        """`.scaler-rollout.json` beside the tfvars file."""
-        return self.tfvars.parent / PROGRESS_NAME
+        """The rollout record: `.scaler/rollout.json` in the Terraform directory."""
+        return self.terraform_dir / BOOKKEEPING_DIR / PROGRESS_NAME
+
+    @property
+    def bookkeeping(self) -> Path:
+        """`.scaler/` in the Terraform directory, created with its .gitignore."""
+        return bookkeeping_dir(self.terraform_dir)
+
+
+@dataclass(frozen=True)
+class Creating:
+    """A droplet a batch is about to replace: its address, the droplet it replaces, the name
+    the new one gets and when the apply started (to find it if the state never learns it)."""
+
+    address: str
+    old_id: str
+    name: str
+    since: float
 
 
 @dataclass(frozen=True)
 class Progress:
-    """What `.scaler-rollout.json` records."""
+    """What the rollout record holds (docs/rollout-record.md; version RECORD_VERSION)."""
 
     target_image: str
     previous_image: str
@@ -355,6 +387,8 @@ class Progress:
     status: str
     started: float
     updated: float
+    creating: tuple[Creating, ...] = ()
+    healthy: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -363,14 +397,34 @@ class Progress:
 
 
 def read_progress(path: Path) -> Progress | None:
-    """The progress file, or None when there is none."""
+    """The rollout record, or None when there is none (a version-1 `.scaler-rollout.json`
+    beside the Terraform files is read too)."""
+    path = Path(path)
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(path.read_text())
     except FileNotFoundError:
-        return None
+        legacy = path.parent.parent / LEGACY_PROGRESS_NAME
+        if path.parent.name != BOOKKEEPING_DIR or not legacy.is_file():
+            return None
+        return read_progress_file(legacy)
     except (OSError, json.JSONDecodeError) as err:
         raise RolloutError(f"cannot read {path} ({err}); move it away to start afresh") from err
+    return _progress(raw, path)
+
+
+def read_progress_file(path: Path) -> Progress:
+    """One record file (no fallback)."""
     try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RolloutError(f"cannot read {path} ({err}); move it away to start afresh") from err
+    return _progress(raw, path)
+
+
+def _progress(raw: Any, path: Path) -> Progress:
+    try:
+        if not isinstance(raw, dict) or int(raw.get("version", 1)) > RECORD_VERSION:
+            raise ValueError(f"version {raw.get('version') if isinstance(raw, dict) else '?'}")
         return Progress(
             target_image=str(raw["target_image"]),
             previous_image=str(raw["previous_image"]),
@@ -380,16 +434,26 @@ def read_progress(path: Path) -> Progress | None:
             status=str(raw["status"]),
             started=float(raw["started"]),
             updated=float(raw["updated"]),
+            creating=tuple(
+                Creating(str(c["address"]), str(c["old_id"]), str(c["name"]), float(c["since"]))
+                for c in raw.get("creating") or ()
+            ),
+            healthy=tuple(str(h) for h in raw.get("healthy") or ()),
         )
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise RolloutError(f"{path} is not a rollout record ({err}); move it away") from err
 
 
 def write_progress(path: Path, progress: Progress) -> None:
-    """Record progress atomically."""
-    data = asdict(progress)
-    data["version"] = 1
+    """Record progress atomically (a version-1 file beside it goes: this one replaces it)."""
+    path = Path(path)
+    if path.parent.name == BOOKKEEPING_DIR:
+        bookkeeping_dir(path.parent.parent)
+    data = {"version": RECORD_VERSION, **asdict(progress)}
     write_atomic(path, json.dumps(data, indent=1) + "\n")
+    legacy = path.parent.parent / LEGACY_PROGRESS_NAME
+    if path.parent.name == BOOKKEEPING_DIR and legacy.is_file():
+        legacy.unlink()
 
 
 @dataclass(frozen=True)
@@ -668,6 +732,8 @@ class _Now:
     ips: dict[str, str]
     lb_ips: tuple[str, ...]
     check: health.HealthCheck
+    names: dict[str, str] = field(default_factory=dict)
+    regions: dict[str, str] = field(default_factory=dict)
 
 
 def _read_now(tf: Terraform, settings: Settings) -> _Now:
@@ -701,7 +767,19 @@ def _read_now(tf: Terraform, settings: Settings) -> _Now:
         check=health.healthcheck_from_state(state_json, settings.load_balancer).scaled(
             settings.health_interval
         ),
+        names={r.address: str(r.attributes.get("name") or "") for r in targets},
+        regions={r.address: str(r.attributes.get("region") or "") for r in targets},
     )
+
+
+def _droplet_ids_in_state(tf: Terraform) -> set[str]:
+    """Every droplet id the state knows, deposed and tainted ones too."""
+    state = parse_state(tf.state_pull(), "the Terraform state")
+    return {
+        str(r.attributes.get("id"))
+        for r in state.resources
+        if r.type == "digitalocean_droplet" and r.attributes.get("id") is not None
+    }
 
 
 def _nodes(now: _Now) -> tuple[Node, ...]:
@@ -709,6 +787,52 @@ def _nodes(now: _Now) -> tuple[Node, ...]:
         Node(a, now.ids[a], now.images[a], now.ips.get(a, ""))
         for a in sorted(now.images, key=_address_key)
     )
+
+
+_IMAGE_REF = re.compile(r"[0-9]{1,19}|[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def check_image(settings: Settings, image: str, regions: Sequence[str]) -> None:
+    """Before any plan: the image exists and is in every region the droplets run in."""
+    if not _IMAGE_REF.fullmatch(image) or (image.isdigit() and int(image) <= 0):
+        raise RolloutError(
+            f"--image {image!r} is not an image id (a positive number) or slug; pass the "
+            "snapshot id from manifest.json or `scaler snapshots list`"
+        )
+    env = {**os.environ, **settings.env}
+    token = token_from_env(env)
+    if not token:
+        return  # Terraform's own provider says what is wrong with the token
+    cloud = Cloud(token, endpoint_from(None, env), pacing=Pacing(retries=3))
+    try:
+        found = cloud.get_image(image)
+    except NotFound:
+        raise RolloutError(
+            f"image {image} does not exist (the API has no image {image}); nothing was "
+            "planned: pass a snapshot id from manifest.json or `scaler snapshots list`"
+        ) from None
+    missing = [r for r in regions if r and r not in found.regions]
+    if missing:
+        raise RolloutError(
+            f"image {image} ({found.name}) is not in {', '.join(missing)}, where the droplets "
+            f"run (it is in {', '.join(found.regions) or 'no region'}); nothing was planned: "
+            "transfer it there first (scaler bake --snapshot-region)"
+        )
+
+
+def declares_variable(terraform_dir: Path, name: str) -> bool:
+    """True when a *.tf file of the directory declares `variable "name"`."""
+    pattern = re.compile(r'^\s*variable\s+"' + re.escape(name) + r'"', re.M)
+    for path in sorted(Path(terraform_dir).glob("*.tf")):
+        with contextlib.suppress(OSError):
+            if pattern.search(path.read_text(errors="replace")):
+                return True
+    return False
+
+
+def _pins(now: _Now, targets: Sequence[str], rolled: Sequence[str]) -> dict[str, str]:
+    """Each target not in `rolled`, pinned to the image it runs now."""
+    return {_index(a): now.images[a] for a in targets if a not in rolled and a in now.images}
 
 
 def pin_var_missing(pin_var: str, image_var: str = IMAGE_VAR) -> str:
@@ -775,12 +899,16 @@ def _previous_image(settings: Settings, now: _Now) -> str:
 
 
 def restore_tfvars(settings: Settings, before: bytes | None) -> None:
-    """Put the tfvars file back as it was before prepare_rollout."""
+    """Put the tfvars file back as it was before prepare_rollout (then forget its record)."""
     if before is None:
         with contextlib.suppress(FileNotFoundError):
             settings.tfvars.unlink()
     elif not settings.tfvars.exists() or settings.tfvars.read_bytes() != before:
         write_atomic(settings.tfvars, before)
+    with contextlib.suppress(RolloutError):
+        progress = read_progress(settings.progress_file)
+        if progress is not None and progress.status == "planning":
+            settings.progress_file.unlink(missing_ok=True)
 
 
 def prepare_rollout(
@@ -823,6 +951,7 @@ def prepare_rollout(
         previous = progress.previous_image
     else:
         previous = _previous_image(settings, now)
+        check_image(settings, image, sorted(set(now.regions.values())))
     plan = plan_rollout(
         now.images,
         image,
@@ -833,15 +962,38 @@ def prepare_rollout(
         canary=canary,
     )
     before = settings.tfvars.read_bytes() if settings.tfvars.exists() else None
-    planfile = settings.terraform_dir / "scaler-rollout.tfplan"
-    if plan.nothing_to_do:
+    planfile = settings.bookkeeping / "rollout.tfplan"
+    if plan.nothing_to_do and not resume:
         return Prepared(plan, (), planfile, before, resume)
+    pinned = plan.strategy == "rolling" and declares_variable(
+        settings.terraform_dir, settings.pin_var
+    )
+    if not resume:
+        # recorded before tfvars is touched: from here on a kill -9 is resumable
+        now_time = time.time()
+        write_progress(
+            settings.progress_file,
+            Progress(
+                plan.target_image,
+                plan.previous_image,
+                plan.strategy,
+                plan.batches,
+                (),
+                "planning",
+                now_time,
+                now_time,
+            ),
+        )
+    if pinned and not resume:
+        # Pins before the image: from the first byte written, a plain `terraform apply`
+        # changes nothing the rollout has not (each droplet pinned to what it runs).
+        set_tfvar(settings.tfvars, settings.pin_var, _pins(now, plan.targets, ()))
     set_tfvar(settings.tfvars, settings.image_var, image)
     try:
         report(f"planning the rollout of image {image} ({len(plan.replacing)} droplets)")
         now_is = f"stays {image!r}" if resume else f"is back to {previous!r}"
         try:
-            plan_json = _plan(tf, settings, planfile, None)
+            plan_json = _plan(tf, settings, planfile, {} if pinned else None)
         except TerraformFailed as err:
             if _STATE_LOCKED not in err.stderr:
                 raise
@@ -879,7 +1031,7 @@ def plan_batches(
     for number, batch in enumerate(plan.batches, 1):
         rolled.extend(batch)
         pins = {_index(a): now.images[a] for a in plan.targets if a not in rolled}
-        planfile = settings.terraform_dir / "scaler-rollout-batch.tfplan"
+        planfile = settings.bookkeeping / "batch.tfplan"
         plan_json = _plan(tf, settings, planfile, pins, refresh=False)
         changes = check_plan(plan_json, settings.targets, expect=rolled)
         report(f"batch {number}/{len(plan.batches)}: plan replaces {', '.join(batch)}")
@@ -918,8 +1070,15 @@ class _Run:
         self.replaced: list[str] = []
         self.min_healthy: int | None = None
         old = read_progress(settings.progress_file) if prepared.resumed else None
+        self.old = old
         self.done: list[str] = list(old.done) if old else []
         self.started = old.started if old else time.time()
+        self.creating: tuple[Creating, ...] = old.creating if old else ()
+        # droplet ids seen passing the health check: a resume checks every other one
+        self.healthy: set[str] = set(old.healthy) if old else set()
+        self.pinned = self.plan.strategy == "rolling" and declares_variable(
+            settings.terraform_dir, settings.pin_var
+        )
 
     def remaining(self) -> float:
         if self.settings.deadline is None:
@@ -938,8 +1097,52 @@ class _Run:
                 status=status,
                 started=self.started,
                 updated=time.time(),
+                creating=self.creating,
+                healthy=tuple(sorted(self.healthy)),
             ),
         )
+
+    def left_in_tfvars(self) -> str:
+        """What terraform.tfvars holds now, for a rollout that stops before it is done."""
+        settings = self.settings
+        try:
+            image = get_tfvar(settings.tfvars, settings.image_var)
+            pins = get_tfvar(settings.tfvars, settings.pin_var) if self.pinned else {}
+        except ScalerError:
+            return ""
+        text = f"{settings.tfvars} holds {settings.image_var} = {image}"
+        if isinstance(pins, dict) and pins:
+            pinned = ", ".join(f"[{k}] {v}" for k, v in sorted(pins.items()))
+            text += f" and {settings.pin_var} pins {pinned}"
+        return text + ": a plain terraform apply changes nothing this rollout has not changed"
+
+    def reconcile(self) -> None:
+        """After a kill: remove droplets an interrupted batch created outside the state."""
+        if not self.creating:
+            return
+        env = {**os.environ, **self.settings.env}
+        token = token_from_env(env)
+        if not token:
+            self.report("cannot look for droplets the interrupted batch created: no API token")
+            return
+        cloud = Cloud(token, endpoint_from(None, env), pacing=Pacing(retries=3))
+        in_state = _droplet_ids_in_state(self.tf)
+        names = {c.name: c for c in self.creating}
+        for droplet in cloud.droplets():
+            entry = names.get(droplet.name)
+            if entry is None or str(droplet.id) in in_state:
+                continue
+            created = created_at_epoch(droplet.created_at)
+            # created by the dead apply (not before it started): scaler's to remove
+            if created is None or created < entry.since - 5:
+                continue
+            self.report(
+                f"removing droplet {droplet.id} ({droplet.name}): the interrupted apply of "
+                f"{entry.address} created it, but the Terraform state never recorded it"
+            )
+            cloud.delete_droplet(droplet.id)
+        self.creating = ()
+        self.save("running")
 
     def observe(self, count: int) -> None:
         self.min_healthy = count if self.min_healthy is None else min(self.min_healthy, count)
@@ -1032,7 +1235,7 @@ class _Run:
         settings, tf = self.settings, self.tf
         began = self.clock()
         label = f"batch {number}/{len(self.plan.batches)}"
-        planfile = settings.terraform_dir / "scaler-rollout-batch.tfplan"
+        planfile = settings.bookkeeping / "batch.tfplan"
         pins: dict[str, str] | None = None
         if self.plan.strategy == "all":
             planfile = self.prepared.planfile
@@ -1042,17 +1245,27 @@ class _Run:
             now = _read_now(tf, settings)
             keep = [a for a in self.plan.targets if a not in batch and a not in self.done]
             pins = {_index(a): now.images[a] for a in keep if a in now.images}
+            if self.pinned:
+                # tfvars says what this batch applies: a plain apply would do the same
+                set_tfvar(settings.tfvars, settings.pin_var, pins)
             self.report(f"{label}: planning {', '.join(batch)}")
             plan_json = _plan(tf, settings, planfile, pins, refresh=False)
             expect = [a for a in batch if now.images.get(a) != self.plan.target_image]
             check_plan(plan_json, settings.targets, expect=expect)
             self.report(f"{label}: applying")
         self.replaced.extend(batch)
+        before = _read_now(tf, settings)
+        since = time.time()
+        self.creating = tuple(
+            Creating(a, before.ids.get(a, ""), before.names.get(a, ""), since) for a in batch
+        )
+        self.save("running")  # written before the apply: a kill -9 during it is found later
         try:
             self.apply_batch(label, planfile, pins)
         finally:
             if self.budget is not None:
                 self.budget.mark(len(batch))
+        self.creating = ()
         now = _read_now(tf, settings)
         ips = [now.ips[a] for a in batch]
         self.report(
@@ -1069,6 +1282,7 @@ class _Run:
         )
         self.observe(health.count_healthy(list(now.lb_ips), now.check, settings.port_map))
         ids = tuple(now.ids[a] for a in batch)
+        self.healthy.update(now.ids[a] for a in batch if now.ips[a] in outcome.healthy)
         result = BatchResult(batch, ids, outcome.ok, round(self.clock() - began, 3))
         self.batches.append(result)
         if not outcome.ok:
@@ -1100,14 +1314,18 @@ class _Run:
         settings = self.settings
         if not settings.rollback:
             self.save("failed")
+            left = self.left_in_tfvars()
             return self.result(
                 "failed",
                 f"{reason}; left as it is (--no-rollback): image_slug stays "
-                f"{self.plan.target_image}, run scaler rollout --resume to retry",
+                f"{self.plan.target_image}, run scaler rollout --resume to retry"
+                + (f"; {left}" if left else ""),
             )
         self.report(f"{reason}; rolling back to image {self.plan.previous_image}")
         set_tfvar(settings.tfvars, settings.image_var, self.plan.previous_image)
-        planfile = settings.terraform_dir / "scaler-rollback.tfplan"
+        if self.pinned:
+            set_tfvar(settings.tfvars, settings.pin_var, {})
+        planfile = settings.bookkeeping / "rollback.tfplan"
         try:
             now = _read_now(self.tf, settings)
             back = [a for a in self.plan.targets if now.images.get(a) != self.plan.previous_image]
@@ -1170,13 +1388,24 @@ def apply_rollout(
     """
     run = _Run(tf, settings, prepared, report, should_stop, clock, budget)
     plan = prepared.plan
-    if plan.nothing_to_do:
+    if plan.nothing_to_do and not prepared.resumed:
         return run.result(
             "nothing-to-do",
             f"every target already runs image {plan.target_image}; nothing changed",
         )
+    if prepared.resumed:
+        run.reconcile()
     run.before = _nodes(_read_now(tf, settings))
     run.save("running")
+    if plan.nothing_to_do and prepared.changes:
+        # a resume after the last batch: what the dead apply left (a deposed droplet, the
+        # balancer's list) is finished by the whole plan the guard has passed
+        report("finishing what the interrupted apply left: " + _describe(prepared.changes))
+        try:
+            _apply(tf, settings, prepared.planfile)
+        except TerraformFailed as err:
+            run.save("failed")
+            return run.result("failed", f"finishing the interrupted apply failed: {err}")
     for number, batch in enumerate(plan.batches, 1):
         if all(a in run.done for a in batch):
             continue
@@ -1200,7 +1429,8 @@ def apply_rollout(
             # Nothing of this batch was touched and the batches before it are healthy: no
             # rollback; the record stays resumable.
             run.save("waiting-for-capacity")
-            return run.result("failed", str(low))
+            left = run.left_in_tfvars()
+            return run.result("failed", str(low) + (f"; {left}" if left else ""))
         except TerraformFailed as err:
             if should_stop():
                 run.save("interrupted")
@@ -1224,6 +1454,9 @@ def apply_rollout(
     if wrong or not final.ok:
         problem = f"not on image: {', '.join(wrong)}" if wrong else "not every droplet is healthy"
         return run.rollback(f"verification failed ({problem})")
+    run.healthy.update(now.ids[a] for a in plan.targets)
+    if run.pinned:
+        set_tfvar(settings.tfvars, settings.pin_var, {})  # every droplet runs image_slug now
     run.save("done")
     return run.result(
         "done",
@@ -1232,7 +1465,39 @@ def apply_rollout(
 
 
 def _interrupted(run: _Run) -> str:
+    left = run.left_in_tfvars()
     return (
         f"interrupted after {len(run.done)} of {len(run.plan.replacing)} droplets; "
-        "run scaler rollout --resume to continue"
+        "run scaler rollout --resume to continue" + (f"; {left}" if left else "")
     )
+
+
+def _describe(changes: Sequence[Change]) -> str:
+    return ", ".join(f"{c.kind} {c.address}" + (" (deposed)" if c.deposed else "") for c in changes)
+
+
+def stale_rollout_files(directory: Path) -> list[tuple[Path, str, bool]]:
+    """Rollout bookkeeping a dead run left in a Terraform directory: (path, why, removable)."""
+    from scaler import lock
+
+    found: list[tuple[Path, str, bool]] = []
+    if lock.holder(Path(directory)) is not None:
+        return found  # a rollout is at work there
+    folder = Path(directory) / BOOKKEEPING_DIR
+    for plan in [
+        *sorted(folder.glob("*.tfplan")),
+        *sorted(Path(directory).glob("scaler-roll*.tfplan")),
+    ]:
+        found.append((plan, "plan file of a dead rollout", True))
+    record = folder / PROGRESS_NAME
+    progress = read_progress(record)
+    if progress is not None and not progress.finished:
+        found.append(
+            (
+                record,
+                f"unfinished rollout to image {progress.target_image} ({progress.status}); "
+                f"run scaler rollout --resume -C {directory}",
+                False,
+            )
+        )
+    return found

@@ -228,13 +228,25 @@ def read_source(
 
         if pull is None:
             # Only this branch starts Terraform, so only it pays for the runner's imports.
-            from scaler.terraform import state_pull
+            try:
+                from scaler.terraform import state_pull
+            except ImportError as err:
+                raise StateError(
+                    f"{source.path} is a directory (from {source.origin}): reading its state "
+                    f"runs `terraform state pull`, which needs scaler's dependencies ({err.name} "
+                    "is missing from this Python); pass the terraform.tfstate file itself, or "
+                    "run scaler's own Python"
+                ) from None
 
             return state_pull(Path(source.path), engine=engine)
         return pull(Path(source.path))
     try:
-        with open(source.path, "rb") as f:
-            data = f.read()
+        data = _read_regular(source.path)
+    except _NotRegular as err:
+        raise StateError(
+            f"Terraform state {source.path} is {err}, not a regular file (from {source.origin}); "
+            "pass the terraform.tfstate file"
+        ) from None
     except FileNotFoundError:
         raise StateError(
             f"Terraform state {source.path} does not exist (from {source.origin}); check the path"
@@ -250,6 +262,35 @@ def read_source(
         raise StateError(
             f"{source.path} is not a Terraform state (not UTF-8 text; from {source.origin})"
         ) from None
+
+
+class _NotRegular(Exception):
+    pass
+
+
+def _read_regular(path: str) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & 0o170000 != 0o100000:  # not stat.S_ISREG (no stat import on this path)
+            kinds = {
+                0o010000: "a FIFO",
+                0o020000: "a character device",
+                0o060000: "a block device",
+                0o140000: "a socket",
+                0o040000: "a directory",
+            }
+            raise _NotRegular(kinds.get(mode & 0o170000, "a special file"))
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def load_state(
@@ -288,10 +329,23 @@ def parse_state(text: str, where: str = "the state") -> State:
         # Terraform itself treats an empty state file (and an empty `state pull`) as no state.
         return State("empty", None, (), ())
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as err:
         detail = f"{err.msg}, line {err.lineno} column {err.colno}"
         raise StateError(f"{where} is not JSON ({detail}); is it a Terraform state file?") from None
+    except RecursionError:
+        raise StateError(
+            f"{where} is nested too deeply to be a Terraform state; check the file"
+        ) from None
+    except _BadNumber as err:
+        raise StateError(f"{where} holds {err}; check the file") from None
+    except ValueError as err:
+        # Python's 4,300-digit limit on integers (a state's numbers are ids and sizes)
+        raise StateError(
+            f"{where} holds a number too large to read ({str(err).split(':')[0]}); check the file"
+        ) from None
+    if "\\ud" in text or "\\uD" in text:
+        _no_lone_surrogates(data, where)
     if not isinstance(data, dict):
         raise StateError(
             f"{where} is not a Terraform state (JSON {_json_kind(data)}, "
@@ -306,14 +360,14 @@ def parse_state(text: str, where: str = "the state") -> State:
                     f'{where} is Terraform JSON output but not of a state (no "values"); '
                     "use `terraform show -json` without a plan file, or the terraform.tfstate file"
                 )
-            return _parse_show_json(data)
+            return _parse_show_json(data, where)
         if version is None:
             raise StateError(
                 f'{where} is not a Terraform state (no "version" field); '
                 "pass the terraform.tfstate file"
             )
         if version == 4 and not isinstance(version, bool):
-            return _parse_v4(data)
+            return _parse_v4(data, where)
         if version in (1, 2, 3) and not isinstance(version, bool):
             return _parse_legacy(data, int(version))
     except ScalerError:
@@ -330,9 +384,70 @@ def parse_state(text: str, where: str = "the state") -> State:
     )
 
 
+class _BadNumber(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _BadNumber(f"{name}, which is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _BadNumber(f"the number {text[:40]}, too large for a JSON value")
+    return value
+
+
+def _no_lone_surrogates(data: Any, where: str) -> None:
+    """A \\udXXX escape without its pair decodes to text no output can encode."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = value.encode("utf-8", "backslashreplace").decode()[:60]
+                raise StateError(
+                    f"{where} holds a string with a lone surrogate ({shown!r}), which is not "
+                    "valid Unicode; check the file"
+                ) from None
+
+
+def _text(value: Any, what: str, where: str, *, empty: bool = False) -> str:
+    """A name field of the state, which must be a string (or missing/null when `empty`)."""
+    if value is None and empty:
+        return ""
+    if isinstance(value, str) and (value or empty):
+        return value
+    raise StateError(
+        f"{where}: {what} is {_json_kind(value) if value is not None else 'null'} "
+        f"{json.dumps(value)[:40]}, expected a string; check the file"
+    )
+
+
+def _index_key(value: Any, where: str) -> Index:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise StateError(
+        f"{where}: index_key {json.dumps(value)[:40]} is not a count index (number) or a "
+        "for_each key (string); check the file"
+    )
+
+
 def _json_kind(value: object) -> str:
     if isinstance(value, list):
         return "array"
+    if isinstance(value, dict):
+        return "object"
     if isinstance(value, str):
         return "string"
     if value is None:
@@ -360,14 +475,14 @@ def _drop_sensitive_v4(attributes: dict[str, Any], paths: Iterable[Any]) -> None
                 attributes.pop(step["value"], None)
 
 
-def _parse_v4(data: Mapping[str, Any]) -> State:
+def _parse_v4(data: Mapping[str, Any], where: str = "the state") -> State:
     resources: list[Resource] = []
     for res in data.get("resources") or ():
         if res.get("mode", "managed") != "managed":
             continue
-        module = res.get("module") or ""
-        rtype = res["type"]
-        name = res["name"]
+        module = _text(res.get("module"), "a resource's module", where, empty=True)
+        rtype = _text(res["type"], "a resource's type", where)
+        name = _text(res["name"], f"the name of a {rtype} resource", where)
         for inst in res.get("instances") or ():
             if "deposed" in inst:
                 status: Status = "deposed"
@@ -383,9 +498,8 @@ def _parse_v4(data: Mapping[str, Any]) -> State:
                 raise TypeError(f"attributes of {rtype}.{name} are not an object")
             # No copy: parse_state's own json.loads made this dict, nothing else holds it.
             _drop_sensitive_v4(attributes, inst.get("sensitive_attributes") or ())
-            resources.append(
-                Resource(module, rtype, name, inst.get("index_key"), status, attributes)
-            )
+            index = _index_key(inst.get("index_key"), f"{where}: {rtype}.{name}")
+            resources.append(Resource(module, rtype, name, index, status, attributes))
     return State(
         "v4",
         data.get("terraform_version"),
@@ -451,16 +565,19 @@ def _has_mark(marks: Any) -> bool:
     return False
 
 
-def _parse_show_json(data: Mapping[str, Any]) -> State:
+def _parse_show_json(data: Mapping[str, Any], where: str = "the state") -> State:
     values = data.get("values") or {}
     resources: list[Resource] = []
     stack = [values.get("root_module") or {}]
     while stack:
         mod = stack.pop()
-        module = mod.get("address") or ""
+        module = _text(mod.get("address"), "a module's address", where, empty=True)
         for res in mod.get("resources") or ():
             if res.get("mode", "managed") != "managed":
                 continue
+            rtype = _text(res["type"], "a resource's type", where)
+            name = _text(res["name"], f"the name of a {rtype} resource", where)
+            index = _index_key(res.get("index"), f"{where}: {rtype}.{name}")
             attributes = dict(res.get("values") or {})
             for key, marks in (res.get("sensitive_values") or {}).items():
                 # A nested mark ({"metadata": {"secret": true}}) hides the whole attribute,
@@ -473,9 +590,7 @@ def _parse_show_json(data: Mapping[str, Any]) -> State:
                 status = "tainted"
             else:
                 status = "live"
-            resources.append(
-                Resource(module, res["type"], res["name"], res.get("index"), status, attributes)
-            )
+            resources.append(Resource(module, rtype, name, index, status, attributes))
         stack.extend(reversed(mod.get("child_modules") or ()))
     return State(
         "show-json",

@@ -230,6 +230,29 @@ def _environment(extra: Mapping[str, str]) -> Iterator[None]:
                     os.environ[key] = value
 
 
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL when the thread that started it dies (kill -9 too)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+_PR_SET_PDEATHSIG = 1
+# setpriv (util-linux) sets the parent-death signal where python-terraform starts Terraform
+# (it takes no preexec_fn); without it, Terraform outlives a killed scaler as before.
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
+class _DyingTerraform(python_terraform.Terraform):  # type: ignore[misc]
+    """python-terraform whose Terraform processes die with scaler (parent-death signal)."""
+
+    def generate_cmd_string(self, cmd: str, *args: Any, **kwargs: Any) -> list[str]:
+        argv: list[str] = super().generate_cmd_string(cmd, *args, **kwargs)
+        return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv] if _SETPRIV else argv
+
+
 class Terraform:
     """One Terraform working directory, run with a chosen engine and extra environment."""
 
@@ -252,7 +275,7 @@ class Terraform:
         self.env = {"TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", **(env or {})}
         self.parallelism = parallelism
         self.backend_config = tuple(backend_config)
-        self._tf = python_terraform.Terraform(
+        self._tf = _DyingTerraform(
             working_dir=str(self.directory),
             terraform_bin_path=self.binary,
             parallelism=parallelism,
@@ -434,6 +457,14 @@ def _wait_reattach(proc: subprocess.Popen[bytes], out: Path, timeout: float) -> 
     raise TerraformError(f"the local provider did not start: {reason}")
 
 
+def _remove_dead_provider_folders() -> None:
+    """The folders of providers whose scaler was killed (-9): no process uses them any more."""
+    from scaler.cleanup import remove_dead_temp_folders
+
+    with contextlib.suppress(OSError):
+        remove_dead_temp_folders("scaler-provider-")
+
+
 @contextlib.contextmanager
 def local_provider(
     cloud_env: Mapping[str, str], *, mode: ProviderMode = "reattach", timeout: float = 30.0
@@ -444,7 +475,11 @@ def local_provider(
             "the local cloud's Terraform provider is not installed (package tf); "
             "install `scaler[local]`"
         )
+    _remove_dead_provider_folders()
     tmp = Path(tempfile.mkdtemp(prefix="scaler-provider-"))
+    from scaler.cleanup import mark_owner
+
+    mark_owner(tmp, "provider")
     config = tmp / "terraform.rc"
     env = {**cloud_env, "TF_CLI_CONFIG_FILE": str(config), _MODE_ENV: mode}
     proc: subprocess.Popen[bytes] | None = None
@@ -464,6 +499,8 @@ def local_provider(
                     stderr=stderr,
                     stdin=subprocess.DEVNULL,
                     env={**os.environ, **cloud_env},
+                    # dies with scaler, kill -9 too; its folder goes with the next run's sweep
+                    preexec_fn=_die_with_parent,
                 )
             env["TF_REATTACH_PROVIDERS"] = _wait_reattach(proc, out, timeout)
         yield env

@@ -119,3 +119,40 @@ def test_flushes_the_file_and_its_directory_to_disk(
         ".terraform.tfvars."
     )
     assert synced[1] == str(tmp_path)
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    target = tmp_path / "terraform.tfvars"
+    target.write_text('image_slug = "a"\n')
+    # A real writer killed with SIGKILL half-way: it holds its temp file, then dies.
+    code = (
+        "import os, sys, tempfile, fcntl, time\n"
+        "fd, name = tempfile.mkstemp(prefix='.terraform.tfvars.', suffix='.tmp', dir=sys.argv[1])\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'image_sl'); print(name, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None
+        stale = Path(writer.stdout.readline().strip())
+        # While its writer lives, the file is someone's write in progress: kept.
+        write_atomic(target, 'image_slug = "b"\n')
+        assert stale.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    write_atomic(target, 'image_slug = "c"\n')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["terraform.tfvars"]
+    assert target.read_text() == 'image_slug = "c"\n'
+
+
+def test_a_stale_temp_of_another_file_is_left_alone(tmp_path: Path) -> None:
+    other = tmp_path / ".manifest.json.abc.tmp"
+    other.write_text("x")
+    write_atomic(tmp_path / "terraform.tfvars", "y")
+    assert other.exists()

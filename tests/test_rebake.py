@@ -426,6 +426,7 @@ def test_a_dead_holders_lock_is_taken_over(fresh_cloud: LocalCloud, site: Path) 
     record_bake(site, snap)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    (site / LOCK_NAME).parent.mkdir(exist_ok=True)
     (site / LOCK_NAME).write_text(
         json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 1.0, "op": "rebake"})
     )
@@ -440,7 +441,8 @@ def test_a_dead_holders_lock_is_taken_over(fresh_cloud: LocalCloud, site: Path) 
 
 
 def test_an_unfinished_rollout_needs_a_person(fresh_cloud: LocalCloud, site: Path) -> None:
-    (site / ".scaler-rollout.json").write_text(
+    (site / ".scaler").mkdir()
+    (site / ".scaler" / "rollout.json").write_text(
         json.dumps(
             {
                 "target_image": "170000009",
@@ -458,7 +460,8 @@ def test_an_unfinished_rollout_needs_a_person(fresh_cloud: LocalCloud, site: Pat
     assert result.exit_code == 5
     assert result.stdout == (
         f"{site}: needs-person: an unfinished rollout to image 170000009 (interrupted) is "
-        f"recorded in {site / '.scaler-rollout.json'}; finish it with `scaler rollout --resume` "
+        f"recorded in {site / '.scaler' / 'rollout.json'}; finish it with `scaler rollout "
+        "--resume` "
         "before rebaking\n"
     )
 

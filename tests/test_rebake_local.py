@@ -319,7 +319,7 @@ def test_sigterm_during_the_rollout_stops_after_the_batch_and_needs_a_person(
     rollout = [e for e in events if e["step"] == "rollout" and e["outcome"] != "info"]
     assert [e["outcome"] for e in rollout] == ["failed"]
     assert rollout[0]["ids"]["status"] == "interrupted"
-    progress = json.loads((site.stack / ".scaler-rollout.json").read_text())
+    progress = json.loads((site.stack / ".scaler" / "rollout.json").read_text())
     assert progress["status"] == "interrupted"
     # The next scheduled run leaves the half-done rollout to a person.
     after = site.rebake()

@@ -233,7 +233,7 @@ def test_rolling_rollout_replaces_only_the_web_droplets(stack: Stack) -> None:
     assert get_tfvar(stack.tfvars, "image_slug") == stack.good2
     assert stack.tfvars.read_text().startswith("# the web image\n")
     assert sampler.counts and min(sampler.counts) >= 2  # floor: 3 - max-unavailable 1
-    progress = json.loads((stack.dir / ".scaler-rollout.json").read_text())
+    progress = json.loads((stack.dir / ".scaler" / "rollout.json").read_text())
     assert (progress["status"], progress["done"]) == ("done", WEB)
     assert [b for b in progress["batches"]] == [[a] for a in WEB]
 
@@ -315,7 +315,7 @@ def test_guard_refuses_a_plan_that_replaces_the_load_balancer(stack: Stack) -> N
     )
     assert stack.tfvars.read_bytes() == before
     assert stack.ids() == stack.before
-    assert not (stack.dir / ".scaler-rollout.json").exists()
+    assert not (stack.dir / ".scaler" / "rollout.json").exists()
 
 
 def test_guard_on_real_plans(stack: Stack) -> None:
@@ -368,7 +368,7 @@ def test_dry_run_shows_each_batch_and_changes_nothing(stack: Stack) -> None:
     assert stack.tfvars.read_bytes() == before
     assert stack.ids() == stack.before
     assert cloud_snapshot(stack) == cloud_before
-    assert not (stack.dir / ".scaler-rollout.json").exists()
+    assert not (stack.dir / ".scaler" / "rollout.json").exists()
 
 
 def test_refuses_without_a_terminal_or_yes(stack: Stack) -> None:
@@ -399,7 +399,7 @@ def batches_done(progress: Path) -> int:
 
 @pytest.mark.slow
 def test_interrupted_rollout_resumes(stack: Stack) -> None:
-    progress = stack.dir / ".scaler-rollout.json"
+    progress = stack.dir / ".scaler" / "rollout.json"
     proc = spawn_rollout(stack, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for("the first batch", lambda: batches_done(progress) >= 1, timeout=60)
@@ -455,7 +455,7 @@ def test_second_rollout_is_refused_while_one_holds_the_lock(stack: Stack) -> Non
     last = result.stderr.splitlines()[-1]
     assert re.fullmatch(
         rf"Error: another scaler operation holds {re.escape(str(stack.dir))}/"
-        rf"\.scaler-rollout\.lock: pid {holder.pid} on \S+, since \d{{4}}-\d\d-\d\d "
+        rf"\.scaler/rollout\.lock: pid {holder.pid} on \S+, since \d{{4}}-\d\d-\d\d "
         r"\d\d:\d\d:\d\d UTC \(rollout\); wait for it to finish, or stop that process "
         r"\(a dead holder's lock is taken over automatically\)",
         last,
@@ -484,12 +484,14 @@ def test_no_rollback_leaves_the_failed_batch(stack: Stack) -> None:
     assert result.exit_code == 1
     assert result.stdout.splitlines()[0] == (
         f"failed: batch 1/3: {WEB[0]} failed its health check; left as it is (--no-rollback): "
-        f"image_slug stays {stack.bad}, run scaler rollout --resume to retry"
+        f"image_slug stays {stack.bad}, run scaler rollout --resume to retry; {stack.tfvars} "
+        f"holds image_slug = {stack.bad} and wp_node_images pins [1] {stack.good}, [2] "
+        f"{stack.good}: a plain terraform apply changes nothing this rollout has not changed"
     )
     images = stack.web_images()
     assert sorted(images.values()) == sorted([stack.bad, stack.good, stack.good])
     assert get_tfvar(stack.tfvars, "image_slug") == stack.bad
-    assert json.loads((stack.dir / ".scaler-rollout.json").read_text())["status"] == "failed"
+    assert json.loads((stack.dir / ".scaler" / "rollout.json").read_text())["status"] == "failed"
 
 
 def test_deadline_passed_puts_the_old_image_back(stack: Stack) -> None:
@@ -543,12 +545,15 @@ def test_low_capacity_stops_before_the_batch_and_resumes(stack: Stack) -> None:
         f"batch 1/3: only 1 healthy droplets would stay behind the load balancer while {WEB[0]} "
         "is replaced, under the floor of 2 (--max-unavailable 1); not healthy: "
         f"{WEB[1]}; nothing of this batch was changed: fix them and run scaler rollout --resume"
+        f"; {stack.tfvars} holds image_slug = {stack.good2} and wp_node_images pins [0] "
+        f"{stack.good}, [1] {stack.good}, [2] {stack.good}: a plain terraform apply changes "
+        "nothing this rollout has not changed"
     )
     assert result.stdout.splitlines()[0] == f"failed: {message}"
     assert result.stderr.splitlines()[-1] == f"Error: rollout failed: {message}"
     assert re.search(r"\] batch 1/3: only 1 healthy .*; waiting up to \d+s$", result.stderr, re.M)
     assert stack.ids() == stack.before  # nothing replaced
-    progress = json.loads((stack.dir / ".scaler-rollout.json").read_text())
+    progress = json.loads((stack.dir / ".scaler" / "rollout.json").read_text())
     assert (progress["status"], progress["done"]) == ("waiting-for-capacity", [])
 
     index.write_text(saved)  # fixed: the resume goes through
@@ -672,7 +677,8 @@ def test_exact_terraform_command_lines_with_the_embedded_engine(
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    engine = str(bin_dir / "scaler-terraform")
+    # every Terraform dies with scaler: started under setpriv's parent-death signal
+    engine = f"{shutil.which('setpriv')} --pdeathsig KILL -- {bin_dir / 'scaler-terraform'}"
     d = stack.dir
     commands = terraform_commands(caplog)
     assert commands and all(c.startswith(engine + " ") for c in commands), commands
@@ -683,21 +689,20 @@ def test_exact_terraform_command_lines_with_the_embedded_engine(
     ]
     plan = "plan -input=false"
     common = f"-lock-timeout=7s -var-file={d}/terraform.tfvars -parallelism=3"
-    batch = f"{plan} -refresh=false -out={d}/scaler-rollout-batch.tfplan {common} -var-file=PINS"
+    batch = f"{plan} -refresh=false -out={d}/.scaler/batch.tfplan {common} -var-file=PINS"
     assert ran == [
-        # the whole change, for the guard and the summary
-        f"{plan} -out={d}/scaler-rollout.tfplan {common} -no-color",
-        f"show -json -no-color {d}/scaler-rollout.tfplan",
+        # the whole change, for the guard and the summary (tfvars pins overridden: none)
+        f"{plan} -out={d}/.scaler/rollout.tfplan {common} -var-file=PINS -no-color",
+        f"show -json -no-color {d}/.scaler/rollout.tfplan",
         # batch 1 of 2: wp_node[2] pinned; batch 2: nothing pinned
         f"{batch} -no-color",
-        f"show -json -no-color {d}/scaler-rollout-batch.tfplan",
-        f"apply -input=false -lock-timeout=7s -parallelism=3 -no-color "
-        f"{d}/scaler-rollout-batch.tfplan",
+        f"show -json -no-color {d}/.scaler/batch.tfplan",
+        f"apply -input=false -lock-timeout=7s -parallelism=3 -no-color {d}/.scaler/batch.tfplan",
         f"{batch} -no-color",
-        f"show -json -no-color {d}/scaler-rollout-batch.tfplan",
-        f"apply -input=false -lock-timeout=7s -parallelism=3 -no-color "
-        f"{d}/scaler-rollout-batch.tfplan",
+        f"show -json -no-color {d}/.scaler/batch.tfplan",
+        f"apply -input=false -lock-timeout=7s -parallelism=3 -no-color {d}/.scaler/batch.tfplan",
     ]
+    assert get_tfvar(stack.tfvars, "wp_node_images") == {}  # done: every droplet on image_slug
     assert set(stack.web_images().values()) == {stack.good2}
     assert others(stack.ids()) == others(stack.before)
 
@@ -796,7 +801,7 @@ def state_web(stack: Stack) -> dict[str, tuple[int, str]]:
 @pytest.mark.slow
 def test_lost_machine_refuses_a_second_rollout_then_resumes(stack: Stack) -> None:
     """A running rollout refuses a second one; after kill -9 of it all, --resume finishes."""
-    progress = stack.dir / ".scaler-rollout.json"
+    progress = stack.dir / ".scaler" / "rollout.json"
     # Its own process group: scaler, Terraform and the provider die together.
     proc = spawn_rollout(
         stack, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -820,7 +825,7 @@ def test_lost_machine_refuses_a_second_rollout_then_resumes(stack: Stack) -> Non
             proc.wait()
     assert second.exit_code == 1
     assert second.stderr.splitlines()[-1].startswith(
-        f"Error: another scaler operation holds {stack.dir}/.scaler-rollout.lock: "
+        f"Error: another scaler operation holds {stack.dir}/.scaler/rollout.lock: "
         f"pid {proc.pid} on "
     )
     assert proc.returncode == -signal.SIGKILL
@@ -846,7 +851,7 @@ def test_lost_machine_refuses_a_second_rollout_then_resumes(stack: Stack) -> Non
     assert health.count_healthy(ips, health.HealthCheck(response_timeout=1.0), {80: WEB_PORT}) == 3
     assert others(stack.ids()) == others(stack.before)
     assert json.loads(progress.read_text())["status"] == "done"
-    # Terraform never recorded the droplet it was creating when the machine died: it is left
-    # running, outside the state and the load balancer (as with a bare terraform apply).
+    # Terraform never recorded the droplet it was creating when the machine died: the record
+    # named it before the apply, and the resume removed it (no orphan outside the state)
     tagged = api(stack.cloud, "GET", "droplets?tag_name=wp_node&per_page=200")["droplets"]
-    assert len(tagged) - 3 <= 1
+    assert len(tagged) == 3, resumed.stderr

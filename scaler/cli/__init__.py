@@ -62,4 +62,5 @@ COMMANDS = {
     "rebake": "scaler.cli.rebake:rebake",
     "schedule": "scaler.cli.schedule:schedule",
     "snapshots": "scaler.cli.snapshots:snapshots",
+    "cleanup": "scaler.cli.cleanup:cleanup",
 }

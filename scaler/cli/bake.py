@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from scaler.bake import BakeInterrupted, bake_image
+from scaler.cli.rolevars import role_var_options, with_role_vars
 from scaler.cloud import Cloud, NoToken, Pacing, endpoint_from, token_from_env
 from scaler.config import (
     BakeConfig,
@@ -59,14 +60,7 @@ from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
 @click.option("--ssh-port", type=int, help="SSH port of the build droplet (default 22).")
 @click.option("--playbook", type=click.Path(path_type=Path), help="Default: packer-build.yml.")
 @click.option("--user-data-file", type=click.Path(path_type=Path), help="cloud-config to send.")
-@click.option(
-    "-e",
-    "--extra-var",
-    "extra_vars",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Ansible extra variable (e.g. welp_db_password=...).",
-)
+@role_var_options
 @click.option(
     "--manifest",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -108,6 +102,7 @@ def bake(
     playbook: Path | None,
     user_data_file: Path | None,
     extra_vars: tuple[str, ...],
+    vault_password_files: tuple[Path, ...],
     manifest: Path | None,
     state: str | None,
     terraform_dir: str,
@@ -127,7 +122,8 @@ def bake(
 
     \b
     Examples:
-      scaler bake -e welp_db_password=...              # uses ./scaler.toml if present
+      WELP_DB_PASSWORD=... scaler bake                 # uses ./scaler.toml if present
+      scaler bake -e @vars.yml --vault-password-file ~/.vault_pass
       scaler bake --packer-template wp-node.json --var-file variables.json
       scaler bake --json --snapshot-region ams3
     """
@@ -165,12 +161,11 @@ def bake(
             "manifest": manifest,
             "state": state,
             "api_url": api_url,
-            "extra_vars": parse_assignments(extra_vars, "--extra-var") or None,
             "timeouts": {"active": active_timeout} if active_timeout is not None else None,
         }
         if poll_interval is not None:
             overrides.update(poll_min=poll_interval, poll_max=poll_interval * 3)
-        config = apply(config, overrides)
+        config = with_role_vars(apply(config, overrides), extra_vars, vault_password_files)
         token = token_from_env() or token
         if not token:
             raise NoToken()

@@ -7,7 +7,7 @@ import json
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -15,6 +15,7 @@ import click
 
 from scaler import health
 from scaler.cli.options import rollout_options, stack_options, tfvars_files
+from scaler.cli.rolevars import role_var_options, with_role_vars
 from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
 from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
 from scaler.errors import ScalerError
@@ -152,6 +153,7 @@ def _duration(text: str | None, option: str) -> float | None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--notify-url", help="POST a JSON summary ({'text': ...}) here when done.")
+@role_var_options
 @click.pass_context
 def rebake(
     ctx: click.Context,
@@ -184,6 +186,8 @@ def rebake(
     log_format: LogFormat,
     as_json: bool,
     notify_url: str | None,
+    extra_vars: tuple[str, ...],
+    vault_password_files: tuple[Path, ...],
 ) -> None:
     """Bake and roll out a fresh snapshot when one is due; say why.
 
@@ -211,6 +215,7 @@ def rebake(
     if prune_older_than and prune_keep is None:
         raise click.UsageError("--prune-older-than needs --prune-keep N")
     loaded = load_bake_config(config_path, template, packer_var_file)
+    loaded = replace(loaded, config=with_role_vars(loaded.config, extra_vars, vault_password_files))
     secrets = tuple(s for s in (*known_secrets(), loaded.token) if s)
     log = EventLog(log_format, secrets=secrets)
     if all_sites:

@@ -13,6 +13,7 @@ import click
 
 from scaler import health, lock
 from scaler.cli.options import rollout_options, stack_options, tfvars_files
+from scaler.cli.rolevars import role_var_options, with_role_vars
 from scaler.cloud import NoToken
 from scaler.errors import ScalerError
 from scaler.rollout import (
@@ -79,6 +80,7 @@ def _bake(
     terraform_dir: Path,
     config_file: Path | None,
     extra_vars: tuple[str, ...],
+    vault_password_files: tuple[Path, ...],
     terraform_bin: str | None,
 ) -> str:
     """`scaler bake` with the same config (scaler.toml's [bake]); the manifest gets the build."""
@@ -86,10 +88,8 @@ def _bake(
     from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
     from scaler.config import (
         BakeConfig,
-        apply,
         find_config_file,
         load_config_file,
-        parse_assignments,
     )
     from scaler.inventory import build_inventory, list_json
     from scaler.state import load_state
@@ -98,8 +98,7 @@ def _bake(
     path = find_config_file(config_file)
     if path is not None:
         config = load_config_file(path, config)
-    overrides = {"extra_vars": parse_assignments(extra_vars, "--extra-var") or None}
-    config = apply(config, overrides)
+    config = with_role_vars(config, extra_vars, vault_password_files)
     token = token_from_env()
     if not token:
         raise NoToken()
@@ -237,14 +236,7 @@ def _render(result: RolloutResult, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Without --image: bake first with this config's [bake] table (default ./scaler.toml).",
 )
-@click.option(
-    "-e",
-    "--extra-var",
-    "extra_vars",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Ansible extra variable for the bake (e.g. welp_db_password=...).",
-)
+@role_var_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def rollout(
     image: str | None,
@@ -277,6 +269,7 @@ def rollout(
     api_budget: int,
     bake_config: Path | None,
     extra_vars: tuple[str, ...],
+    vault_password_files: tuple[Path, ...],
     quiet: bool,
 ) -> None:
     """Roll the wp_node droplets onto a new image, in health-checked batches.
@@ -314,7 +307,7 @@ def rollout(
 
     \b
     Examples:
-      scaler rollout --yes -e welp_db_password=...     # bake, then roll out
+      WELP_DB_PASSWORD=... scaler rollout --yes        # bake, then roll out
       scaler rollout --image 170000001 --canary --yes
       scaler rollout --image 170000001 --tfvars common.tfvars --tfvars prod.tfvars
       scaler rollout --image 170000001 --backend-config conn_str=postgres://db/tf
@@ -326,7 +319,9 @@ def rollout(
     if not terraform_dir.is_dir():
         raise ScalerError(f"no directory {terraform_dir}; pass --terraform-dir DIR")
     if chosen is None and not resume:
-        chosen = _bake(report, terraform_dir, bake_config, extra_vars, terraform_bin)
+        chosen = _bake(
+            report, terraform_dir, bake_config, extra_vars, vault_password_files, terraform_bin
+        )
     settings = Settings(
         terraform_dir=terraform_dir,
         var_files=tfvars_files(tfvars, old_tfvars),
@@ -363,7 +358,7 @@ def rollout(
                 canary=canary,
                 report=report,
             )
-            if prepared.plan.nothing_to_do:
+            if prepared.plan.nothing_to_do and not prepared.resumed:
                 click.echo(
                     f"nothing to do: every target already runs image {prepared.plan.target_image}"
                 )

@@ -102,6 +102,9 @@ benchmarks and subprocesses (LocalCloud has the same in Python):
         the next matching droplet action (creation is type "create") ends errored, no effect
     {"kind": "stall", "droplet_id": id} or {"kind": "stall", "name": regex, "times": 1}
         that droplet (still new), or the next created droplets whose name matches, stay new
+    {"kind": "drop", "method": "POST", "path": regex, "seconds": 0, "times": 1}
+        the request is carried out, then its answer is lost: after `seconds` the connection
+        closes with no response (a dropped connection, or a stall past the client's timeout)
   POST /_local/reset            forget every resource, fault, log entry and counter
 
 The package, split as API stand-ins such as moto split theirs: `base` (constants, values, the error

@@ -249,6 +249,12 @@ class LocalCloud(CloudState):
         with self._log_lock:
             self._log.append(record)
             self._counters[record.template] += 1
+        lost = self.faults.dropped(method, path)
+        if lost is not None:
+            # done, but the client never hears: the case a create call must survive
+            time.sleep(lost)
+            h.close_connection = True
+            return
         respond(h, status, None if method == "HEAD" else payload, headers)
         if self.verbose:
             query = f"?{split.query}" if split.query else ""

@@ -35,6 +35,7 @@ class _Fault:
             "latency": ("method", "path", "seconds", "times"),
             "error_action": ("droplet_id", "action_type", "times"),
             "stall": ("droplet_id", "name", "times"),
+            "drop": ("method", "path", "seconds", "times"),
         }[self.kind]
         return {"kind": self.kind, **{k: getattr(self, k) for k in keep}}
 
@@ -92,6 +93,22 @@ class Faults:
         re.compile(name)
         self._add(_Fault("stall", name=name, times=times))
 
+    def drop(self, method: str, path: str, seconds: float = 0.0, *, times: int = 1) -> None:
+        """Carry out the next `times` matching requests, then close without an answer."""
+        re.compile(path)
+        if times < 1 or seconds < 0:
+            raise ValueError("times must be >= 1 and seconds >= 0")
+        self._add(_Fault("drop", method.upper(), path, seconds=seconds, times=times))
+
+    def dropped(self, method: str, path: str) -> float | None:
+        """Seconds to wait before closing without an answer, or None to answer."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.kind == "drop" and fault.matches(method, path):
+                    self._take(fault)
+                    return fault.seconds
+        return None
+
     def clear(self) -> None:
         """Remove every fault (stalled droplets stay as they are)."""
         with self._lock:
@@ -111,10 +128,14 @@ class Faults:
             "latency": self.latency,
             "error_action": self.error_action,
             "stall": self.stall,
+            "drop": self.drop,
         }
         if kind not in adders:
             raise ValueError(f"unknown fault kind {kind!r} (have: {', '.join(adders)})")
-        if kind in ("fail", "latency"):
+        if kind == "drop":
+            spec.setdefault("method", "*")
+            adders[kind](**spec)
+        elif kind in ("fail", "latency"):
             args = [spec.pop("method", "*"), spec.pop("path")]
             args.append(spec.pop("status") if kind == "fail" else float(spec.pop("seconds")))
             adders[kind](*args, **spec)
