@@ -10,42 +10,37 @@ import shutil
 import stat
 import subprocess
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import need
-from test_bake import (
+from conftest import BakedWordPress
+from test_bake import (  # noqa: F401 (the fixtures cloud and bake_cloud are used by name)
     EXAMPLE_STATE,
+    ROOT,
     SECRET_TOKEN,
-    WORDPRESS,
     BakeProcess,
     api,
+    bake_cloud_fixture,
     bake_env,
+    cloud_fixture,
     resources,
-    tutorial_dir,
 )
 
 from scaler.bake import ed25519_key_pair
 from scaler.config import BakeConfig, load_packer_template
-from scaler.local.api import Delays, LocalCloud
-from scaler.local.droplets import unavailable as real_droplets_unavailable
+from scaler.local.api import LocalCloud
 
 
-@pytest.fixture(name="real_cloud")
-def real_cloud_fixture(tmp_path: Path) -> Iterator[LocalCloud]:
-    """A local cloud of its own whose droplets are real hosts (a bake provisions only those)."""
-    why = real_droplets_unavailable()
-    need(why is None, f"no real local droplets here: {why}")
-    cloud = LocalCloud(
-        tmp_path / "local-cloud", port=0, delays=Delays.uniform(0.1), droplets="real"
-    )
-    cloud.start()
-    try:
-        yield cloud
-    finally:
-        cloud.stop()
+def tutorial_dir(shared_data: Path, tmp_path: Path) -> Path:
+    """The tutorial's layout: wp-node.json, variables.json, packer-build.yml, config/."""
+    work = tmp_path / "tutorial"
+    (work / "config").mkdir(parents=True)
+    for name in ("wp-node.json", "variables.json"):
+        shutil.copy(shared_data / "packer" / name, work / name)
+    shutil.copy(ROOT / "packer-build.yml", work)
+    shutil.copy(ROOT / "config" / "cloud-config.yaml", work / "config")
+    return work
 
 
 TWIN = """\
@@ -114,12 +109,6 @@ def write_twin(work: Path) -> None:
     )
 
 
-def ssh_args(cloud: LocalCloud) -> list[str]:
-    port = cloud.machines.ssh_port()
-    need(port is not None, "sshd is not installed (openssh-server)")
-    return [] if port == 22 else ["--ssh-port", str(port)]
-
-
 def tree(root: Path) -> dict[str, bytes]:
     """Every file of a snapshot's tree, without what differs on every bake: the build
     droplet's host name, the random database password and salts, the temporary key."""
@@ -151,53 +140,62 @@ def test_twin_reads_into_the_same_settings(shared_data: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_hcl2_twin_bakes_the_same_image(
-    real_cloud: LocalCloud, shared_data: Path, tmp_path: Path
-) -> None:
-    """`--packer-template wp-node.json` and its HCL2 twin: same snapshot, same manifest shape."""
-    need(WORDPRESS.is_dir(), "Debian's wordpress package is not installed")
-    cloud = real_cloud
-    work = tutorial_dir(shared_data, tmp_path)
+def test_hcl2_twin_bakes_the_same_image(baked_wordpress: BakedWordPress, tmp_path: Path) -> None:
+    """The session's `--packer-template wp-node.json` bake and its HCL2 twin's: the same
+    snapshot contents and settings, the same manifest shape."""
+    cloud = baked_wordpress.cloud
+    work = tmp_path / "tutorial"
+    shutil.copytree(baked_wordpress.work, work)
+    (work / "manifest.json").unlink()
     write_twin(work)
-    env = bake_env(cloud, tmp_path)
-    common = ["--state", str(EXAMPLE_STATE), "--json", *ssh_args(cloud)]
-    results = []
-    for args in (
-        ["--packer-template", "wp-node.json", "--packer-var-file", "variables.json"],
-        ["--packer-template", "wp-node.pkr.hcl", "-var-file=wp-node.pkrvars.hcl"],
-    ):
-        code, out, err = BakeProcess([*args, *common], work, env).finish(timeout=300)
-        assert code == 0, err
-        assert SECRET_TOKEN not in out + err and "dop_v1_0000" not in out + err
-        results.append(json.loads(out))
-    one, two = results
-    assert re.fullmatch(r"nav-guide_\d\d-\d\d-\d\d-\d\d-\d\d-\d\d", two["name"])
-    assert one["regions"] == two["regions"] == ["sfo2"]
-    assert one["custom_data"]["provisioning_sha256"] == two["custom_data"]["provisioning_sha256"]
-    images = [api(cloud, "GET", f"images/{r['id']}")["image"] for r in results]
-    assert images[0]["description"] == images[1]["description"]
-    assert images[0]["size_gigabytes"] == images[1]["size_gigabytes"]
-    first, second = (tree(cloud.machines.image_root(r["id"])) for r in results)
-    assert sorted(first) == sorted(second) and first == second
-    assert "var/www/wordpress/wp-config.php" in first
-    manifest = json.loads((work / "manifest.json").read_text())
-    a, b = manifest["builds"]
-    assert (
-        set(a)
-        == set(b)
-        == {
-            "name",
-            "builder_type",
-            "build_time",
-            "files",
-            "artifact_id",
-            "packer_run_uuid",
-            "custom_data",
-        }
-    )
-    assert (a["name"], b["name"]) == ("digitalocean", "wp-node")
-    assert set(a["custom_data"]) == set(b["custom_data"])
-    assert manifest["last_run_uuid"] == b["packer_run_uuid"]
+    before = resources(cloud)
+    args = ["--packer-template", "wp-node.pkr.hcl", "-var-file=wp-node.pkrvars.hcl"]
+    args += ["--state", str(EXAMPLE_STATE), "--json"]
+    code, out, err = BakeProcess(args, work, bake_env(cloud, tmp_path)).finish(timeout=900)
+    assert code == 0, err
+    assert SECRET_TOKEN not in out + err and "dop_v1_0000" not in out + err
+    one, two = baked_wordpress.result, json.loads(out)
+    try:
+        assert re.fullmatch(r"nav-guide_\d\d-\d\d-\d\d-\d\d-\d\d-\d\d", two["name"])
+        assert one["regions"] == two["regions"] == ["sfo2"]
+        assert (
+            one["custom_data"]["provisioning_sha256"] == two["custom_data"]["provisioning_sha256"]
+        )
+        images = [api(cloud, "GET", f"images/{r['id']}")["image"] for r in (one, two)]
+        assert images[0]["description"] == images[1]["description"]
+        assert images[0]["regions"] == images[1]["regions"]
+        first, second = (tree(cloud.machines.image_root(r["id"])) for r in (one, two))
+        assert sorted(first) == sorted(second)
+        assert first == second
+        assert "var/www/wordpress/wp-config.php" in first
+        (a,) = json.loads((baked_wordpress.work / "manifest.json").read_text())["builds"][-1:]
+        (b,) = json.loads((work / "manifest.json").read_text())["builds"]
+        assert (
+            set(a)
+            == set(b)
+            == {
+                "name",
+                "builder_type",
+                "build_time",
+                "files",
+                "artifact_id",
+                "packer_run_uuid",
+                "custom_data",
+            }
+        )
+        assert (a["name"], b["name"]) == ("digitalocean", "wp-node")
+        assert set(a["custom_data"]) == set(b["custom_data"])
+        after = resources(cloud)
+        assert after["droplets"] == before["droplets"] and after["keys"] == before["keys"]
+    finally:
+        api(cloud, "DELETE", f"images/{two['id']}")
+
+
+# a cloud-config that leaves a file behind, written as an HCL string
+USER_DATA = (
+    "#cloud-config\\nwrite_files:\\n  - path: /etc/from-user-data\\n"
+    "    content: inline user data\\n"
+)
 
 
 def steps_template(folder: Path, marker: str, *, fail_after: bool = False) -> Path:
@@ -236,7 +234,7 @@ source "digitalocean" "steps" {{
   size                    = "s-1vcpu-1gb"
   private_networking      = true
   connect_with_private_ip = true
-  user_data               = "#cloud-config\\nwrite_files:\\n  - path: /etc/from-user-data\\n    content: inline user data\\n"
+  user_data               = "{USER_DATA}"
   snapshot_name           = "steps-{marker}"
   snapshot_tags           = ["web", "baked-{marker}"]
   droplet_agent           = false
@@ -281,9 +279,8 @@ build {{
 
 @pytest.mark.slow
 def test_shell_and_file_steps_around_ansible_and_the_builder_keys(
-    real_cloud: LocalCloud, tmp_path: Path
+    cloud: LocalCloud, tmp_path: Path
 ) -> None:
-    cloud = real_cloud
     marker = f"scaler-test-{uuid.uuid4().hex[:8]}"
     template = steps_template(tmp_path, marker)
     try:
@@ -294,7 +291,6 @@ def test_shell_and_file_steps_around_ansible_and_the_builder_keys(
                 "--state",
                 str(EXAMPLE_STATE),
                 "--json",
-                *ssh_args(cloud),
             ],
             tmp_path,
             bake_env(cloud, tmp_path),
@@ -320,14 +316,10 @@ def test_shell_and_file_steps_around_ansible_and_the_builder_keys(
     assert build["name"] == "steps"
     assert build["custom_data"]["team"] == "web" and build["custom_data"]["marker"] == marker
     assert re.fullmatch(r"[0-9a-f]{64}", build["custom_data"]["provisioning_sha256"])
-    assert resources(cloud)["droplets"] == set() and resources(cloud)["keys"] == set()
 
 
 @pytest.mark.slow
-def test_ssh_key_id_uses_the_accounts_key_and_keeps_it(
-    real_cloud: LocalCloud, tmp_path: Path
-) -> None:
-    cloud = real_cloud
+def test_ssh_key_id_uses_the_accounts_key_and_keeps_it(cloud: LocalCloud, tmp_path: Path) -> None:
     private, public = ed25519_key_pair(tmp_path)
     key = api(cloud, "POST", "account/keys", {"name": "mine", "public_key": public})["ssh_key"]
     (tmp_path / "play.yml").write_text(
@@ -355,25 +347,26 @@ def test_ssh_key_id_uses_the_accounts_key_and_keeps_it(
     )
     cloud.reset_log()
     code, out, err = BakeProcess(
-        ["--packer-template", str(template), "--state", str(EXAMPLE_STATE), *ssh_args(cloud)],
+        ["--packer-template", str(template), "--state", str(EXAMPLE_STATE)],
         tmp_path,
         bake_env(cloud, tmp_path),
     ).finish(timeout=300)
     assert code == 0, err
     assert f"using SSH key {key['id']} (ssh_key_id) with {private}" in err
     assert not [r for r in cloud.requests() if r.template.startswith("POST /v2/account/keys")]
-    assert resources(cloud)["keys"] == {key["id"]}
+    assert key["id"] in resources(cloud)["keys"]
     api(cloud, "DELETE", f"images/{out.strip()}")
+    api(cloud, "DELETE", f"account/keys/{key['id']}")
 
 
 @pytest.mark.slow
 def test_on_error_abort_keeps_droplet_and_key_and_says_how_to_reach_them(
-    real_cloud: LocalCloud, tmp_path: Path
+    cloud: LocalCloud, tmp_path: Path
 ) -> None:
-    cloud = real_cloud
     marker = f"scaler-test-{uuid.uuid4().hex[:8]}"
     template = steps_template(tmp_path, marker, fail_after=True)
     env = bake_env(cloud, tmp_path)
+    before = resources(cloud)
     try:
         code, out, err = BakeProcess(
             [
@@ -382,7 +375,6 @@ def test_on_error_abort_keeps_droplet_and_key_and_says_how_to_reach_them(
                 "--state",
                 str(EXAMPLE_STATE),
                 "-on-error=abort",
-                *ssh_args(cloud),
             ],
             tmp_path,
             env,
@@ -390,7 +382,7 @@ def test_on_error_abort_keeps_droplet_and_key_and_says_how_to_reach_them(
     finally:
         Path("/tmp", marker).unlink(missing_ok=True)
     assert code == 1 and out == ""
-    left = resources(cloud)
+    left = {kind: ids - before[kind] for kind, ids in resources(cloud).items()}
     (droplet,) = left["droplets"]
     (key,) = left["keys"]
     last = err.splitlines()[-1]
@@ -421,17 +413,17 @@ def test_on_error_abort_keeps_droplet_and_key_and_says_how_to_reach_them(
     assert any(f"droplets/{droplet}" in c for c in commands)
     for command_line in commands:
         subprocess.run(command_line, shell=True, env=env, check=True, timeout=30)
-    assert resources(cloud)["droplets"] == set() and resources(cloud)["keys"] == set()
+    after = resources(cloud)
+    assert after["droplets"] == before["droplets"] and after["keys"] == before["keys"]
     assert not key_file.exists()
     assert SECRET_TOKEN not in err
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("answer", ["abort", "retry"])
-def test_on_error_ask(real_cloud: LocalCloud, tmp_path: Path, answer: str) -> None:
+def test_on_error_ask(cloud: LocalCloud, tmp_path: Path, answer: str) -> None:
     """ask on the terminal: retry runs the failed step again (it passes the second time, as
     the droplet remembers the first try), abort keeps everything."""
-    cloud = real_cloud
     once = "if [ -e /root/tried ]; then exit 0; fi; touch /root/tried; exit 1"
     template = tmp_path / "ask.json"
     template.write_text(
@@ -450,6 +442,7 @@ def test_on_error_ask(real_cloud: LocalCloud, tmp_path: Path, answer: str) -> No
             }
         )
     )
+    before = resources(cloud)
     bake = AskedBake(
         [
             "--packer-template",
@@ -458,7 +451,6 @@ def test_on_error_ask(real_cloud: LocalCloud, tmp_path: Path, answer: str) -> No
             str(EXAMPLE_STATE),
             "--on-error",
             "ask",
-            *ssh_args(cloud),
         ],
         tmp_path,
         bake_env(cloud, tmp_path),
@@ -466,7 +458,7 @@ def test_on_error_ask(real_cloud: LocalCloud, tmp_path: Path, answer: str) -> No
     bake.wait_for(r"^bake failed while running provisioner 1/1 \(shell\) on droplet \d+: ", 120)
     bake.answer(answer + "\n")
     code, out, err = bake.finish(timeout=300)
-    left = resources(cloud)
+    left = {kind: ids - before[kind] for kind, ids in resources(cloud).items()}
     if answer == "retry":
         assert code == 0, err
         assert "retrying provisioner 1" in err
