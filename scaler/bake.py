@@ -13,6 +13,7 @@ import contextlib
 import copy
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 from scaler import cleanup as cleanup_mod
 from scaler import manifest as manifest_mod
@@ -37,16 +38,25 @@ from scaler.cloud import (
     NotFound,
     WaitTimeout,
 )
-from scaler.config import BakeConfig, default_snapshot_name
+from scaler.config import (
+    AnsibleStep,
+    BakeConfig,
+    FileStep,
+    ShellStep,
+    Step,
+    default_snapshot_name,
+)
 from scaler.errors import ScalerError
 from scaler.hostkey import new_host_key, with_host_key, write_known_hosts
 from scaler.localtarget import LocalTarget, detect_local_target
 from scaler.provision import (
     SshConnection,
     check_host_key,
+    install_galaxy_roles,
     remove_host_keys,
     render_user_data,
     run_playbook,
+    steps_playbook,
     to_static_inventory,
     wait_for_first_boot,
 )
@@ -55,6 +65,9 @@ Progress = Callable[[str], None]
 # Debian's wordpress package: WordPress for bakes on the local cloud, whose droplets reach
 # nothing but its package mirror.
 LOCAL_WORDPRESS_PACKAGE = "wordpress"
+OnError = Literal["cleanup", "abort", "ask"]
+# What `--on-error ask` offers, as Packer does; ask(question, choices) returns one of them.
+Ask = Callable[[str, tuple[str, ...]], str]
 
 
 class BakeFailed(ScalerError):
@@ -139,6 +152,10 @@ class CleanupStack:
         """The resources still on the stack, as 'kind ident'."""
         return [f"{e.kind} {e.ident}" for e in self._entries]
 
+    def leftovers(self) -> list[Leftover]:
+        """The resources still on the stack with their removal commands, newest first."""
+        return [Leftover(e.kind, e.ident, e.command) for e in reversed(self._entries)]
+
     def run(self) -> tuple[list[str], list[Leftover]]:
         """Remove everything; a Ctrl-C here stops and leaves the rest listed."""
         removed: list[str] = []
@@ -179,6 +196,61 @@ def provisioning_hash(playbook: Path, roles_path: Path, cloud_config: Path) -> s
         digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def config_provisioning_hash(config: BakeConfig) -> str:
+    """The provisioning hash of what a bake with `config` runs (a rebake compares it).
+
+    A bake of the playbook alone hashes as it always did; provisioner steps and inline user
+    data add their settings and the bytes of their scripts and files."""
+    base = provisioning_hash(config.playbook, config.roles_path, config.user_data_file)
+    plain = all(
+        isinstance(s, AnsibleStep)
+        and s.playbook is None
+        and s.galaxy_file is None
+        and all(re.fullmatch(r"-v+", a) for a in s.extra_arguments)
+        for s in config.steps
+    )
+    # the playbook alone (the tutorial's template too: its -vvv changes nothing baked)
+    if len(config.steps) <= 1 and plain and config.user_data is None:
+        return base
+    digest = hashlib.sha256(base.encode())
+    digest.update(f"user_data\0{config.user_data or ''}\0".encode())
+    for step in config.steps:
+        digest.update(repr(step).encode())
+        paths: list[Path] = []
+        if isinstance(step, ShellStep):
+            paths = list(step.scripts)
+        elif isinstance(step, FileStep):
+            paths = [Path(s) for s in step.sources]
+        elif step.playbook is not None:
+            paths = [step.playbook]
+        for path in paths:
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for file in files:
+                data = file.read_bytes() if file.is_file() else b""
+                digest.update(f"{file}\0{len(data)}\0".encode())
+                digest.update(data)
+    return digest.hexdigest()
+
+
+def public_key_line(private_key: Path) -> str:
+    """The OpenSSH public key line of a private key file (an unencrypted one)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_ssh_private_key(Path(private_key).read_bytes(), password=None)
+    except FileNotFoundError:
+        raise ScalerError(f"no ssh_private_key_file at {private_key}; check the path") from None
+    except (ValueError, TypeError) as err:
+        raise ScalerError(
+            f"ssh_private_key_file {private_key} is not an unencrypted OpenSSH private key "
+            f"({_one_line(err)})"
+        ) from None
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return public.decode()
 
 
 def ed25519_key_pair(folder: Path) -> tuple[Path, str]:
@@ -346,8 +418,15 @@ class _Bake:
         cloud: Cloud,
         inventory: Mapping[str, Any] | None,
         on_progress: Progress,
+        on_error: OnError = "cleanup",
+        ask: Ask | None = None,
     ) -> None:
         self.config = config
+        self.on_error = on_error
+        self.ask = ask
+        # the answer to a failure, once given (abort keeps what was made)
+        self.decision: str | None = None
+        self.ssh_hint = ""
         self.cloud = cloud
         self.inventory = inventory
         # the built-in local cloud, detected once; None on DigitalOcean
@@ -364,12 +443,17 @@ class _Bake:
         c = self.config
         manifest_mod.read_manifest(c.manifest)  # a broken manifest fails before anything exists
         self.step = "checking the inputs"
-        for what, path, option in (
-            ("playbook", c.playbook, "--playbook"),
-            ("user data file", c.user_data_file, "--user-data-file"),
-        ):
-            if not Path(path).is_file():
-                raise ScalerError(f"the {what} {path} does not exist; pass {option} PATH")
+        steps: tuple[Step, ...] = c.steps or (AnsibleStep(),)
+        has_ansible = any(isinstance(s, AnsibleStep) for s in steps)
+        checks: list[tuple[str, Path, str]] = []
+        if has_ansible:
+            checks.append(("playbook", c.playbook, "pass --playbook PATH"))
+        if c.user_data is None:
+            checks.append(("user data file", c.user_data_file, "pass --user-data-file PATH"))
+        checks += _step_inputs(steps)
+        for what, path, fix in checks:
+            if not Path(path).exists():
+                raise ScalerError(f"the {what} {path} does not exist; {fix}")
         if self.local is not None:
             # provisioning needs a droplet that is a host of its own, never this machine
             self.local.require_real_droplets("a bake")
@@ -378,8 +462,8 @@ class _Bake:
             note = self.local.image_note(c.image)
             if note:
                 self.say(note)
-        extravars = self._role_vars()
-        prov_sha = provisioning_hash(c.playbook, c.roles_path, c.user_data_file)
+        extravars = self._role_vars() if has_ansible else {}
+        prov_sha = config_provisioning_hash(c)
         run_id = uuid.uuid4().hex[:8]
         tag = cleanup_mod.run_tag(run_id)
         cloud = self.cloud
@@ -390,7 +474,12 @@ class _Bake:
 
         self.step = "creating the temporary SSH key"
         folder = Path(tempfile.mkdtemp(prefix=f"scaler-bake-{run_id}-"))
-        self.stack.push("temporary key file", str(folder), lambda: shutil.rmtree(folder), "")
+        self.stack.push(
+            "temporary key file",
+            str(folder),
+            lambda: shutil.rmtree(folder, ignore_errors=True),
+            f"rm -r {folder}",
+        )
         # After a kill -9 this record tells `scaler cleanup` which run died and what it made.
         record = cleanup_mod.new_run_record(run_id, c.manifest)
         cleanup_mod.write_run_record(folder, record)
@@ -401,32 +490,49 @@ class _Bake:
             lambda: self._sweep(run_id),
             f"scaler cleanup --yes  # removes what run {run_id} left",
         )
-        private_key, public_key = ed25519_key_pair(folder)
-        user = c.ssh_username if c.ssh_username != "root" else "ansible"
-        user_data = render_user_data(public_key, user=user, template=c.user_data_file)
-        # the droplet's identity, known before it exists (a bad user data fails here, before
-        # anything is created in the cloud)
-        host_key = new_host_key()
-        user_data = with_host_key(user_data, host_key, str(c.user_data_file))
-        key = cloud.create_key(cleanup_mod.key_name(run_id), public_key)
-        self.known.add(key.id)
-        self.stack.push(
-            "ssh key",
-            str(key.id),
-            lambda: cloud.delete_key(key.id),
-            _curl(cloud, f"account/keys/{key.id}"),
-        )
-        self.say(f"registered temporary SSH key {key.id}")
+        key_ids: tuple[int | str, ...]
+        if c.ssh_key_id and c.ssh_private_key_file:
+            # the template's own key: used, never removed (Packer's ssh_key_id)
+            private_key, public_key = (
+                c.ssh_private_key_file,
+                public_key_line(c.ssh_private_key_file),
+            )
+            key_ids = (int(c.ssh_key_id) if c.ssh_key_id.isdigit() else c.ssh_key_id,)
+            self.say(f"using SSH key {c.ssh_key_id} (ssh_key_id) with {private_key}")
+        else:
+            private_key, public_key = ed25519_key_pair(folder)
+            key = cloud.create_key(cleanup_mod.key_name(run_id), public_key)
+            self.known.add(key.id)
+            self.stack.push(
+                "ssh key",
+                str(key.id),
+                lambda: cloud.delete_key(key.id),
+                _curl(cloud, f"account/keys/{key.id}"),
+            )
+            key_ids = (key.id,)
+            self.say(f"registered temporary SSH key {key.id}")
 
         self.step = "creating the build droplet"
+        user = c.ssh_username if c.ssh_username != "root" else "ansible"
+        user_data = "#cloud-config\n"  # a template that sends none still gets the host key
+        if c.user_data != "":  # "" is a template that sends none
+            user_data = render_user_data(
+                public_key, user=user, template=c.user_data_file, text=c.user_data
+            )
+        # the droplet's identity, known before it exists (a bad user data fails here, before
+        # the droplet is created)
+        host_key = new_host_key()
+        user_data = with_host_key(user_data, host_key, str(c.user_data_file))
         spec = DropletSpec(
             name=c.droplet_name or f"scaler-bake-{run_id}",
             region=c.region,
             size=c.size,
             image=int(c.image) if c.image.isdigit() else c.image,
-            ssh_keys=(key.id,),
+            ssh_keys=key_ids,
             private_networking=c.private_networking,
             monitoring=c.monitoring,
+            ipv6=c.ipv6,
+            droplet_agent=c.droplet_agent,
             vpc_uuid=c.vpc_uuid,
             tags=tuple(dict.fromkeys((*c.tags, cleanup_mod.BAKE_TAG, tag))),
             user_data=user_data,
@@ -445,7 +551,15 @@ class _Bake:
         self.step = f"waiting for droplet {droplet_id} to become active"
         self.say(self.step)
         droplet = cloud.wait_for_droplet_active(droplet_id, c.timeouts.active)
-        address = droplet.public_ip or droplet.private_ip
+        if c.connect_with_private_ip:
+            address = droplet.private_ip
+            if address is None:
+                raise BakeFailed(
+                    f"droplet {droplet_id} has no private address (connect_with_private_ip); "
+                    "turn on private_networking or set a vpc_uuid"
+                )
+        else:
+            address = droplet.public_ip or droplet.private_ip
         if address is None:
             raise BakeFailed(f"droplet {droplet_id} is active but has no IPv4 address")
         self.say(f"droplet {droplet_id} is active at {address}")
@@ -469,22 +583,20 @@ class _Bake:
         booted = wait_for_first_boot(connection, c.timeouts.ssh)
         if booted:
             self.say(f"cloud-init on droplet {droplet_id}: {booted}")
-
-        self.step = f"provisioning droplet {droplet_id} with {c.playbook.name}"
-        self.say(self.step)
-        result = run_playbook(
-            bake_inventory(self.inventory, c.host_alias, c.groups),
-            playbook=c.playbook,
-            host=c.host_alias,
-            connection=connection,
-            extravars=extravars,
-            roles_path=c.roles_path,
-            on_progress=lambda line: self.say(f"ansible {line}"),
-            timeout=int(c.timeouts.provision),
-            extra_var_files=c.extra_var_files,
-            vault_password_files=c.vault_password_files,
+        self.ssh_hint = (
+            f"ssh -i {private_key} -p {c.ssh_port} -o StrictHostKeyChecking=no "
+            f"-o UserKnownHostsFile=/dev/null {c.ssh_username}@{address}"
         )
-        self.say(f"provisioned in {result.duration:.1f}s ({result.changed} changed)")
+
+        for n, step in enumerate(steps, 1):
+            while True:
+                try:
+                    self._run_step(n, len(steps), step, droplet_id, connection, extravars, folder)
+                    break
+                except ScalerError as err:
+                    if self._decide(err, retry=True) != "retry":
+                        raise
+                    self.say(f"retrying provisioner {n}")
         # the snapshot must not keep a host key this machine knows (cloud-init on the new
         # droplets makes their own)
         why = remove_host_keys(connection, host_key.key_text)
@@ -521,6 +633,11 @@ class _Bake:
             _curl(cloud, f"images/{image.id}"),
         )
         self.say(f"snapshot {image.id} ({name}) is ready in {droplet.region or c.region}")
+        for tag in c.snapshot_tags:
+            self.step = f"tagging snapshot {image.id} with {tag}"
+            cloud.tag_image(image.id, tag)
+        if c.snapshot_tags:
+            self.say(f"tagged snapshot {image.id}: {', '.join(c.snapshot_tags)}")
         # What a rebake compares, on the snapshot itself too (the manifest may be lost).
         cloud.describe_image(
             image.id,
@@ -546,6 +663,7 @@ class _Bake:
             "size": c.size,
             "provisioning_sha256": prov_sha,
         }
+        custom = {**c.manifest_custom_data, **custom}
         build_time = int(time.time())
         self.step = f"writing {c.manifest}"
         manifest_mod.append_build(
@@ -554,6 +672,8 @@ class _Bake:
             image_id=image.id,
             build_time=build_time,
             custom_data=custom,
+            name=c.build_name,
+            strip_time=c.manifest_strip_time,
         )
         cleanup_mod.write_run_record(folder, replace(record, finished=True))
         self.stack.discard("snapshot")
@@ -565,6 +685,94 @@ class _Bake:
             duration=time.monotonic() - self.started,
             custom_data=custom,
         )
+
+    def _run_step(
+        self,
+        n: int,
+        total: int,
+        step: Step,
+        droplet_id: int,
+        connection: SshConnection,
+        extravars: Mapping[str, Any],
+        folder: Path,
+    ) -> None:
+        c = self.config
+        if step.pause_before > 0:
+            self.say(f"pausing {step.pause_before:g}s before provisioner {n}")
+            time.sleep(step.pause_before)
+        inventory = bake_inventory(self.inventory, c.host_alias, c.groups)
+        progress = lambda line: self.say(f"ansible {line}")  # noqa: E731
+        if isinstance(step, AnsibleStep):
+            playbook = step.playbook or c.playbook
+            roles: list[Path] = []
+            if step.galaxy_file is not None:
+                into = step.galaxy_roles_path or folder / "galaxy-roles"
+                self.step = f"installing roles from {step.galaxy_file}"
+                self.say(self.step)
+                install_galaxy_roles(step.galaxy_file, into)
+                roles.append(into)
+            self.step = f"provisioning droplet {droplet_id} with {playbook.name}"
+            self.say(self.step)
+            result = run_playbook(
+                inventory,
+                playbook=playbook,
+                host=c.host_alias,
+                connection=connection,
+                extravars=extravars,
+                roles_path=c.roles_path,
+                on_progress=progress,
+                timeout=int(c.timeouts.provision),
+                extra_var_files=c.extra_var_files,
+                vault_password_files=c.vault_password_files,
+                env=dict(step.env),
+                extra_args=step.extra_arguments,
+                extra_roles=roles,
+                inventory_vars_dir=step.inventory_directory,
+            )
+            self.say(f"provisioned in {result.duration:.1f}s ({result.changed} changed)")
+            return
+        kind = "shell" if isinstance(step, ShellStep) else "file"
+        self.step = f"running provisioner {n}/{total} ({kind}) on droplet {droplet_id}"
+        self.say(self.step)
+        work = Path(tempfile.mkdtemp(prefix=f"step-{n}-", dir=folder))  # one per attempt
+        result = run_playbook(
+            inventory,
+            playbook=steps_playbook([step], work, c.host_alias, first=n),
+            host=c.host_alias,
+            connection=connection,
+            roles_path=c.roles_path,
+            on_progress=progress,
+            timeout=int(c.timeouts.provision),
+        )
+        self.say(f"provisioner {n} ({kind}) done in {result.duration:.1f}s")
+
+    def _decide(self, err: BaseException, *, retry: bool) -> str:
+        """cleanup, abort or retry: --on-error's answer to a failure (asked once for ask)."""
+        if self.decision is not None:
+            return self.decision
+        if self.on_error != "ask" or self.ask is None:
+            self.decision = "abort" if self.on_error == "abort" else "cleanup"
+            return self.decision
+        choices = ("cleanup", "abort", "retry") if retry else ("cleanup", "abort")
+        answer = self.ask(f"bake failed while {self.step}: {_one_line(err)}", choices)
+        if answer != "retry":
+            self.decision = answer if answer in ("cleanup", "abort") else "cleanup"
+        return answer
+
+    def keep(self) -> str:
+        """--on-error abort: print what is kept and how to reach and remove it."""
+        kept = list(reversed(self.stack.kinds()))
+        self.say("kept for debugging (--on-error abort):")
+        for kind in kept:
+            self.say(f"  {kind}")
+        if self.ssh_hint:
+            self.say(f"  ssh in: {self.ssh_hint}")
+        self.say("  remove them:")
+        for left in self.stack.leftovers():
+            if left.command:
+                self.say(f"    {left.command}")
+        shown = [k for k in kept if not k.startswith("temporary key file")]
+        return f"kept {', '.join(shown) or 'nothing'} for debugging (--on-error abort; see above)"
 
     def _role_vars(self) -> dict[str, Any]:
         """The extra vars, with what the local cloud lacks filled in; a missing DB password
@@ -689,14 +897,24 @@ def bake_image(
     *,
     inventory: Mapping[str, Any] | None = None,
     on_progress: Progress | None = None,
+    on_error: OnError = "cleanup",
+    ask: Ask | None = None,
 ) -> BakeResult:
-    """Bake a snapshot as `config` says; every resource made is removed unless it succeeds.
+    """Bake a snapshot as `config` says; every resource made is removed unless it succeeds
+    (or, on a failure, `on_error` is abort, or ask() answers abort: then they are kept).
 
     On the built-in local cloud the build droplet must be a real one (a Linux host of its own),
     which the play reaches over SSH as on DigitalOcean; directory droplets are refused.
     """
     say = on_progress or (lambda _message: None)
-    bake = _Bake(config, cloud, copy.deepcopy(dict(inventory)) if inventory else None, say)
+    bake = _Bake(
+        config,
+        cloud,
+        copy.deepcopy(dict(inventory)) if inventory else None,
+        say,
+        on_error,
+        ask,
+    )
     with sigterm_as_interrupt():
         try:
             return _finish(bake, bake.run())
@@ -711,6 +929,10 @@ def bake_image(
         except CleanupFailed:
             raise
         except ScalerError as err:
+            if bake.stack.kinds() and bake._decide(err, retry=False) == "abort":
+                raise BakeFailed(
+                    f"bake failed while {bake.step}: {_one_line(err)}; {bake.keep()}"
+                ) from err
             removed, leftovers = _unwind(bake)
             raise BakeFailed(
                 f"bake failed while {bake.step}: {_one_line(err)}; " + _summary(removed, leftovers)
@@ -754,3 +976,113 @@ def _summary(removed: list[str], leftovers: list[Leftover]) -> str:
     if left:
         parts = [f"LEFT BEHIND {', '.join(left)} (commands above)", *parts]
     return "; ".join(parts)
+
+
+def _step_inputs(steps: tuple[Step, ...]) -> list[tuple[str, Path, str]]:
+    """The local files the provisioner steps read, to check before anything is created."""
+    out: list[tuple[str, Path, str]] = []
+    for n, step in enumerate(steps, 1):
+        fix = f"fix provisioner {n} in the template"
+        if isinstance(step, ShellStep):
+            out += [("script", path, fix) for path in step.scripts]
+        elif isinstance(step, FileStep):
+            if not step.generated:
+                out += [("file source", Path(src), fix) for src in step.sources]
+        else:
+            if step.playbook is not None:
+                out.append(("playbook", step.playbook, fix))
+            if step.galaxy_file is not None:
+                out.append(("galaxy_file", step.galaxy_file, fix))
+    return out
+
+
+def describe_bake(config: BakeConfig, secrets: tuple[str, ...] = ()) -> list[str]:
+    """What a bake with `config` would create and run, one line each (`bake --dry-run`).
+
+    Values of sensitive variables are shown as <sensitive>; the token is never in a config."""
+    c = config
+
+    def hide(text: str) -> str:
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "<sensitive>")
+        return text
+
+    name = c.snapshot_name or default_snapshot_name(c.project, time.time())
+    regions = ", ".join(dict.fromkeys((c.region, *c.snapshot_regions)))
+    features = [
+        label
+        for label, on in (
+            ("private networking", c.private_networking),
+            ("monitoring", c.monitoring),
+            ("ipv6", c.ipv6),
+            ("droplet agent", bool(c.droplet_agent)),
+        )
+        if on
+    ]
+    if c.droplet_agent is False:
+        features.append("no droplet agent")
+    user_data = {None: str(c.user_data_file), "": "none"}.get(c.user_data, "inline user_data")
+    lines = ["would create:"]
+    if c.ssh_key_id:
+        lines.append(f"  ssh key   none: uses key {c.ssh_key_id} with {c.ssh_private_key_file}")
+    else:
+        lines.append("  ssh key   a temporary ed25519 key (removed afterwards)")
+    droplet = (
+        f"  droplet   {c.droplet_name or 'scaler-bake-<run id>'}: {c.image} in {c.region}, "
+        f"{c.size}, tags {', '.join(c.tags) or 'none'}, user data {user_data}"
+    )
+    lines.append(hide(droplet + (f", {', '.join(features)}" if features else "")))
+    via = "private" if c.connect_with_private_ip else "public"
+    lines.append(f"  connect   ssh to its {via} address, port {c.ssh_port}, as {c.ssh_username}")
+    tags = f", tags {', '.join(c.snapshot_tags)}" if c.snapshot_tags else ""
+    lines.append(hide(f"  snapshot  {name} in {regions}{tags}"))
+    lines.append("would run on the build droplet, in order:")
+    steps: tuple[Step, ...] = c.steps or (AnsibleStep(),)
+    for n, step in enumerate(steps, 1):
+        pause = f" (after a {step.pause_before:g}s pause)" if step.pause_before else ""
+        if isinstance(step, ShellStep):
+            env = " ".join(f"{k}={v}" for k, v in step.environment)
+            what = (
+                f"inline ({len(step.inline)} line{'s' if len(step.inline) != 1 else ''}, "
+                f"{step.shebang}): " + "; ".join(step.inline)
+                if step.inline
+                else "scripts " + ", ".join(str(p) for p in step.scripts)
+            )
+            codes = (
+                f"; exit codes {', '.join(map(str, step.valid_exit_codes))}"
+                if step.valid_exit_codes != (0,)
+                else ""
+            )
+            lines.append(
+                hide(f"  {n}. shell{pause}: {what}" + (f"; env {env}" if env else "") + codes)
+            )
+        elif isinstance(step, FileStep):
+            sources = ", ".join(step.sources) if step.sources else "inline content"
+            lines.append(hide(f"  {n}. file{pause}: {sources} -> {step.destination}"))
+        else:
+            parts = [
+                f"  {n}. ansible{pause}: {step.playbook or c.playbook} as {c.host_alias} in "
+                f"groups {', '.join(c.groups)}"
+            ]
+            if step.extra_arguments:
+                parts.append(f"extra arguments {' '.join(step.extra_arguments)}")
+            if step.env:
+                parts.append("env " + " ".join(f"{k}={v}" for k, v in step.env))
+            if step.galaxy_file:
+                parts.append(f"roles from {step.galaxy_file} first")
+            if step.inventory_directory:
+                parts.append(f"group_vars/host_vars from {step.inventory_directory}")
+            lines.append(hide("; ".join(parts)))
+    lines.append("then: shut down, snapshot, remove the droplet and the temporary key")
+    extras = []
+    if c.manifest_custom_data:
+        extras.append(
+            "custom_data " + ", ".join(f"{k}={v}" for k, v in c.manifest_custom_data.items())
+        )
+    if c.manifest_strip_time:
+        extras.append("strip_time")
+    lines.append(
+        hide(f"manifest: append build {c.build_name!r} to {c.manifest}")
+        + (f" ({'; '.join(extras)})" if extras else "")
+    )
+    return lines

@@ -12,8 +12,10 @@ import contextlib
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import requests
@@ -27,7 +29,8 @@ Progress = Callable[[str], None]
 T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://api.digitalocean.com/v2/"
-TOKEN_ENV = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN")
+# Packer's digitalocean builder's order
+TOKEN_ENV = ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_API_TOKEN")
 _REQUEST_TIMEOUT = 30.0
 _MESSAGE_LIMIT = 200
 
@@ -63,8 +66,9 @@ class Cancelled(CloudError):
 class NoToken(ScalerError):
     def __init__(self) -> None:
         super().__init__(
-            "no DigitalOcean API token; set DIGITALOCEAN_TOKEN (or DIGITALOCEAN_ACCESS_TOKEN) "
-            "or do_api_token in the var file"
+            "no DigitalOcean API token; set DIGITALOCEAN_TOKEN (or DIGITALOCEAN_ACCESS_TOKEN), "
+            "the template's api_token (do_api_token in the var file), or log in with "
+            "`doctl auth init`"
         )
 
 
@@ -153,13 +157,14 @@ class DropletSpec:
     region: str
     size: str
     image: str | int
-    ssh_keys: tuple[int, ...] = ()
+    ssh_keys: tuple[int | str, ...] = ()
     private_networking: bool = False
     monitoring: bool = False
     ipv6: bool = False
     vpc_uuid: str | None = None
     tags: tuple[str, ...] = ()
     user_data: str | None = None
+    droplet_agent: bool | None = None
 
     def body(self) -> JSON:
         """The request body."""
@@ -179,6 +184,8 @@ class DropletSpec:
             body["vpc_uuid"] = self.vpc_uuid
         if self.user_data is not None:
             body["user_data"] = self.user_data
+        if self.droplet_agent is not None:
+            body["with_droplet_agent"] = self.droplet_agent
         return body
 
 
@@ -190,6 +197,73 @@ def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
         if value:
             return value
     return None
+
+
+def doctl_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """doctl's config file: $XDG_CONFIG_HOME/doctl/config.yaml (~/.config by default)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or "~", ".config")
+    return Path(base).expanduser() / "doctl" / "config.yaml"
+
+
+def token_from_doctl(
+    context: str | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The token of doctl's current context (or `context`) from its config file, if any."""
+    path = doctl_config_path(environ)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if context:
+            raise ScalerError(
+                f"--context {context}: no doctl config at {path}; run `doctl auth init "
+                f"--context {context}` or leave out --context"
+            ) from None
+        return None
+    except OSError as err:
+        raise ScalerError(f"cannot read {path}: {err.strerror}") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        raise ScalerError(f"{path} is not YAML; fix it or run `doctl auth init`") from None
+    if not isinstance(data, dict):
+        raise ScalerError(f"{path} is not a doctl config; fix it or run `doctl auth init`")
+    name = context or str(data.get("context") or "default")
+    if name == "default":
+        token = data.get("access-token")
+    else:
+        contexts = data.get("auth-contexts") or {}
+        if not isinstance(contexts, dict) or name not in contexts:
+            have = ", ".join(["default", *sorted(map(str, contexts or {}))])
+            raise ScalerError(f"no doctl context {name!r} in {path} (have: {have})")
+        token = contexts[name]
+    text = str(token or "").strip()
+    return text or None
+
+
+def resolve_token(
+    template_token: str | None = None,
+    *,
+    context: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """The token as Packer finds it (the template's api_token, then DIGITALOCEAN_TOKEN,
+    DIGITALOCEAN_ACCESS_TOKEN, DIGITALOCEAN_API_TOKEN), then doctl's config (its current
+    context, or `context`); NoToken if none. Like doctl, the environment wins over contexts."""
+    token = (template_token or "").strip() or token_from_env(environ)
+    if token:
+        return token
+    token = token_from_doctl(context, environ)
+    if not token:
+        if context:
+            raise ScalerError(
+                f"doctl context {context!r} has no access token; run `doctl auth init "
+                f"--context {context}`"
+            )
+        raise NoToken()
+    return token
 
 
 def endpoint_from(api_url: str | None = None, environ: Mapping[str, str] | None = None) -> str:
@@ -450,6 +524,15 @@ class Cloud:
     def describe_image(self, image_id: int, name: str, description: str) -> None:
         """Set an image's description (the API wants its name with it)."""
         self.request("PUT", f"images/{image_id}", {"name": name, "description": description})
+
+    def tag_image(self, image_id: int, tag: str) -> None:
+        """Tag an image (the tag is created first, as Packer's snapshot_tags does)."""
+        self.request("POST", "tags", {"name": tag})
+        self.request(
+            "POST",
+            f"tags/{urllib.parse.quote(tag, safe='')}/resources",
+            {"resources": [{"resource_id": str(image_id), "resource_type": "image"}]},
+        )
 
     def delete_image(self, image_id: int) -> None:
         """Delete an image; gone already is fine."""

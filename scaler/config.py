@@ -16,13 +16,14 @@ import re
 import time
 import tomllib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from scaler.errors import ScalerError
 from scaler.fsutil import read_text, strict_json
+from scaler.packer_hcl import TemplateError, is_hcl_template, read_hcl_build
 
 CONFIG_FILE = "scaler.toml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,45 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class ShellStep:
+    """A `shell` provisioner: inline commands (one script with a shebang) or script files."""
+
+    inline: tuple[str, ...] = ()
+    scripts: tuple[Path, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
+    shebang: str = "/bin/sh -e"
+    valid_exit_codes: tuple[int, ...] = (0,)
+    pause_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class FileStep:
+    """A `file` provisioner: upload files or folders (or literal content) to the build host."""
+
+    sources: tuple[str, ...] = ()  # paths; a trailing "/" means the folder's contents
+    destination: str = ""
+    content: str | None = None
+    generated: bool = False
+    pause_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class AnsibleStep:
+    """An `ansible` provisioner; playbook None is the bake's playbook (BakeConfig.playbook)."""
+
+    playbook: Path | None = None
+    extra_arguments: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    galaxy_file: Path | None = None
+    galaxy_roles_path: Path | None = None
+    inventory_directory: Path | None = None
+    pause_before: float = 0.0
+
+
+Step = ShellStep | FileStep | AnsibleStep
+
+
+@dataclass(frozen=True)
 class BakeConfig:
     """Everything a bake needs except the token (which never sits in a value that is printed)."""
 
@@ -61,7 +101,21 @@ class BakeConfig:
     monitoring: bool = False
     vpc_uuid: str | None = None
     tags: tuple[str, ...] = ("scaler-bake",)
+    ipv6: bool = False
     user_data_file: Path = REPO_ROOT / "config" / "cloud-config.yaml"
+    # inline user data (the builder's user_data); wins over user_data_file
+    user_data: str | None = None
+    connect_with_private_ip: bool = False
+    # an SSH key already on the account (and its private half) instead of a temporary one
+    ssh_key_id: str | None = None
+    ssh_private_key_file: Path | None = None
+    snapshot_tags: tuple[str, ...] = ()
+    droplet_agent: bool | None = None
+    # the template's provisioners in order; () runs the playbook alone
+    steps: tuple[Step, ...] = ()
+    manifest_custom_data: Mapping[str, str] = field(default_factory=dict)
+    manifest_strip_time: bool = False
+    build_name: str = "digitalocean"
     playbook: Path = REPO_ROOT / "packer-build.yml"
     roles_path: Path = REPO_ROOT / "roles"
     host_alias: str = "packerbox"
@@ -84,11 +138,20 @@ class Loaded:
 
     config: BakeConfig
     token: str | None = None
+    warnings: tuple[str, ...] = ()
+    # the values to hide when the build is printed (sensitive variables)
+    secrets: tuple[str, ...] = ()
 
 
-_BOOL_FIELDS = {"private_networking", "monitoring"}
-_PATH_FIELDS = {"user_data_file", "playbook", "roles_path", "manifest"}
-_TUPLE_FIELDS = {"snapshot_regions", "tags", "groups"}
+_BOOL_FIELDS = {
+    "private_networking",
+    "monitoring",
+    "ipv6",
+    "connect_with_private_ip",
+    "manifest_strip_time",
+}
+_PATH_FIELDS = {"user_data_file", "playbook", "roles_path", "manifest", "ssh_private_key_file"}
+_TUPLE_FIELDS = {"snapshot_regions", "tags", "groups", "snapshot_tags"}
 _FIELD_NAMES = {f.name for f in fields(BakeConfig)}
 
 
@@ -137,10 +200,16 @@ def apply(
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: timeouts must be a table of seconds")
             changes[key] = _timeouts(config.timeouts, value, where)
-        elif key == "extra_vars":
+        elif key in ("extra_vars", "manifest_custom_data"):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: extra_vars must be a table")
-            changes[key] = {**config.extra_vars, **value}
+                raise ConfigError(f"{where}: {key} must be a table")
+            changes[key] = {**getattr(config, key), **value}
+        elif key == "steps":
+            changes[key] = tuple(value)
+        elif key == "droplet_agent":
+            changes[key] = _bool(value, key, where)
+        elif key == "user_data":
+            changes[key] = str(value)
         elif key in _PATH_FIELDS:
             p = Path(str(value)).expanduser()
             changes[key] = (relative_to / p) if relative_to and not p.is_absolute() else p
@@ -256,6 +325,7 @@ class _Context:
     started: float
     run_uuid: str
     env_allowed: bool = False
+    missing_user_ok: bool = False
 
 
 def interpolate(text: str, ctx: _Context, where: str) -> str:
@@ -267,6 +337,8 @@ def interpolate(text: str, ctx: _Context, where: str) -> str:
         if arg and arg.startswith('"'):
             value = json.loads(arg)
         if func == "user":
+            if (value is None or value not in ctx.user) and ctx.missing_user_ok:
+                return ""
             if value is None or value not in ctx.user:
                 have = ", ".join(sorted(ctx.user)) or "none"
                 raise ConfigError(
@@ -317,22 +389,24 @@ def _load_json(path: Path, what: str) -> dict[str, Any]:
 
 def user_variables(
     template: Mapping[str, Any],
-    var_file: Path | None,
+    var_file: Path | Sequence[Path] | None,
     overrides: Mapping[str, str],
     ctx: _Context,
 ) -> dict[str, str]:
-    """The template's variables, then the var file's, then --var's, as Packer resolves them."""
+    """The template's variables, then the var files', then --var's, as Packer resolves them."""
     declared = template.get("variables") or {}
     env_ctx = replace(ctx, env_allowed=True)
     values: dict[str, str] = {}
     for name, default in declared.items():
         values[name] = interpolate(str(default or ""), env_ctx, f"variables.{name}")
-    if var_file is not None:
-        values.update({k: str(v) for k, v in _load_json(var_file, "var file").items()})
+    files = [var_file] if isinstance(var_file, str | Path) else list(var_file or [])
+    for path in files:
+        values.update({k: str(v) for k, v in _load_json(Path(path), "var file").items()})
     values.update(overrides)
     return values
 
 
+# What scaler does with each key of a Packer template; a key in none of these is refused.
 _BUILDER_FIELDS = {
     "image": "image",
     "region": "region",
@@ -343,33 +417,151 @@ _BUILDER_FIELDS = {
     "ssh_port": "ssh_port",
     "private_networking": "private_networking",
     "monitoring": "monitoring",
+    "ipv6": "ipv6",
     "vpc_uuid": "vpc_uuid",
     "tags": "tags",
+    "user_data": "user_data",
     "user_data_file": "user_data_file",
     "snapshot_regions": "snapshot_regions",
     "api_url": "api_url",
+    "connect_with_private_ip": "connect_with_private_ip",
+    "ssh_key_id": "ssh_key_id",
+    "ssh_private_key_file": "ssh_private_key_file",
+    "snapshot_tags": "snapshot_tags",
+    "droplet_agent": "droplet_agent",
 }
 _BUILDER_TIMEOUTS = {
     "state_timeout": "active",
     "ssh_timeout": "ssh",
     "snapshot_timeout": "snapshot",
+    "transfer_timeout": "transfer",
 }
+# read elsewhere (type, name, api_token) or checked below (communicator)
+_BUILDER_OTHER = {"type", "name", "api_token", "communicator"}
+_SHELL_KEYS = {
+    "type",
+    "inline",
+    "script",
+    "scripts",
+    "environment_vars",
+    "env",
+    "inline_shebang",
+    "valid_exit_codes",
+    "pause_before",
+}
+_FILE_KEYS = {
+    "type",
+    "source",
+    "sources",
+    "destination",
+    "content",
+    "direction",
+    "generated",
+    "pause_before",
+}
+_ANSIBLE_KEYS = {
+    "type",
+    "playbook_file",
+    "host_alias",
+    "groups",
+    "user",
+    "inventory_directory",
+    "ansible_env_vars",
+    "extra_arguments",
+    "galaxy_file",
+    "roles_path",
+    "use_proxy",
+    "skip_version_check",
+    "pause_before",
+}
+_MANIFEST_KEYS = {
+    "type",
+    "output",
+    "strip_path",
+    "strip_time",
+    "custom_data",
+    "keep_input_artifact",
+}
+# scaler's own custom_data keys (a rebake reads them); a template may not set them
+RESERVED_CUSTOM_DATA = (
+    "snapshot_name",
+    "base_image",
+    "base_image_id",
+    "region",
+    "size",
+    "provisioning_sha256",
+)
 
 
-def load_packer_template(
+@dataclass(frozen=True)
+class PackerBuild:
+    """A Packer template read into the build Packer would run (values filled in)."""
+
+    path: Path
+    builder: Mapping[str, Any]
+    provisioners: tuple[Mapping[str, Any], ...]
+    post_processors: tuple[Mapping[str, Any], ...]
+    user: Mapping[str, Any]
+    template_dir: Path
+    build_name: str
+    sensitive: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    started: float = 0.0
+
+
+def read_packer_template(
     template_path: Path,
-    base: BakeConfig,
     *,
-    var_file: Path | None = None,
+    var_file: Path | Sequence[Path] | None = None,
     variables: Mapping[str, str] | None = None,
     started: float | None = None,
     run_uuid: str | None = None,
-) -> Loaded:
-    """Apply a Packer JSON template's digitalocean builder, ansible provisioner and manifest."""
+) -> PackerBuild:
+    """Read a Packer JSON or HCL2 template (with var files and -var values) into its build."""
+    var_files = [var_file] if isinstance(var_file, str | Path) else list(var_file or [])
+    at = started or time.time()
+    ctx = _Context({}, Path(template_path).resolve().parent, at, run_uuid or str(uuid.uuid4()))
+    if is_hcl_template(Path(template_path)):
+        try:
+            hcl = read_hcl_build(
+                Path(template_path), var_files=var_files, variables=variables, started=at
+            )
+        except TemplateError as err:
+            raise ConfigError(str(err)) from None
+        ctx = replace(ctx, template_dir=hcl.template_dir)
+        # Packer's plugins still fill the legacy {{timestamp}}-style functions in their fields.
+        builder = {k: _fill(v, ctx, f"source.{hcl.source}.{k}") for k, v in hcl.builder.items()}
+        secrets = tuple(
+            str(hcl.variables[n]) for n in hcl.sensitive if str(hcl.variables.get(n, ""))
+        )
+        name = hcl.source.partition(".")[2]
+        return PackerBuild(
+            Path(template_path),
+            {"name": name, **builder},
+            hcl.provisioners,
+            hcl.post_processors,
+            dict(hcl.variables),
+            hcl.template_dir,
+            hcl.build_name,
+            secrets,
+            hcl.warnings,
+            at,
+        )
     template = _load_json(template_path, "Packer template")
-    template_dir = Path(template_path).resolve().parent
-    ctx = _Context({}, template_dir, started or time.time(), run_uuid or str(uuid.uuid4()))
-    user = user_variables(template, var_file, variables or {}, ctx)
+    for key in template:
+        if key not in (
+            "variables",
+            "builders",
+            "provisioners",
+            "post-processors",
+            "description",
+            "min_packer_version",
+            "sensitive-variables",
+        ):
+            raise ConfigError(
+                f"{template_path}: the template key {key!r} is not supported by scaler"
+            )
+    user = user_variables(template, var_files, variables or {}, ctx)
     ctx = replace(ctx, user=user)
     builders = [b for b in template.get("builders") or [] if isinstance(b, dict)]
     ocean = [b for b in builders if b.get("type") == "digitalocean"]
@@ -379,47 +571,315 @@ def load_packer_template(
             f"{template_path} has no digitalocean builder (have: {kinds}); scaler bakes "
             "DigitalOcean snapshots"
         )
-    builder = _fill(ocean[0], ctx, "builders[0]")
+    if len(ocean) > 1:
+        raise ConfigError(
+            f"{template_path} has {len(ocean)} digitalocean builders; scaler bakes one per "
+            "run: keep one"
+        )
+    raw = dict(ocean[0])
+    # Packer's builder falls back to the environment when the template's token is empty,
+    # an undefined user variable included
+    token_text = raw.pop("api_token", None)
+    builder = _fill(raw, ctx, "builders[0]")
+    if token_text is not None:
+        builder["api_token"] = interpolate(
+            str(token_text), replace(ctx, missing_user_ok=True), "builders[0].api_token"
+        )
+    provisioners = []
+    for n, prov in enumerate(template.get("provisioners") or []):
+        if not isinstance(prov, dict):
+            raise ConfigError(f"{template_path}: provisioners[{n}] is not an object")
+        provisioners.append({**_fill(prov, ctx, f"provisioners[{n}]"), "__index__": n + 1})
+    posts = [
+        {**_fill(p, ctx, "post-processors"), "__index__": n + 1}
+        for n, p in enumerate(_post_processors(template))
+    ]
+    secrets = tuple(user[n] for n in template.get("sensitive-variables") or [] if user.get(str(n)))
+    return PackerBuild(
+        Path(template_path),
+        builder,
+        tuple(provisioners),
+        tuple(posts),
+        user,
+        ctx.template_dir,
+        "",
+        secrets,
+        (),
+        at,
+    )
+
+
+def load_packer_template(
+    template_path: Path,
+    base: BakeConfig,
+    *,
+    var_file: Path | Sequence[Path] | None = None,
+    variables: Mapping[str, str] | None = None,
+    started: float | None = None,
+    run_uuid: str | None = None,
+) -> Loaded:
+    """Apply a Packer template's digitalocean builder, provisioners and manifest to base."""
+    build = read_packer_template(
+        template_path, var_file=var_file, variables=variables, started=started, run_uuid=run_uuid
+    )
+    return config_from_build(build, base)
+
+
+def config_from_build(build: PackerBuild, base: BakeConfig) -> Loaded:
+    """The bake's settings from a read template; every key is used or refused by name."""
+    where = str(build.path)
+    builder = dict(build.builder)
     values: dict[str, Any] = {}
+    for key in builder:
+        if (
+            key not in _BUILDER_FIELDS
+            and key not in _BUILDER_TIMEOUTS
+            and key not in _BUILDER_OTHER
+        ):
+            raise _unsupported(where, "the digitalocean builder", key)
+    communicator = builder.get("communicator", "ssh")
+    if communicator != "ssh":
+        raise ConfigError(
+            f"{where}: communicator {communicator!r} is not supported by scaler (only 'ssh')"
+        )
+    if builder.get("name") and builder["name"] != "digitalocean":
+        values["build_name"] = builder["name"]
     for theirs, ours in _BUILDER_FIELDS.items():
         if theirs in builder and builder[theirs] not in ("", None):
             values[ours] = builder[theirs]
+    # What the template leaves out is Packer's default, unless scaler.toml set it.
+    defaults = BakeConfig()
+    for key in ("private_networking", "monitoring"):
+        if key not in values and getattr(base, key) == getattr(defaults, key):
+            values[key] = False
+    if "snapshot_name" not in values and base.snapshot_name is None:
+        values["snapshot_name"] = f"packer-{int(build.started)}"
+    if (
+        "user_data" not in values
+        and "user_data_file" not in values
+        and base.user_data is None
+        and base.user_data_file == defaults.user_data_file
+    ):
+        values["user_data"] = ""  # no user data, as Packer sends none
+    if "ssh_key_id" in values:
+        values["ssh_key_id"] = str(values["ssh_key_id"])
+        if not values.get("ssh_private_key_file"):
+            raise ConfigError(
+                f"{where}: ssh_key_id needs ssh_private_key_file (the key's private half), "
+                "as in Packer"
+            )
+    elif "ssh_private_key_file" in values:
+        raise ConfigError(
+            f"{where}: ssh_private_key_file without ssh_key_id is not supported by scaler "
+            "(it registers a temporary key); add ssh_key_id or remove it"
+        )
+    if "user_data" in values and "user_data_file" in values:
+        raise ConfigError(f"{where}: set user_data or user_data_file, not both (as in Packer)")
     timeouts = {
         ours: builder[theirs] for theirs, ours in _BUILDER_TIMEOUTS.items() if theirs in builder
     }
     if timeouts:
         values["timeouts"] = timeouts
-    if "user_data_file" in values:
-        values["user_data_file"] = _packer_path(values["user_data_file"], template_dir)
-    project = user.get("project_name")
+    for key in ("user_data_file", "ssh_private_key_file"):
+        if key in values:
+            values[key] = _packer_path(values[key], build.template_dir)
+    project = build.user.get("project_name")
     if project:
-        values["project"] = project
-    for prov in template.get("provisioners") or []:
-        if isinstance(prov, dict) and prov.get("type") == "ansible":
-            prov = _fill(prov, ctx, "provisioners.ansible")
-            if prov.get("playbook_file"):
-                values["playbook"] = _packer_path(prov["playbook_file"], template_dir)
-            if prov.get("host_alias"):
-                values["host_alias"] = prov["host_alias"]
-            if prov.get("groups"):
-                values["groups"] = prov["groups"]
-            if prov.get("user") and "ssh_username" not in values:
-                values["ssh_username"] = prov["user"]
-            break
-    for post in _post_processors(template):
-        if post.get("type") == "manifest" and post.get("output"):
-            values["manifest"] = _packer_path(_fill(post["output"], ctx, "manifest"), None)
+        values["project"] = str(project)
+    steps: list[Step] = []
+    seen_ansible = False
+    for prov in build.provisioners:
+        step, settings = _step(prov, build, where, first_ansible=not seen_ansible)
+        if isinstance(step, AnsibleStep):
+            if not seen_ansible:
+                values.update(settings)
+            seen_ansible = True
+        steps.append(step)
+    if build.provisioners:
+        values["steps"] = steps
+    user = values.pop("ansible_user", None)
+    if user and "ssh_username" not in values:
+        values["ssh_username"] = user
+    for post in build.post_processors:
+        values.update(_post_processor(post, where))
     token = str(builder.get("api_token") or "").strip() or None
-    config = apply(base, values, where=str(template_path))
-    return Loaded(config, token)
+    config = apply(base, values, where=where)
+    return Loaded(config, token, build.warnings, build.sensitive)
+
+
+def _unsupported(where: str, what: str, key: str) -> ConfigError:
+    return ConfigError(
+        f"{where}: {what} key {key!r} is not supported by scaler; remove it or bake with Packer"
+    )
+
+
+def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: {key} must be a list of strings")
+    return tuple(str(v) for v in value)
+
+
+def _env_pairs(items: tuple[str, ...], where: str, key: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"{where}: {key} entry {item!r} is not NAME=VALUE")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def _step(
+    prov: Mapping[str, Any], build: PackerBuild, where: str, *, first_ansible: bool
+) -> tuple[Step, dict[str, Any]]:
+    kind = str(prov.get("type"))
+    what = f"provisioner {prov.get('__index__', '?')} ({kind})"
+    keys = [k for k in prov if k != "__index__"]
+    pause = _seconds(prov.get("pause_before", 0), "pause_before", where)
+    tdir = build.template_dir
+    if kind == "shell":
+        for key in keys:
+            if key not in _SHELL_KEYS:
+                raise _unsupported(where, what, key)
+        inline = _strings(prov.get("inline") or [], where, "inline")
+        scripts = list(_strings(prov["script"], where, "script")) if prov.get("script") else []
+        scripts += _strings(prov.get("scripts") or [], where, "scripts")
+        if bool(inline) == bool(scripts):
+            raise ConfigError(
+                f"{where}: {what} needs exactly one of inline, script or scripts (as in Packer)"
+            )
+        env = _env_pairs(
+            _strings(prov.get("environment_vars") or [], where, "environment_vars"),
+            where,
+            "environment_vars",
+        )
+        extra = prov.get("env") or {}
+        if not isinstance(extra, Mapping):
+            raise ConfigError(f"{where}: {what} env must be a map of names to values")
+        env += tuple((str(k), str(v)) for k, v in extra.items())
+        codes = prov.get("valid_exit_codes") or [0]
+        return ShellStep(
+            inline=inline,
+            scripts=tuple(Path(_packer_path(s, tdir)) for s in scripts),
+            environment=env,
+            shebang=str(prov.get("inline_shebang") or "/bin/sh -e"),
+            valid_exit_codes=tuple(_int(c, "valid_exit_codes", where) for c in codes),
+            pause_before=pause,
+        ), {}
+    if kind == "file":
+        for key in keys:
+            if key not in _FILE_KEYS:
+                raise _unsupported(where, what, key)
+        if prov.get("direction", "upload") != "upload":
+            raise ConfigError(
+                f"{where}: {what} direction {prov['direction']!r} is not supported by scaler "
+                "(only upload)"
+            )
+        sources = list(_strings(prov["source"], where, "source")) if prov.get("source") else []
+        sources += _strings(prov.get("sources") or [], where, "sources")
+        content = prov.get("content")
+        if not prov.get("destination") or bool(sources) == (content is not None):
+            raise ConfigError(
+                f"{where}: {what} needs a destination and one of source, sources or content"
+            )
+        return FileStep(
+            sources=tuple(
+                _packer_path(s, tdir) + ("/" if s.endswith("/") and len(s) > 1 else "")
+                for s in sources
+            ),
+            destination=str(prov["destination"]),
+            content=None if content is None else str(content),
+            generated=_bool(prov.get("generated", False), "generated", where),
+            pause_before=pause,
+        ), {}
+    if kind == "ansible":
+        for key in keys:
+            if key not in _ANSIBLE_KEYS:
+                raise _unsupported(where, what, key)
+        settings: dict[str, Any] = {}
+        playbook = (
+            Path(_packer_path(prov["playbook_file"], tdir)) if prov.get("playbook_file") else None
+        )
+        if first_ansible:
+            if playbook is not None:
+                settings["playbook"] = str(playbook)
+            if prov.get("host_alias"):
+                settings["host_alias"] = prov["host_alias"]
+            if prov.get("groups"):
+                settings["groups"] = list(_strings(prov["groups"], where, "groups"))
+            if prov.get("user"):
+                settings["ansible_user"] = prov["user"]
+        elif playbook is None:
+            raise ConfigError(f"{where}: {what} has no playbook_file")
+        env = tuple(
+            (name, _unquoted(value))
+            for name, value in _env_pairs(
+                _strings(prov.get("ansible_env_vars") or [], where, "ansible_env_vars"),
+                where,
+                "ansible_env_vars",
+            )
+        )
+        inv = prov.get("inventory_directory")
+        return AnsibleStep(
+            playbook=None if first_ansible else playbook,
+            extra_arguments=_strings(prov.get("extra_arguments") or [], where, "extra_arguments"),
+            env=env,
+            galaxy_file=Path(_packer_path(prov["galaxy_file"], tdir))
+            if prov.get("galaxy_file")
+            else None,
+            galaxy_roles_path=Path(_packer_path(prov["roles_path"], tdir))
+            if prov.get("roles_path")
+            else None,
+            inventory_directory=Path(_packer_path(inv, tdir)) if inv else None,
+            pause_before=pause,
+        ), settings
+    hint = " (use 'ansible', which runs from this machine)" if kind == "ansible-local" else ""
+    raise ConfigError(f"{where}: {what}: provisioner {kind!r} is not supported by scaler{hint}")
+
+
+def _unquoted(value: str) -> str:
+    # Packer's documented `ANSIBLE_SSH_ARGS='-o ...'` is written for a shell; without one the
+    # quotes would reach ssh as part of one argument
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _post_processor(post: Mapping[str, Any], where: str) -> dict[str, Any]:
+    kind = str(post.get("type"))
+    what = f"post-processor {post.get('__index__', '?')} ({kind})"
+    if kind != "manifest":
+        raise ConfigError(f"{where}: {what}: post-processor {kind!r} is not supported by scaler")
+    values: dict[str, Any] = {}
+    for key in post:
+        if key != "__index__" and key not in _MANIFEST_KEYS:
+            raise _unsupported(where, what, key)
+    if post.get("output"):
+        values["manifest"] = _packer_path(str(post["output"]), None)
+    if "strip_time" in post:
+        values["manifest_strip_time"] = _bool(post["strip_time"], "strip_time", where)
+    custom = post.get("custom_data") or {}
+    if not isinstance(custom, Mapping):
+        raise ConfigError(f"{where}: {what} custom_data must be a map of strings")
+    for key in custom:
+        if key in RESERVED_CUSTOM_DATA:
+            raise ConfigError(
+                f"{where}: {what} custom_data key {key!r} is scaler's own (a rebake reads it); "
+                "rename it"
+            )
+    if custom:
+        values["manifest_custom_data"] = {str(k): str(v) for k, v in custom.items()}
+    return values
 
 
 def _post_processors(template: Mapping[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for item in template.get("post-processors") or []:
         for one in item if isinstance(item, list) else [item]:
-            if isinstance(one, dict):
-                out.append(one)
+            # a bare string is a post-processor's type, as Packer reads it
+            out.append(one if isinstance(one, dict) else {"type": str(one)})
     return out
 
 
@@ -464,9 +924,20 @@ def parse_extra_vars(
     return pairs, tuple(files)
 
 
-def find_config_file(explicit: Path | None, cwd: Path | None = None) -> Path | None:
-    """--config, else ./scaler.toml when present."""
+def find_config_file(
+    explicit: Path | None, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Path | None:
+    """--config, else $SCALER_CONFIG, else scaler.toml in the current folder or a parent."""
     if explicit is not None:
         return explicit
-    here = (cwd or Path.cwd()) / CONFIG_FILE
-    return here if here.is_file() else None
+    env = os.environ if environ is None else environ
+    if env.get("SCALER_CONFIG"):
+        path = Path(env["SCALER_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"SCALER_CONFIG names {path}, which does not exist; fix or unset it")
+        return path
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder / CONFIG_FILE
+    return None

@@ -95,8 +95,11 @@ def append_build(
     custom_data: Mapping[str, Any] | None = None,
     run_uuid: str | None = None,
     name: str = BUILD_NAME,
+    strip_time: bool = False,
 ) -> dict[str, Any]:
-    """Append one build to the manifest (created if absent) atomically; returns the entry."""
+    """Append one build to the manifest (created if absent) atomically; returns the entry.
+
+    strip_time leaves build_time out, as Packer's manifest post-processor does."""
     data = read_manifest(path)
     run = run_uuid or str(uuid.uuid4())
     entry: dict[str, Any] = {
@@ -108,6 +111,8 @@ def append_build(
         "packer_run_uuid": run,
         "custom_data": dict(custom_data) if custom_data else None,
     }
+    if strip_time:
+        del entry["build_time"]
     data["builds"].append(entry)
     data["last_run_uuid"] = run
     write_atomic(Path(path), json.dumps(data, indent=2) + "\n")

@@ -194,14 +194,23 @@ def run_playbook(
     cancel: Callable[[], bool] | None = None,
     extra_var_files: Sequence[Path] = (),
     vault_password_files: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    extra_roles: Sequence[Path] = (),
+    inventory_vars_dir: Path | None = None,
 ) -> ProvisionResult:
     """Run `playbook` on `host` only (--limit) and return the result; raise ProvisionFailed.
 
     Ctrl-C and SIGTERM (main thread) or `cancel()` returning True stop ansible-playbook and
     every process it started; the signal is then re-raised here, `cancel` gives "canceled".
+    `env` (Packer's ansible_env_vars) is added to Ansible's environment, `extra_args` (its
+    extra_arguments) to the command line; `inventory_vars_dir`'s group_vars/ and host_vars/ sit
+    beside the inventory, as with Packer's inventory_directory.
     """
     if not playbook.is_file():
         raise ProvisionFailed(f"no playbook at {playbook}; pass the path of packer-build.yml")
+    ansible_cfg = find_ansible_cfg(playbook)
+    searched = roles_search_path(ansible_cfg, [*extra_roles, roles_path])
     static = to_static_inventory(inventory)
     _set_hostvars(static, host, connection.hostvars())
     bin_dir = _ansible_bin_dir()
@@ -225,6 +234,10 @@ def run_playbook(
         wrapped = _dying_ansible_playbook(private, bin_dir)
         inventory_file = private / "inventory" / "hosts.json"
         _write_private(inventory_file, json.dumps(static))
+        if inventory_vars_dir is not None:
+            for sub in ("group_vars", "host_vars"):
+                if (inventory_vars_dir / sub).is_dir():
+                    (private / "inventory" / sub).symlink_to((inventory_vars_dir / sub).resolve())
         # Extra vars (the database password among them) go in a file, not on the command line.
         _write_private(private / "env" / "extravars", json.dumps(dict(extravars or {})))
         # a file, not RunnerConfig(settings=...): ansible-runner drops those without the file
@@ -245,7 +258,9 @@ def run_playbook(
             envvars={
                 # ansible-playbook and its helpers come from the same environment as scaler.
                 "PATH": os.pathsep.join([*wrapped, bin_dir, os.environ.get("PATH", os.defpath)]),
-                "ANSIBLE_ROLES_PATH": str(roles_path.resolve()),
+                # the user's roles first, scaler's after: never hide a role they installed
+                "ANSIBLE_ROLES_PATH": os.pathsep.join(searched),
+                **({"ANSIBLE_CONFIG": str(ansible_cfg)} if ansible_cfg else {}),
                 "ANSIBLE_PIPELINING": "True",
                 # off, Ansible puts StrictHostKeyChecking=no first, and ssh takes the first
                 "ANSIBLE_HOST_KEY_CHECKING": str(_checks_host_key(connection)),
@@ -255,11 +270,12 @@ def run_playbook(
                 "ANSIBLE_RETRY_FILES_ENABLED": "False",
                 # ~/.ansible/cp breaks with a long $HOME (ssh's 108-byte socket path limit)
                 "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
+                **dict(env or {}),
             },
             quiet=True,
             timeout=timeout,
             suppress_env_files=True,
-            cmdline=shlex.join(user_args) if user_args else None,
+            cmdline=shlex.join([*user_args, *extra_args]) if user_args or extra_args else None,
         )
         config.prepare()
         config.env = {k: v for k, v in config.env.items() if not _is_secret_env(k)}
@@ -395,6 +411,131 @@ def remove_host_keys(connection: SshConnection, expected: str) -> str:
     return ""
 
 
+# Ansible's own default roles_path, which ANSIBLE_ROLES_PATH would otherwise replace.
+_ANSIBLE_DEFAULT_ROLES = ("~/.ansible/roles", "/usr/share/ansible/roles", "/etc/ansible/roles")
+
+
+def find_ansible_cfg(playbook: Path, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The ansible.cfg a run uses: $ANSIBLE_CONFIG, else the playbook's folder's, else ./'s."""
+    env = os.environ if environ is None else environ
+    if env.get("ANSIBLE_CONFIG"):
+        return Path(env["ANSIBLE_CONFIG"]).expanduser()
+    for folder in (Path(playbook).resolve().parent, Path.cwd()):
+        if (folder / "ansible.cfg").is_file():
+            return folder / "ansible.cfg"
+    return None
+
+
+def roles_search_path(
+    ansible_cfg: Path | None, ours: Sequence[Path], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Where roles are looked up: the user's ANSIBLE_ROLES_PATH (else ansible.cfg's roles_path,
+    else Ansible's defaults), then `ours` appended."""
+    import configparser
+
+    env = os.environ if environ is None else environ
+    theirs: list[str] = []
+    if env.get("ANSIBLE_ROLES_PATH"):
+        theirs = [p for p in env["ANSIBLE_ROLES_PATH"].split(os.pathsep) if p]
+    elif ansible_cfg is not None and ansible_cfg.is_file():
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(ansible_cfg)
+        except configparser.Error as err:
+            raise ProvisionFailed(f"cannot read {ansible_cfg}: {_one_line(str(err))}") from None
+        raw = parser.get("defaults", "roles_path", fallback="")
+        # Ansible reads a relative path in ansible.cfg from the file's folder
+        theirs = [
+            str((ansible_cfg.parent / Path(p).expanduser()).resolve())
+            for p in raw.split(os.pathsep)
+            if p.strip()
+        ]
+    if not theirs:
+        theirs = [os.path.expanduser(p) for p in _ANSIBLE_DEFAULT_ROLES]
+    out = list(dict.fromkeys([*theirs, *(str(Path(p).resolve()) for p in ours)]))
+    return out
+
+
+def install_galaxy_roles(requirements: Path, into: Path, timeout: float = 600) -> None:
+    """`ansible-galaxy install -r requirements -p into` (Packer's galaxy_file)."""
+    into.mkdir(parents=True, exist_ok=True)
+    galaxy = Path(_ansible_bin_dir()) / "ansible-galaxy"
+    env = {k: v for k, v in os.environ.items() if not _is_secret_env(k)}
+    try:
+        proc = subprocess.run(
+            [str(galaxy), "install", "-r", str(requirements), "-p", str(into)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ProvisionFailed(f"ansible-galaxy install -r {requirements} timed out") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        raise ProvisionFailed(
+            f"ansible-galaxy install -r {requirements} failed (rc {proc.returncode}): "
+            + _one_line(lines[-1] if lines else "no output")
+        )
+
+
+def steps_playbook(steps: Sequence[Any], folder: Path, host: str, first: int = 1) -> Path:
+    """One play on `host` doing Packer's shell and file provisioners in order (as Ansible's
+    script and copy tasks, numbered from `first`); scripts are copied into `folder` first,
+    inline lines become one script."""
+    tasks: list[dict[str, Any]] = []
+    for n, step in enumerate(steps, first):
+        kind = type(step).__name__
+        if kind == "ShellStep":
+            scripts: list[Path] = []
+            if step.inline:
+                path = folder / f"step{n}-inline.sh"
+                path.write_text(f"#!{step.shebang}\n" + "\n".join(step.inline) + "\n")
+                scripts.append(path)
+            for i, source in enumerate(step.scripts):
+                path = folder / f"step{n}-{i}-{re.sub(r'[^A-Za-z0-9._-]', '_', source.name)}"
+                shutil.copyfile(source, path)
+                scripts.append(path)
+            for path in scripts:
+                path.chmod(0o700)
+                task: dict[str, Any] = {
+                    "name": f"shell {n}: {path.name}",
+                    "ansible.builtin.script": {"cmd": str(path)},
+                    "register": f"scaler_step{n}",
+                    "failed_when": f"scaler_step{n}.rc not in {list(step.valid_exit_codes)}",
+                }
+                if step.environment:
+                    task["environment"] = dict(step.environment)
+                tasks.append(task)
+        elif kind == "FileStep":
+            if step.content is not None:
+                tasks.append(
+                    {
+                        "name": f"file {n}: {step.destination}",
+                        "ansible.builtin.copy": {"content": step.content, "dest": step.destination},
+                    }
+                )
+            for source in step.sources:
+                # Packer's rule, and Ansible's: a folder without a trailing slash is uploaded
+                # as itself, with one its contents
+                tasks.append(
+                    {
+                        "name": f"file {n}: {Path(source).name} -> {step.destination}",
+                        "ansible.builtin.copy": {
+                            "src": source,
+                            "dest": step.destination,
+                            "mode": "preserve",
+                        },
+                    }
+                )
+        else:
+            raise ProvisionFailed(f"not a shell or file step: {kind}")
+    path = folder / "steps.yml"
+    _write_private(path, json.dumps([{"hosts": host, "gather_facts": False, "tasks": tasks}]))
+    return path
+
+
 def to_static_inventory(inventory: Mapping[str, Any]) -> dict[str, Any]:
     """Turn a script-style inventory (`--list` JSON with `_meta`) into Ansible's YAML/JSON form."""
     if _is_static(inventory):
@@ -435,15 +576,20 @@ def to_static_inventory(inventory: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def render_user_data(
-    authorized_key: str, user: str = "ansible", template: Path = CLOUD_CONFIG
+    authorized_key: str,
+    user: str = "ansible",
+    template: Path = CLOUD_CONFIG,
+    text: str | None = None,
 ) -> str:
-    """The build droplet's user data: config/cloud-config.yaml with its placeholders filled."""
+    """The build droplet's user data: config/cloud-config.yaml (or `text`, the template's
+    inline user_data) with its placeholders filled."""
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
         raise ScalerError(f"invalid Ansible user name {user!r}; use a lowercase Unix user name")
     key = authorized_key.strip()
     if not key or "\n" in key:
         raise ScalerError("the authorized key must be one public key line (ssh-ed25519 AAAA...)")
-    text = template.read_text()
+    if text is None:
+        text = template.read_text()
     return text.replace("__SCALER_ANSIBLE_USER__", user).replace("__SCALER_AUTHORIZED_KEY__", key)
 
 

@@ -238,7 +238,7 @@ def decide_rebake(
 
 def provisioning_sha256(config: BakeConfig) -> str:
     """The provisioning hash exactly as the bake records it (scaler.bake.provisioning_hash)."""
-    return bake_mod.provisioning_hash(config.playbook, config.roles_path, config.user_data_file)
+    return bake_mod.config_provisioning_hash(config)
 
 
 def _day(moment: datetime) -> str:

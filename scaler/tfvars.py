@@ -658,3 +658,11 @@ def tfvars_holding(files: Sequence[Path], name: str) -> Path:
     if len(setting) != 1:
         raise WhichTfvars(name, paths, setting)
     return setting[0]
+
+
+def parse_hcl(path: Path) -> dict[str, object]:
+    """hcl2's raw view of any HCL file (a Packer template, a var file); strings keep quotes."""
+    text = _read_text(Path(path))
+    if text is None:
+        raise TfvarsNotFound(Path(path))
+    return _parse(text, Path(path))

@@ -70,11 +70,14 @@ def write_playbook(folder: Path, tasks: list[dict[str, Any]]) -> Path:
 class BakeProcess:
     """`scaler bake` as a real subprocess, its stderr followed line by line."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, env: dict[str, str], *, stdin: bool = False
+    ) -> None:
         self.proc = subprocess.Popen(
             [str(SCALER), "bake", *args],
             cwd=cwd,
             env=env,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -60,11 +60,16 @@ def test_var_overrides_and_undefined_variables(shared_data: Path, tmp_path: Path
     )
     assert loaded.config.image == "debian-12-x64"
     message = (
-        r"^builders\[0\]\.api_token uses user variable 'do_api_token', which is not defined "
+        r"^builders\[0\]\.image uses user variable 'app_node_image', which is not defined "
         r"\(have: home\); add it to the var file or pass --var NAME=VALUE$"
     )
     with pytest.raises(ConfigError, match=message):
         load_packer_template(packer / "wp-node.json", BakeConfig())
+    # api_token's do_api_token left undefined falls back to the environment, as in Packer
+    no_token = tmp_path / "vars.json"
+    no_token.write_text('{"app_node_image": "debian-12-x64", "project_name": "p"}')
+    loaded = load_packer_template(packer / "wp-node.json", BakeConfig(), var_file=no_token)
+    assert loaded.token is None and loaded.config.image == "debian-12-x64"
 
 
 def test_template_timeouts_and_snapshot_regions(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from scaler.bake import BakeInterrupted, bake_image
+from scaler.bake import BakeInterrupted, OnError, bake_image, describe_bake
 from scaler.cli.rolevars import role_var_options, with_role_vars
-from scaler.cloud import Cloud, NoToken, Pacing, endpoint_from, token_from_env
+from scaler.cloud import Cloud, Pacing, endpoint_from, resolve_token
 from scaler.config import (
     BakeConfig,
     apply,
@@ -32,21 +32,58 @@ from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Config file with a [bake] table (default: ./scaler.toml when present).",
+    help="Config file with a [bake] table (default: $SCALER_CONFIG, else scaler.toml here "
+    "or in a parent folder).",
 )
 @click.option(
     "--packer-template",
+    type=click.Path(path_type=Path),
+    help="A Packer template, read as it is: JSON (the tutorial's wp-node.json), HCL2 "
+    "(*.pkr.hcl), or a folder of *.pkr.hcl files.",
+)
+@click.option(
+    "--packer-var-file",
+    "-var-file",
+    "var_files",
+    multiple=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="A Packer JSON template (the tutorial's wp-node.json), read as it is.",
+    help="Packer's var file (variables.json, *.pkrvars.hcl); repeatable, later files win.",
 )
 @click.option(
     "--var-file",
-    "--packer-var-file",
-    "var_file",
+    "old_var_files",
+    multiple=True,
+    hidden=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Packer variables (the tutorial's variables.json); --packer-var-file as in `rebake`.",
 )
-@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="A Packer variable.")
+@click.option(
+    "--var",
+    "-var",
+    "variables",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A Packer variable (beats var files and PKR_VAR_NAME).",
+)
+@click.option(
+    "--on-error",
+    "-on-error",
+    "on_error",
+    type=click.Choice(["cleanup", "abort", "ask"]),
+    default="cleanup",
+    show_default=True,
+    help="On a failure: remove everything, keep the droplet and key to debug (prints how to "
+    "SSH in and remove them), or ask.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the build (what it would create and run) and stop; creates nothing.",
+)
+@click.option(
+    "--context",
+    help="doctl auth context for the token (default: doctl's current one), used after the "
+    "template's api_token and $DIGITALOCEAN_TOKEN.",
+)
 @click.option("--project", help="Snapshot name prefix: <project>_<YY-MM-DD-HH-MM-SS>.")
 @click.option("--image", help="Base image slug or id.")
 @click.option("--region", help="Region of the build droplet.")
@@ -88,8 +125,12 @@ from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
 def bake(
     config_file: Path | None,
     packer_template: Path | None,
-    var_file: Path | None,
+    var_files: tuple[Path, ...],
+    old_var_files: tuple[Path, ...],
     variables: tuple[str, ...],
+    on_error: OnError,
+    dry_run: bool,
+    context: str | None,
     project: str | None,
     image: str | None,
     region: str | None,
@@ -116,15 +157,24 @@ def bake(
     Creates a build droplet with a temporary SSH key, runs packer-build.yml
     (role ansible-welp) on it as host `packerbox` with the Terraform-state
     inventory, shuts it down, snapshots it, copies the snapshot to extra
-    regions, and removes the droplet and key whatever happens (Ctrl-C too).
-    The token comes from $DIGITALOCEAN_TOKEN / $DIGITALOCEAN_ACCESS_TOKEN or
-    the var file's do_api_token.
+    regions, and removes the droplet and key whatever happens (Ctrl-C too;
+    --on-error abort keeps them on a failure). A Packer template's shell, file
+    and ansible provisioners run in its order; a key scaler cannot honour is
+    refused by name. Settings: scaler.toml (here or in a parent folder, or
+    $SCALER_CONFIG), then the template, then options. Packer's own spellings
+    work: -var-file=FILE, -var NAME=VALUE, -on-error=abort.
+
+    The token: the template's api_token, else $DIGITALOCEAN_TOKEN,
+    $DIGITALOCEAN_ACCESS_TOKEN, $DIGITALOCEAN_API_TOKEN, else doctl's config
+    (~/.config/doctl/config.yaml, its current context or --context). Never printed.
 
     \b
     Examples:
-      WELP_DB_PASSWORD=... scaler bake                 # uses ./scaler.toml if present
+      WELP_DB_PASSWORD=... scaler bake                 # uses scaler.toml if found
       scaler bake -e @vars.yml --vault-password-file ~/.vault_pass
-      scaler bake --packer-template wp-node.json --var-file variables.json
+      scaler bake --packer-template wp-node.json --packer-var-file variables.json
+      scaler bake --packer-template wp.pkr.hcl -var-file=wp.pkrvars.hcl --dry-run
+      scaler bake --packer-template wp.pkr.hcl -on-error=abort --context work
       scaler bake --json --snapshot-region ams3
     """
     started = time.monotonic()
@@ -132,20 +182,29 @@ def bake(
     def progress(message: str) -> None:
         click.echo(f"[{time.monotonic() - started:6.1f}s] {message}", err=True)
 
+    if old_var_files:
+        click.echo(
+            "Note: --var-file on `scaler bake` is now --packer-var-file (or Packer's -var-file); "
+            "--var-file will go away",
+            err=True,
+        )
     with _signal_exit_codes():
         config = BakeConfig()
         path = find_config_file(config_file)
         if path is not None:
             config = load_config_file(path, config)
         token: str | None = None
+        secrets: tuple[str, ...] = ()
         if packer_template is not None:
             loaded = load_packer_template(
                 packer_template,
                 config,
-                var_file=var_file,
+                var_file=[*old_var_files, *var_files],
                 variables=parse_assignments(variables, "--var"),
             )
-            config, token = loaded.config, loaded.token
+            config, token, secrets = loaded.config, loaded.token, loaded.secrets
+            for warning in loaded.warnings:
+                click.echo(f"Warning: {warning}", err=True)
         overrides: dict[str, Any] = {
             "project": project,
             "image": image,
@@ -166,9 +225,13 @@ def bake(
         if poll_interval is not None:
             overrides.update(poll_min=poll_interval, poll_max=poll_interval * 3)
         config = with_role_vars(apply(config, overrides), extra_vars, vault_password_files)
-        token = token_from_env() or token
-        if not token:
-            raise NoToken()
+        if dry_run:
+            where = f"{packer_template}" if packer_template else f"{path or 'built-in defaults'}"
+            click.echo(f"build from {where} (dry run: nothing is created)")
+            for line in describe_bake(config, (*secrets, *([token] if token else []))):
+                click.echo(line)
+            return
+        token = resolve_token(token, context=context)
         endpoint = endpoint_from(config.api_url)
         loaded_state, source = load_state(state=config.state, terraform_dir=terraform_dir)
         inventory = build_inventory(loaded_state)
@@ -182,12 +245,26 @@ def bake(
             cloud,
             inventory=list_json(inventory),
             on_progress=progress,
+            on_error=on_error,
+            ask=_ask_terminal,
         )
         progress(f"done: snapshot {result.id} ({result.name}) in {', '.join(result.regions)}")
         if as_json:
             click.echo(json.dumps(result.to_json()))
         else:
             click.echo(str(result.id))
+
+
+def _ask_terminal(question: str, choices: tuple[str, ...]) -> str:
+    """--on-error ask: the question on stderr, the answer from the terminal."""
+    click.echo(question, err=True)
+    answer: str = click.prompt(
+        f"[{'/'.join(c[0] for c in choices)}] {' / '.join(choices)}?",
+        type=click.Choice([*choices, *(c[0] for c in choices)]),
+        show_choices=False,
+        err=True,
+    )
+    return next(c for c in choices if c == answer or c[0] == answer)
 
 
 class _Interrupted(click.ClickException):

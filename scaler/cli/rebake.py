@@ -16,7 +16,7 @@ import click
 from scaler import health
 from scaler.cli.options import rollout_options, stack_options, tfvars_files
 from scaler.cli.rolevars import role_var_options, with_role_vars
-from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
+from scaler.cloud import Cloud, NoToken, Pacing, endpoint_from, resolve_token
 from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
 from scaler.errors import ScalerError
 from scaler.events import LOG_FORMATS, EventLog, LogFormat, known_secrets, scrub
@@ -62,8 +62,12 @@ def load_bake_config(
 
 
 def cloud_from(loaded: LoadedBake | None) -> Cloud:
-    """The API client: token from the environment (or the Packer var file), end point likewise."""
-    token = token_from_env() or (loaded.token if loaded else None) or ""
+    """The API client: token in Packer's order (the template's, then the environment's, then
+    doctl's), end point likewise; a missing token fails at the first API call."""
+    try:
+        token = resolve_token(loaded.token if loaded else None)
+    except NoToken:
+        token = ""
     if loaded is None:
         return Cloud(token, endpoint_from(None))
     config = loaded.config
@@ -116,7 +120,8 @@ def _duration(text: str | None, option: str) -> float | None:
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="scaler.toml ([bake] and [[sites]]; default ./scaler.toml when present).",
+    help="scaler.toml ([bake] and [[sites]]; default $SCALER_CONFIG, else scaler.toml here "
+    "or in a parent folder).",
 )
 @click.option(
     "--packer-template",

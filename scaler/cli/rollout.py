@@ -234,7 +234,8 @@ def _render(result: RolloutResult, as_json: bool) -> None:
 @click.option(
     "--bake-config",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Without --image: bake first with this config's [bake] table (default ./scaler.toml).",
+    help="Without --image: bake first with this config's [bake] table (default: "
+    "$SCALER_CONFIG, else scaler.toml here or in a parent folder).",
 )
 @role_var_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
