@@ -116,6 +116,10 @@ class RealMachines:
         self._lock = threading.RLock()
         self._running: dict[int, subprocess.Popen[bytes]] = {}
         self._mirror = mirror.Mirror()
+        # This cloud holds network number `network` now: any namespace or veth of that number
+        # is what a killed cloud left behind.
+        for name in netns.sweep(network):
+            self._warn(f"removed {name}, left by a local cloud that was killed")
         # The namespace tools get SIGKILL when the thread that started them ends (parent-death
         # signal), so one long-lived thread starts them all: they end with the local cloud.
         self._spawns: queue.Queue[tuple[list[str], Path, Future[subprocess.Popen[bytes]]]]

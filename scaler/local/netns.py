@@ -136,3 +136,14 @@ def leftovers(network: int) -> list[str]:
             p.name for p in Path("/sys/class/net").iterdir() if p.name.startswith(f"s{network}-")
         ]
     return sorted(found)
+
+
+def sweep(network: int) -> list[str]:
+    """Remove what a killed local cloud of network `network` left (its number is ours now)."""
+    found = leftovers(network)
+    for name in found:
+        if name.startswith("scaler-"):
+            _ip("netns", "del", name, check=False)
+        else:
+            _ip("link", "del", name, check=False)
+    return found
