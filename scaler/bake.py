@@ -761,7 +761,8 @@ class _Bake:
 
     def keep(self) -> str:
         """--on-error abort: print what is kept and how to reach and remove it."""
-        kept = list(reversed(self.stack.kinds()))
+        # the sweep by run id is an undo step, not a resource: it is what the commands below do
+        kept = [k for k in reversed(self.stack.kinds()) if k != "resources of run"]
         self.say("kept for debugging (--on-error abort):")
         for kind in kept:
             self.say(f"  {kind}")
@@ -769,7 +770,7 @@ class _Bake:
             self.say(f"  ssh in: {self.ssh_hint}")
         self.say("  remove them:")
         for left in self.stack.leftovers():
-            if left.command:
+            if left.command and left.kind != "resources of run":
                 self.say(f"    {left.command}")
         shown = [k for k in kept if not k.startswith("temporary key file")]
         return f"kept {', '.join(shown) or 'nothing'} for debugging (--on-error abort; see above)"

@@ -304,9 +304,9 @@ def test_missing_db_password_on_a_real_cloud_fails_before_anything(tmp_path: Pat
     finally:
         stop_loopback(server)
     assert str(caught.value) == (
-        "bake failed while checking the inputs: no welp_db_password for wp-config.php; pass "
-        "-e welp_db_password=... or set it in scaler.toml under [bake.extra_vars] (or in "
-        "group_vars/ beside the playbook); nothing to remove"
+        "bake failed while checking the inputs: no welp_db_password for wp-config.php; set "
+        "WELP_DB_PASSWORD in the environment (or pass -e @vars.yml, --vault-password-file, or "
+        "[bake.extra_vars] in scaler.toml); nothing to remove"
     )
     assert seen == ["/_local/health"]  # the one look that tells a local cloud, no API call
 
@@ -358,7 +358,6 @@ def test_bake_rides_out_digitaloceans_lags(cloud: LocalCloud, tmp_path: Path) ->
             quick_config(tmp_path),
             fast_cloud(cloud),
             inventory=example_inventory(),
-            droplet_root=cloud.machines.root,
         )
         try:
             posted = actions_posted(cloud)

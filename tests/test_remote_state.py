@@ -249,7 +249,8 @@ def test_inventory_and_rollouts_share_a_pg_backend_and_its_lock(
         f"is back to '{good}'"
     )
     assert (second / "terraform.tfvars").read_bytes() == before
-    engine = str(BIN / "scaler-terraform")
+    # every Terraform dies with scaler: started under setpriv's parent-death signal
+    engine = f"{shutil.which('setpriv')} --pdeathsig KILL -- {BIN / 'scaler-terraform'}"
     commands = terraform_commands(caplog)
     assert (
         commands[0] == f"{engine} init -input=false -backend-config=conn_str={postgres} -no-color"

@@ -230,7 +230,7 @@ def test_second_run_changes_nothing_and_setgid_reports_its_own_change(
 
 
 def test_a_quoted_password_is_written_as_php_reads_it(
-    baked: Path, wordpress_droplet: RealDroplet
+    baked: Path, wordpress_droplet: RealDroplet, tmp_path: Path
 ) -> None:
     """A second doc root on the same droplet: quotes and backslashes survive into wp-config."""
     result = provision(
@@ -242,8 +242,11 @@ def test_a_quoted_password_is_written_as_php_reads_it(
     php = shutil.which("php")
     need(php is not None, "php (CLI) is not installed")
     assert php is not None
+    # PHP reads a copy: the droplet's root is another mount namespace's, seen through /proc
+    copy = tmp_path / "wp-config.php"
+    copy.write_text(text)
     out = subprocess.run(
-        [php, "-r", f"include '{baked}/var/www/quoted/wp-config.php'; echo DB_PASSWORD;"],
+        [php, "-r", f"include '{copy}'; echo DB_PASSWORD;"],
         capture_output=True,
         text=True,
         check=False,

@@ -238,7 +238,8 @@ def test_rollout_hands_every_tfvars_file_to_terraform_in_order(
     assert common.read_bytes() == common_before
     assert not (stack.dir / ".terraform").exists()
     d = stack.dir
-    ran = [c.split(" ", 1)[1] for c in terraform_commands(caplog)]
+    # "[setpriv --pdeathsig KILL --] ENGINE SUBCOMMAND ...": what follows the engine
+    ran = [c.split(" -- ", 1)[-1].split(" ", 1)[1] for c in terraform_commands(caplog)]
     plans = [c for c in ran if c.startswith("plan ")]
     assert plans == [
         f"plan -input=false -out={d}/scaler-rollout.tfplan -lock-timeout=60s "
