@@ -576,7 +576,8 @@ class _Bake:
         )
         # before anything runs there: the host at that address is the droplet scaler created
         self.step = f"checking the SSH host key of droplet {droplet_id}"
-        check_host_key(connection, host_key.key_text, f"droplet {droplet_id}")
+        # cloud-init writes the key during first boot; a busy machine may take a while
+        check_host_key(connection, host_key.key_text, f"droplet {droplet_id}", wait=c.timeouts.ssh)
         self.say(f"droplet {droplet_id} presents the host key scaler gave it")
         self.step = f"waiting for cloud-init's first boot on droplet {droplet_id}"
         self.say(self.step)
@@ -762,7 +763,7 @@ class _Bake:
     def keep(self) -> str:
         """--on-error abort: print what is kept and how to reach and remove it."""
         # the sweep by run id is an undo step, not a resource: it is what the commands below do
-        kept = [k for k in reversed(self.stack.kinds()) if k != "resources of run"]
+        kept = [k for k in reversed(self.stack.kinds()) if not k.startswith("resources of run ")]
         self.say("kept for debugging (--on-error abort):")
         for kind in kept:
             self.say(f"  {kind}")

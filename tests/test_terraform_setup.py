@@ -242,7 +242,7 @@ def test_rollout_hands_every_tfvars_file_to_terraform_in_order(
     ran = [c.split(" -- ", 1)[-1].split(" ", 1)[1] for c in terraform_commands(caplog)]
     plans = [c for c in ran if c.startswith("plan ")]
     assert plans == [
-        f"plan -input=false -out={d}/scaler-rollout.tfplan -lock-timeout=60s "
+        f"plan -input=false -out={d}/.scaler/rollout.tfplan -lock-timeout=60s "
         f"-var-file={common} -var-file={prod} -no-color"
     ]
     assert not [c for c in ran if c.startswith("init")]
