@@ -53,7 +53,7 @@ from typing import Literal
 
 from scaler.fsutil import write_atomic
 from scaler.local import images, mirror, netns
-from scaler.local.machines import MachineError
+from scaler.local.machines import MachineError, tree_size
 
 DropletKind = Literal["real", "directory", "auto"]
 """Which droplets a local cloud runs; auto: real ones where unavailable() finds nothing missing."""
@@ -301,7 +301,7 @@ class RealMachines:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return _tree_size(target) + sum(_tree_size(Path(p)) for p in info.lower)
+        return tree_size(target) + sum(tree_size(Path(p)) for p in info.lower)
 
     def image_root(self, image_id: int) -> Path:
         """The layer a snapshot holds (the files its droplet changed or added)."""
@@ -465,12 +465,3 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()  # unshare --kill-child then kills init, and the kernel the rest
         proc.wait(timeout=10)
-
-
-def _tree_size(root: Path) -> int:
-    total = 0
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total

@@ -278,7 +278,7 @@ class Machines:
             (staging / "tree").rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return _tree_size(target)
+        return tree_size(target)
 
     def delete_image(self, image_id: int) -> None:
         """Remove a snapshot's tree; a no-op when it is gone already."""
@@ -353,7 +353,8 @@ def _write(path: Path, text: str) -> None:
     write_atomic(path, text)
 
 
-def _tree_size(root: Path) -> int:
+def tree_size(root: Path) -> int:
+    """Bytes of the regular files under root (a snapshot's size)."""
     total = 0
     for folder, _dirs, files in os.walk(root):
         for name in files:
