@@ -353,7 +353,7 @@ def test_bake_rides_out_digitaloceans_lags(cloud: LocalCloud, tmp_path: Path) ->
     """Pending event just after the shutdown, the snapshot not yet in image lists: it still
     bakes, retrying the first and reading the droplet's own snapshot list for the second."""
     cloud.reset_log()
-    with slower(cloud, pending_after=0.5, image_listing=30.0):
+    with slower(cloud, pending_after=3.0, image_listing=30.0):
         result = bake_image(
             quick_config(tmp_path),
             fast_cloud(cloud),
