@@ -171,14 +171,13 @@ def test_foreground_serves_until_sigterm(state_dir: Path) -> None:
     assert not (state_dir / "server.json").exists()
 
 
-def test_up_on_a_busy_port_says_so(state_dir: Path) -> None:
+def test_up_on_a_busy_port_says_so(state_dir: Path, network: int) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = scaler(
-            "up", "--state-dir", str(state_dir), "--port", str(port), "--droplets", "directory"
-        )
+        where = ["--state-dir", str(state_dir), "--port", str(port), "--network", str(network)]
+        result = scaler("up", *where, "--droplets", "directory")
     assert result.returncode == 1
     assert result.stderr.startswith(
         "Error: the local cloud did not start (cannot listen on 127.0.0.1:"

@@ -242,7 +242,8 @@ def test_rolling_rollout_replaces_only_the_web_droplets(stack: Stack) -> None:
 def test_load_balancer_still_busy_with_the_last_batch_is_waited_for(stack: Stack) -> None:
     """DigitalOcean answers 403 to a balancer change while it applies the last one."""
     before = stack.cloud.delays
-    stack.cloud.delays = replace(before, lb_update=3.0)
+    # long enough that the next batch's change always meets the last one still applying
+    stack.cloud.delays = replace(before, lb_update=10.0)
     stack.cloud.reset_log()
     try:
         result = stack.rollout("--image", stack.good2, "--batch-size", "1", "--yes", *FAST)
