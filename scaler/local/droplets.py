@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Literal
 
 from scaler.fsutil import write_atomic
-from scaler.local import images, mirror, netns
+from scaler.local import firewall, images, mirror, netns
 from scaler.local.machines import MachineError, tree_size
 
 DropletKind = Literal["real", "directory", "auto"]
@@ -116,6 +116,10 @@ class RealMachines:
         self._lock = threading.RLock()
         self._running: dict[int, subprocess.Popen[bytes]] = {}
         self._mirror = mirror.Mirror()
+        # What each droplet's network must hold (reserved IPs, firewall), and what the running
+        # ones hold now: set_policies applies the difference, boot applies it all.
+        self._wanted: dict[int, firewall.Policy] = {}
+        self._applied: dict[int, firewall.Policy] = {}
         # This cloud holds network number `network` now: any namespace or veth of that number
         # is what a killed cloud left behind.
         for name in netns.sweep(network):
@@ -197,6 +201,13 @@ class RealMachines:
             self._mirror.acquire()
             net = self._net(info)
             netns.attach(net, extra_routes=(f"{mirror.ADDRESS}/32",))
+            # Its reserved IPs and firewall before its init starts: no service runs unfiltered.
+            self._applied.pop(droplet_id, None)  # a fresh veth and namespace hold nothing yet
+            try:
+                self._apply_policy(droplet_id, net)
+            except (netns.NetnsError, firewall.FirewallError) as err:
+                netns.detach(net)
+                raise MachineError(f"droplet {droplet_id} cannot start: {err}") from err
             folder = self._dir(droplet_id)
             spec = {
                 "merged": str(folder / "merged"),
@@ -232,10 +243,46 @@ class RealMachines:
                 raise MachineError(f"droplet {droplet_id} cannot start: {err}") from err
             self._running[droplet_id] = proc
 
+    def set_policies(self, policies: dict[int, firewall.Policy]) -> None:
+        """Make every running droplet's reserved IPs and firewall what `policies` says."""
+        with self._lock:
+            self._wanted = dict(policies)
+            # Addresses leave the droplets losing them before they reach the ones gaining them.
+            order = sorted(
+                self._running,
+                key=lambda i: (
+                    len(self._wanted.get(i, firewall.OPEN).reserved_ips)
+                    - len(self._applied.get(i, firewall.OPEN).reserved_ips)
+                ),
+            )
+            for droplet_id in order:
+                if self._running[droplet_id].poll() is not None:
+                    continue
+                try:
+                    self._apply_policy(droplet_id, self._net(self._info(droplet_id)))
+                except (MachineError, OSError, netns.NetnsError, firewall.FirewallError) as err:
+                    self._warn(f"droplet {droplet_id}: network not updated: {err}")
+
+    def _apply_policy(self, droplet_id: int, net: netns.DropletNet) -> None:
+        want = self._wanted.get(droplet_id, firewall.OPEN)
+        have = self._applied.get(droplet_id, firewall.OPEN)
+        if want == have:
+            return
+        if want.reserved_ips != have.reserved_ips:
+            netns.set_reserved_ips(net, have.reserved_ips, want.reserved_ips)
+        if (want.firewalled, want.inbound, want.outbound) != (
+            have.firewalled,
+            have.inbound,
+            have.outbound,
+        ):
+            firewall.apply(net.namespace, want)
+        self._applied[droplet_id] = want
+
     def halt(self, droplet_id: int) -> None:
         """Shut the droplet down cleanly (its init stops its services), then its network."""
         with self._lock:
             proc = self._running.pop(droplet_id, None)
+            self._applied.pop(droplet_id, None)
         if proc is not None:
             _stop(proc)
         with contextlib.suppress(MachineError):
@@ -325,6 +372,7 @@ class RealMachines:
         """Shut every droplet down (in parallel); files stay, so boot() brings them back."""
         with self._lock:
             running, self._running = self._running, {}
+            self._applied.clear()
         for proc in running.values():
             _signal_init(proc, _POWEROFF)
         for droplet_id, proc in running.items():

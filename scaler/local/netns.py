@@ -7,7 +7,14 @@ address Q = 127.N.2.k (all of it loopback range, as every local address is):
 - the host end (`sN-Dh`) with 127.N.0.1/32, and /32 routes to P and Q through it;
 - inside, the rest of 127.N.0.0/16 (the host end, other droplets, balancers) and the package
   mirror's address route out through the veth;
-- `route_localnet=1` on both ends (and `all` inside), which lets 127/8 traffic cross the veth.
+- `route_localnet=1` on both ends (and `all` inside), which lets 127/8 traffic cross the veth;
+- `forwarding=1` and `proxy_arp=1` on the host end only, so a packet one droplet sends to
+  another droplet's address is routed on from this veth to the other's (IPv4 honours the
+  ingress interface's `conf.<if>.forwarding`; the host's global `ip_forward` stays as it is),
+  and the host end answers the droplet's ARP for addresses it routes elsewhere (a droplet
+  looks every 127.N address up on its veth directly);
+- the reserved IPs assigned to the droplet (127.N.3.k): one more /32 on the droplet end each,
+  and a /32 route to it through the host end (`set_reserved_ips` moves them).
 
 The routes sit in the `local` routing table, which Linux consults first and which otherwise says
 that all of 127.0.0.0/8 is this host's own loopback. Removing the host end removes both ends, the
@@ -94,7 +101,12 @@ def attach(net: DropletNet, extra_routes: tuple[str, ...] = ()) -> None:
         _ip("link", "add", net.host_if, "type", "veth", "peer", "name", net.droplet_if)
         _ip("link", "set", net.droplet_if, "netns", net.namespace)
         _ip("addr", "add", f"{net.host_ip}/32", "dev", net.host_if)
-        Path(f"/proc/sys/net/ipv4/conf/{net.host_if}/route_localnet").write_text("1\n")
+        conf = Path("/proc/sys/net/ipv4/conf") / net.host_if
+        (conf / "route_localnet").write_text("1\n")
+        # Only what arrives on this veth is forwarded (to another droplet's veth): the
+        # per-interface switch, gone with the veth, never the host's global ip_forward.
+        (conf / "forwarding").write_text("1\n")
+        (conf / "proxy_arp").write_text("1\n")
         _ip("link", "set", net.host_if, "up")
         n = ["-n", net.namespace]
         _ip(*n, "link", "set", "lo", "up")
@@ -114,6 +126,20 @@ def attach(net: DropletNet, extra_routes: tuple[str, ...] = ()) -> None:
     except BaseException:
         detach(net)
         raise
+
+
+def set_reserved_ips(net: DropletNet, before: tuple[str, ...], after: tuple[str, ...]) -> None:
+    """Move the droplet's reserved IPs from `before` to `after` (addresses and host routes)."""
+    n = ["-n", net.namespace]
+    for address in before:
+        if address not in after:
+            _ip(*n, "addr", "del", f"{address}/32", "dev", net.droplet_if, check=False)
+            _ip("route", "del", f"{address}/32", "dev", net.host_if, "table", "local", check=False)
+    for address in after:
+        if address not in before:
+            _ip(*n, "addr", "replace", f"{address}/32", "dev", net.droplet_if)
+            # replace: the route may still point at the droplet it came from
+            _ip("route", "replace", f"{address}/32", "dev", net.host_if, "table", "local")
 
 
 def detach(net: DropletNet) -> None:

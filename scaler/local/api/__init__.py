@@ -34,7 +34,7 @@ Endpoints (under /v2; a trailing slash is ignored; HEAD answers like GET without
                       GET /floating_ips/{ip}/actions/{action_id}
   reserved IPs        the same under /reserved_ips (one pool: an address shows under both)
   firewalls           GET|POST /firewalls, GET|PUT|DELETE /firewalls/{id},
-                      POST|DELETE /firewalls/{id}/droplets (rules are data: nothing is filtered)
+                      POST|DELETE /firewalls/{id}/droplets (real droplets enforce them, firewall.py)
   VPCs                GET|POST /vpcs, GET|PUT|PATCH|DELETE /vpcs/{id} (a region's default VPC
                       answers by its id; an ip_range is data, never dialled)
   projects            GET|POST /projects, GET|PATCH|PUT|DELETE /projects/{id or default},

@@ -29,6 +29,7 @@ from scaler.local.api.control import control
 from scaler.local.api.faults import Faults
 from scaler.local.api.httpd import HTTPHandler, Server, bearer, parse_body, read_body, respond
 from scaler.local.api.models.clock import advance
+from scaler.local.api.models.network import droplet_policies
 from scaler.local.api.models.state import CloudState, empty_state
 from scaler.local.api.routes import ROUTES
 from scaler.local.api.routing import Request, Route, match
@@ -125,6 +126,7 @@ class LocalCloud(CloudState):
                         self.machines.boot(droplet["id"])
                     except (MachineError, OSError) as err:
                         self._warn(f"droplet {droplet['id']} did not boot: {err}")
+            self._sync_network()
             self._save()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -213,7 +215,13 @@ class LocalCloud(CloudState):
         """Apply whatever is due by now (requests do this themselves)."""
         with self._lock:
             advance(self)
+            self._sync_network()
             self._save_if_dirty()
+
+    def _sync_network(self) -> None:
+        # Real droplets' reserved IPs and firewalls follow the state (the lock is held).
+        if isinstance(self.machines, RealMachines):
+            self.machines.set_policies(droplet_policies(self._state))
 
     # -- HTTP
 
@@ -299,6 +307,9 @@ class LocalCloud(CloudState):
                 try:
                     status, payload = route.handler(self, req)
                 finally:
+                    # before the answer goes out: a client that sees an IP assigned or a
+                    # firewall saved finds the droplets' network already changed
+                    self._sync_network()
                     self._save_if_dirty()
             return status, payload, headers
         except ApiError as err:

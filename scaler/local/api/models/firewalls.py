@@ -1,4 +1,4 @@
-"""Cloud firewalls: their rules (data only: the local cloud filters no traffic) and droplets."""
+"""Cloud firewalls: their rules and droplets (real droplets enforce them, see firewall.py)."""
 
 from __future__ import annotations
 
