@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # What real local droplets need on this machine (namespaces and veths: iproute2, util-linux;
-# their base image: mmdebstrap; their package mirror: apt-cacher-ng; SSH into them: openssh-client).
-DROPLET_PACKAGES := iproute2 util-linux mmdebstrap apt-cacher-ng openssh-client
+# their base image: mmdebstrap; their package mirror: apt-cacher-ng; SSH into them: openssh-client;
+# their cloud firewalls: nftables).
+DROPLET_PACKAGES := iproute2 util-linux mmdebstrap apt-cacher-ng openssh-client nftables
 
 # As root on Debian, install what real droplets need first (once); elsewhere the demo says in
 # one line what is missing.

@@ -74,4 +74,43 @@ module "galera" {
   user_data    = local.user_data
   vpc_uuid     = var.vpc_uuid
   tags         = [digitalocean_tag.project.name]
+  client_tags  = [digitalocean_tag.wp_node.name]
+  firewall     = var.firewall
+}
+
+# The web droplets: HTTP only from the load balancer (it checks and forwards over the private
+# network), SSH from anywhere, everything outbound.
+resource "digitalocean_firewall" "wp_node" {
+  count = var.firewall ? 1 : 0
+  name  = "${var.project_name}-wp-node"
+  tags  = [digitalocean_tag.wp_node.name]
+
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "22"
+    source_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  inbound_rule {
+    protocol                  = "tcp"
+    port_range                = "80"
+    source_load_balancer_uids = [digitalocean_loadbalancer.wp_lb.id]
+  }
+
+  outbound_rule {
+    protocol              = "tcp"
+    port_range            = "1-65535"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  outbound_rule {
+    protocol              = "udp"
+    port_range            = "1-65535"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+
+  outbound_rule {
+    protocol              = "icmp"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
 }

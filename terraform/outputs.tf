@@ -19,6 +19,6 @@ output "db_node_ips" {
 }
 
 output "db_fip" {
-  description = "The floating IP (ha_db_fip) WordPress reaches the database through."
+  description = "The reserved IP (ha_db_fip) WordPress reaches the database through."
   value       = module.galera.fip
 }

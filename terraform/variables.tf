@@ -87,3 +87,9 @@ variable "lb_size_unit" {
   type        = number
   default     = 1
 }
+
+variable "firewall" {
+  description = "Cloud firewalls: HTTP to the web droplets only from the load balancer, MySQL to the database only from the web droplets, SSH from anywhere."
+  type        = bool
+  default     = true
+}

@@ -111,8 +111,18 @@ def test_stack_lifecycle(cloud: LocalCloud, stack: Path, engine: str) -> None:
         assert (check["protocol"], check["port"], check["path"]) == ("http", 80, "/")
         assert (check["check_interval_seconds"], check["response_timeout_seconds"]) == (10, 5)
         assert (check["healthy_threshold"], check["unhealthy_threshold"]) == (3, 3)
-        (fip,) = api(cloud, "GET", "/v2/floating_ips")["floating_ips"]
+        (fip,) = api(cloud, "GET", "/v2/reserved_ips")["reserved_ips"]
         assert fip["droplet"]["id"] == db[0]["id"]
+        firewalls = {f["name"]: f for f in api(cloud, "GET", "/v2/firewalls")["firewalls"]}
+        assert sorted(firewalls) == ["wordpress-db-node", "wordpress-wp-node"]
+        web_in = {r["ports"]: r["sources"] for r in firewalls["wordpress-wp-node"]["inbound_rules"]}
+        assert web_in == {
+            "22": {"addresses": ["0.0.0.0/0", "::/0"]},
+            "80": {"load_balancer_uids": [lb["id"]]},
+        }
+        db_in = {r["ports"]: r["sources"] for r in firewalls["wordpress-db-node"]["inbound_rules"]}
+        assert db_in["3306"] == {"tags": ["wp_node"]}
+        assert firewalls["wordpress-db-node"]["tags"] == ["db_node"]
 
         out = tf.output()
         assert out["lb_ip"] == lb["ip"]
@@ -120,7 +130,8 @@ def test_stack_lifecycle(cloud: LocalCloud, stack: Path, engine: str) -> None:
         assert out["db_fip"] == fip["ip"]
         state = json.loads(tf.state_pull())
         by_type = {(r.get("module", ""), r["type"], r["name"]) for r in state["resources"]}
-        assert ("module.galera", "digitalocean_floating_ip", "ha_db_fip") in by_type
+        assert ("module.galera", "digitalocean_reserved_ip", "ha_db_fip") in by_type
+        assert ("module.galera", "digitalocean_reserved_ip_assignment", "ha_db_fip") in by_type
 
         # Nothing to do right after an apply.
         assert tf.plan().changed is False
@@ -350,11 +361,30 @@ def _plain(node: Any) -> Any:
     return node.strip('"') if isinstance(node, str) else node
 
 
+def _schema_arguments(shared_data: Path) -> dict[str, tuple[set[str], dict[str, set[str]]]]:
+    """What the real provider's schema (do-provider/schema.json) lets a configuration set, by
+    type: its settable attributes and block names, and each block's settable attributes."""
+
+    def settable(attributes: dict[str, Any]) -> set[str]:
+        return {k for k, v in attributes.items() if v["required"] or v["optional"]}
+
+    schema = json.loads((shared_data / "do-provider" / "schema.json").read_text())["resources"]
+    return {
+        kind: (
+            settable(spec["attributes"]) | set(spec.get("blocks") or {}),
+            {b: settable(inner["attributes"]) for b, inner in (spec.get("blocks") or {}).items()},
+        )
+        for kind, spec in schema.items()
+    }
+
+
 def test_stack_uses_only_real_provider_arguments(shared_data: Path) -> None:
-    """terraform/ stays valid for real DigitalOcean: nothing in it exists only locally."""
+    """terraform/ stays valid for real DigitalOcean: nothing in it exists only locally (checked
+    against real states where they have the type, else against the real provider's schema)."""
     import hcl2
 
     real = _real_attributes(shared_data)
+    schema = _schema_arguments(shared_data)
     checked: set[str] = set()
     for path in sorted((ROOT / "terraform").rglob("*.tf")):
         doc = _plain(hcl2.loads(path.read_text()))
@@ -372,8 +402,14 @@ def test_stack_uses_only_real_provider_arguments(shared_data: Path) -> None:
                 for name, body in named.items():
                     args = set(body) - _META
                     allowed = _REAL_LB if kind == "digitalocean_loadbalancer" else real.get(kind)
+                    blocks: dict[str, set[str]] = {}
+                    if allowed is None and kind in schema:
+                        allowed, blocks = schema[kind]
                     assert allowed is not None, f"{kind} is in no real state; check it by hand"
                     assert args <= allowed, f"{path} {kind}.{name}: {sorted(args - allowed)}"
+                    for sub, names in blocks.items():
+                        for inner in body.get(sub, []):
+                            assert set(inner) <= names, f"{path} {kind}.{name}.{sub}"
                     if kind == "digitalocean_loadbalancer":
                         for sub, names in _REAL_BLOCKS.items():
                             for inner in body.get(sub, []):
@@ -381,7 +417,9 @@ def test_stack_uses_only_real_provider_arguments(shared_data: Path) -> None:
                     checked.add(kind)
     assert checked == {
         "digitalocean_droplet",
-        "digitalocean_floating_ip",
+        "digitalocean_firewall",
+        "digitalocean_reserved_ip",
+        "digitalocean_reserved_ip_assignment",
         "digitalocean_loadbalancer",
         "digitalocean_ssh_key",
         "digitalocean_tag",

@@ -112,6 +112,8 @@ def stack(
     cloud = baked_wordpress.cloud
     region = baked_wordpress.region
     keys = tmp_path_factory.mktemp("wordpress-db-keys")
+    (keys / "db").mkdir()
+    (keys / "web").mkdir()
     password = secrets.token_urlsafe(18) + "'\\\"$"  # quotes and a backslash: SQL, PHP, shell
     made: dict[str, Any] = {"droplets": [], "ip": None, "lb": None}
     try:

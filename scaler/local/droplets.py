@@ -12,7 +12,10 @@ A droplet is a set of namespaces, not a directory on the host:
   the layer of the snapshot it was made from) under a writable layer of its own.
 
 SSH to a droplet's address reaches the droplet's own sshd inside its namespaces (port 22), HTTP
-its own web server (port 80): provisioning a droplet can never reach this host.
+its own web server (port 80): provisioning a droplet can never reach this host. Droplets reach
+each other's addresses (routed by this host between their veths), a reserved IP reaches the
+droplet it is assigned to, and cloud firewalls filter in each droplet's namespace (set_policies,
+firewall.py).
 
 On disk, under state_dir/machines:
 
@@ -27,7 +30,7 @@ instance data (the user data, which may hold secrets such as a build's host key)
 droplet was created with (the bake's temporary key). A droplet from the snapshot gets new ones on
 first boot, as a DigitalOcean droplet does.
 
-Real droplets need root, the `ip`, `nsenter`, `unshare` and `mount` tools, overlayfs,
+Real droplets need root, the `ip`, `nsenter`, `unshare`, `mount` and `nft` tools, overlayfs,
 apt-cacher-ng, and mmdebstrap (or an already built base image); `unavailable()` says what is
 missing. Where they cannot run, the local cloud uses directory droplets (machines.py).
 """
@@ -73,6 +76,8 @@ def unavailable() -> str | None:
         filesystems = Path("/proc/filesystems").read_text()
     except OSError:
         filesystems = ""
+    if shutil.which("nft") is None and not Path("/usr/sbin/nft").exists():
+        return "real droplets need nft (Debian package nftables) for their cloud firewalls"
     if "overlay" not in filesystems:
         return "real droplets need overlayfs, which this kernel does not offer"
     if shutil.which("apt-cacher-ng") is None and not Path("/usr/sbin/apt-cacher-ng").exists():
