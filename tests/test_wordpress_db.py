@@ -11,6 +11,7 @@ module, removed at its end (also when a test fails)."""
 from __future__ import annotations
 
 import http.client
+import re
 import secrets
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import ROOT, BakedWordPress, RealDroplet, boot_real_droplet, cloud_api, wait_for
 
 from scaler.local.api import LocalCloud
@@ -28,6 +30,7 @@ from scaler.provision import SshConnection, run_playbook
 pytestmark = pytest.mark.slow
 
 DB_PLAYBOOK = ROOT / "db-node.yml"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Stack:
     lb_id: str
     lb_ip: str
     password: str
+    ip_forward: str  # the host's net.ipv4.ip_forward before the module's droplets
 
     @property
     def site(self) -> str:
@@ -116,6 +120,7 @@ def stack(
     (keys / "web").mkdir()
     password = secrets.token_urlsafe(18) + "'\\\"$"  # quotes and a backslash: SQL, PHP, shell
     made: dict[str, Any] = {"droplets": [], "ip": None, "lb": None}
+    ip_forward = IP_FORWARD.read_text()
     try:
         db = boot_real_droplet(cloud, keys / "db", "wpdb-db", "debian-12-x64", region)
         made["droplets"].append(db.id)
@@ -153,7 +158,7 @@ def stack(
                 "scaler_build_host": "web-1",
             },
         )
-        yield Stack(cloud, db, web, ip, lb["id"], lb["ip"], password)
+        yield Stack(cloud, db, web, ip, lb["id"], lb["ip"], password, ip_forward)
     finally:
         for did in made["droplets"]:
             cloud_api(cloud, "DELETE", f"droplets/{did}")
@@ -187,6 +192,21 @@ def test_wordpress_is_installed_with_the_balancers_address(stack: Stack) -> None
     journal = ssh_ok(stack.web, "journalctl -q --no-pager -u scaler-wordpress-install || true")
     assert "WordPress is installed at " + stack.site in journal
     assert stack.password not in journal
+
+
+def test_droplets_reach_each_other_but_the_host_forwards_only_their_veths(stack: Stack) -> None:
+    dial = (
+        "python3 -c 'import socket,sys; s=socket.create_connection((sys.argv[1], 3306), 5); "
+        "print(s.recv(128))' "
+    )
+    for address in (stack.db.private_ip, stack.db.public_ip, stack.reserved_ip):
+        assert "mariadb" in ssh_ok(stack.web, dial + address).lower(), address
+    # routing between the veths is switched on for them alone, never for the whole host
+    ends = [p for p in Path("/proc/sys/net/ipv4/conf").iterdir() if p.name.startswith("s")]
+    forwarding = {p.name: (p / "forwarding").read_text().strip() for p in ends}
+    network = f"s{stack.cloud.network}-"
+    assert forwarding and all(v == "1" for k, v in forwarding.items() if k.startswith(network))
+    assert IP_FORWARD.read_text() == stack.ip_forward  # the host's own switch: as it was
 
 
 def test_front_page_renders_data_from_the_database(stack: Stack) -> None:
@@ -271,6 +291,19 @@ def test_stopping_the_database_fails_the_health_path(stack: Stack) -> None:
     finally:
         ssh_ok(stack.db, "systemctl start mariadb")
     wait_for("the database", lambda: get(stack, "/scaler-wp-health.php")[0] == 200, 60)
+
+
+def test_db_role_documents_every_variable() -> None:
+    role = ROOT / "roles" / "ansible-welp-db"
+    defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
+    tasks = (role / "tasks/main.yml").read_text()
+    local = {"welp_db_created", "welp_db_settings"}  # the task's own names
+    used = set(re.findall(r"\bwelp_db_\w+", tasks))
+    assert used - local - {"welp_db_password"} <= set(defaults)
+    assert "welp_db_password" not in defaults
+    readme = (role / "README.md").read_text()
+    assert [name for name in defaults if f"`{name}`" not in readme] == []
+    assert "no_log: true" in tasks  # the task whose SQL holds the password
 
 
 def test_host_is_left_alone() -> None:
