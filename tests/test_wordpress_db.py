@@ -15,6 +15,7 @@ import re
 import secrets
 import socket
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,14 @@ def assign(cloud: LocalCloud, ip: str, droplet_id: int) -> None:
             == "completed"
         ),
     )
+
+
+def slow_api(cloud: LocalCloud, method: str, path: str) -> None:
+    """One API call that may take long: deleting a real droplet waits for its clean shutdown."""
+    request = urllib.request.Request(cloud.endpoint + path, method=method)
+    request.add_header("Authorization", f"Bearer {cloud.env()['DIGITALOCEAN_TOKEN']}")
+    with urllib.request.urlopen(request, timeout=120) as resp:
+        resp.read()
 
 
 def tag(cloud: LocalCloud, name: str, droplet_id: int) -> None:
@@ -160,15 +169,22 @@ def stack(
         )
         yield Stack(cloud, db, web, ip, lb["id"], lb["ip"], password, ip_forward)
     finally:
-        for did in made["droplets"]:
-            cloud_api(cloud, "DELETE", f"droplets/{did}")
+        # each step even when one before it failed; a droplet's delete waits for its shutdown
+        calls = [("DELETE", f"droplets/{did}") for did in made["droplets"]]
         if made["ip"]:
-            cloud_api(cloud, "DELETE", f"reserved_ips/{made['ip']}")
+            calls.append(("DELETE", f"reserved_ips/{made['ip']}"))
         if made["lb"]:
-            cloud_api(cloud, "DELETE", f"load_balancers/{made['lb']}")
+            calls.append(("DELETE", f"load_balancers/{made['lb']}"))
         for key in cloud_api(cloud, "GET", "account/keys?per_page=200")["ssh_keys"]:
             if key["name"].startswith("wpdb-"):
-                cloud_api(cloud, "DELETE", f"account/keys/{key['id']}")
+                calls.append(("DELETE", f"account/keys/{key['id']}"))
+        failed = []
+        for method, path in calls:
+            try:
+                slow_api(cloud, method, path)
+            except OSError as err:
+                failed.append(f"{method} {path}: {err}")
+        assert failed == []
 
 
 def mysql(stack: Stack, sql: str) -> str:
