@@ -347,7 +347,8 @@ def test_terraform_runs_against_the_running_cloud(state_dir: Path, tmp_path: Pat
     args = ["-auto-approve", "-no-color", "-var", "wp_node_count=1", "-var", "db_node_count=1"]
     applied = scaler("terraform", "-C", str(stack), *where, "--", "apply", *args)
     assert applied.returncode == 0, applied.stderr
-    assert "Apply complete! Resources: 7 added, 0 changed, 0 destroyed." in applied.stdout
+    # the 3 tags, 2 droplets, balancer, reserved IP, its assignment and the 2 firewalls
+    assert "Apply complete! Resources: 10 added, 0 changed, 0 destroyed." in applied.stdout
     droplets = _get(env["DIGITALOCEAN_API_URL"] + "/v2/droplets", env["DIGITALOCEAN_TOKEN"])
     assert sorted(d["name"] for d in droplets["droplets"]) == [  # type: ignore[attr-defined]
         "wordpress-db-node-01",
