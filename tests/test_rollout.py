@@ -341,7 +341,8 @@ def test_guard_on_real_plans(stack: Stack) -> None:
         )
     dbs = ", ".join(f"replace module.galera.digitalocean_droplet.db_node[{i}]" for i in range(3))
     assert str(err.value) == (
-        f"the plan would {dbs}, replace module.galera.digitalocean_reserved_ip_assignment.ha_db_fip; "
+        f"the plan would {dbs}, "
+        "replace module.galera.digitalocean_reserved_ip_assignment.ha_db_fip; "
         "a rollout may only replace digitalocean_droplet.wp_node "
         "(and update a load balancer in place)"
     )
