@@ -182,20 +182,55 @@ class CleanupStack:
         return removed, leftovers
 
 
+def _role_files(folder: Path) -> list[Path]:
+    return [
+        path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".retry"
+    ]
+
+
 def provisioning_hash(playbook: Path, roles_path: Path, cloud_config: Path) -> str:
-    """sha256 over the playbook, every file of the roles it may import, and the user data."""
+    """sha256 over the playbook, the user data, every file of roles_path and of every role the
+    playbook resolves elsewhere (beside it, ANSIBLE_ROLES_PATH, ansible.cfg's roles_path)."""
     digest = hashlib.sha256()
     files: list[tuple[str, Path]] = [("playbook", playbook), ("cloud-config", cloud_config)]
     roles = Path(roles_path)
     if roles.is_dir():
-        for path in sorted(roles.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".retry":
-                files.append((f"roles/{path.relative_to(roles).as_posix()}", path))
+        for path in _role_files(roles):
+            files.append((f"roles/{path.relative_to(roles).as_posix()}", path))
+    inside = roles.resolve()
+    # Roles found outside roles_path add their files under their own name: a bake whose roles
+    # all live in roles_path hashes as it always did.
+    for name, folder in resolve_roles(playbook, roles):
+        if folder.resolve().is_relative_to(inside):
+            continue
+        for path in _role_files(folder):
+            files.append((f"role:{name}/{path.relative_to(folder).as_posix()}", path))
     for name, path in files:
         data = Path(path).read_bytes() if Path(path).is_file() else b""
         digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def _without_token(text: str) -> str:
+    """A template or var file without what names the token: JSON without any key containing
+    `token` (canonical form), HCL without the lines that mention it."""
+    import json
+
+    def drop(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: drop(v) for k, v in value.items() if "token" not in str(k).lower()}
+        if isinstance(value, list):
+            return [drop(v) for v in value]
+        return value
+
+    try:
+        return json.dumps(drop(json.loads(text)), sort_keys=True)
+    except ValueError:
+        lines = text.splitlines(keepends=True)
+        return "".join(line for line in lines if "token" not in line.lower())
 
 
 def config_provisioning_hash(config: BakeConfig) -> str:
@@ -212,9 +247,27 @@ def config_provisioning_hash(config: BakeConfig) -> str:
         for s in config.steps
     )
     # the playbook alone (the tutorial's template too: its -vvv changes nothing baked)
-    if len(config.steps) <= 1 and plain and config.user_data is None:
+    if (
+        len(config.steps) <= 1
+        and plain
+        and config.user_data is None
+        and not config.extra_var_files
+        and not config.template_files
+    ):
         return base
     digest = hashlib.sha256(base.encode())
+    # the role's var files (-e @FILE) and the Packer template with its var files; a line that
+    # mentions the token is left out, so a new token is no reason to rebake
+    for path in config.extra_var_files:
+        data = path.read_bytes() if path.is_file() else b""
+        digest.update(f"var-file\0{len(data)}\0".encode() + data)
+    for source in config.template_files:
+        sources = (
+            sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        )
+        for path in sources:
+            kept = _without_token(path.read_text(errors="replace") if path.is_file() else "")
+            digest.update(f"packer:{path.name}\0{len(kept)}\0{kept}".encode())
     digest.update(f"user_data\0{config.user_data or ''}\0".encode())
     for step in config.steps:
         digest.update(repr(step).encode())
@@ -346,18 +399,8 @@ DB_PASSWORD_VAR = "welp_db_password"
 DB_PASSWORD_ENV = "WELP_DB_PASSWORD"
 
 
-def role_uses(playbook: Path, roles_path: Path, name: str) -> bool:
-    """True when the playbook or a role it names (found beside it or in roles_path) mentions
-    variable `name`: only then may scaler demand it."""
-    import yaml  # Ansible's own dependency
-
-    try:
-        text = Path(playbook).read_text(errors="replace")
-        plays = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError):
-        return True  # cannot tell: Ansible will say what is wrong with the playbook
-    if name in text:
-        return True
+def _role_names(plays: Any) -> set[str]:
+    """The roles a play (or a role's meta dependencies) names: `roles:`, import/include_role."""
     roles: set[str] = set()
     stack: list[Any] = [plays]
     while stack:
@@ -376,18 +419,77 @@ def role_uses(playbook: Path, roles_path: Path, name: str) -> bool:
                 elif str(key).rpartition(".")[2] in ("import_role", "include_role"):
                     if isinstance(value, dict) and isinstance(value.get("name"), str):
                         roles.add(value["name"])
+                elif key == "dependencies" and isinstance(value, list):
+                    for role in value:
+                        found = (
+                            role.get("role") or role.get("name") if isinstance(role, dict) else role
+                        )
+                        if isinstance(found, str):
+                            roles.add(found)
                 else:
                     stack.append(value)
-    folders = [Path(playbook).resolve().parent / "roles", Path(roles_path)]
-    for role in roles:
-        for base in folders:
-            folder = base / role
-            if folder.is_dir():
-                for path in folder.rglob("*"):
-                    with contextlib.suppress(OSError):
-                        if path.is_file() and name in path.read_text(errors="replace"):
-                            return True
-                break
+    return roles
+
+
+def _load_yaml(path: Path) -> Any:
+    import yaml  # Ansible's own dependency
+
+    try:
+        return yaml.safe_load(path.read_text(errors="replace"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def resolve_roles(playbook: Path, roles_path: Path) -> list[tuple[str, Path]]:
+    """Each role the playbook uses (with its meta dependencies) and the folder Ansible finds it
+    in: the playbook's roles/, then ANSIBLE_ROLES_PATH (else ansible.cfg's roles_path, else
+    Ansible's defaults), then roles_path, then the playbook's folder. Roles not found (or from
+    a collection) are left out: Ansible says what is missing."""
+    from scaler.provision import find_ansible_cfg, roles_search_path
+
+    playbook = Path(playbook)
+    here = playbook.resolve().parent
+    try:
+        searched = roles_search_path(find_ansible_cfg(playbook), [Path(roles_path)])
+    except ScalerError:
+        searched = [str(Path(roles_path).resolve())]
+    folders = [here / "roles", *(Path(p) for p in searched), here]
+    found: dict[str, Path] = {}
+    todo = sorted(_role_names(_load_yaml(playbook)))
+    while todo:
+        role = todo.pop(0)
+        if role in found:
+            continue
+        candidates = [here / role] if "/" in role else [base / role for base in folders]
+        folder = next(
+            (c for c in candidates if (c / "tasks").is_dir() or (c / "meta").is_dir()), None
+        )
+        if folder is None:
+            continue
+        found[role] = folder
+        for meta in ("main.yml", "main.yaml"):
+            if (folder / "meta" / meta).is_file():
+                todo += sorted(_role_names(_load_yaml(folder / "meta" / meta)) - set(found))
+    return sorted(found.items())
+
+
+def role_uses(playbook: Path, roles_path: Path, name: str) -> bool:
+    """True when the playbook or a role it resolves (see resolve_roles) mentions variable
+    `name`: only then may scaler demand it."""
+    import yaml  # Ansible's own dependency
+
+    try:
+        text = Path(playbook).read_text(errors="replace")
+        yaml.safe_load(text)
+    except (OSError, yaml.YAMLError):
+        return True  # cannot tell: Ansible will say what is wrong with the playbook
+    if name in text:
+        return True
+    for _, folder in resolve_roles(playbook, roles_path):
+        for path in folder.rglob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file() and name in path.read_text(errors="replace"):
+                    return True
     return False
 
 

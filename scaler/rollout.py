@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scaler import health
+from scaler.balancer import Balancer, find_balancer, member_ips
 from scaler.cloud import (
     Cloud,
     CloudError,
@@ -689,6 +690,7 @@ def _plan(
     pins: Mapping[str, str] | None,
     *,
     refresh: bool = True,
+    replace: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`terraform plan -out` with the tfvars file (and pins), as plan JSON."""
     options: dict[str, Any] = {
@@ -703,6 +705,8 @@ def _plan(
     }
     if pins is not None:
         options["var"] = {settings.pin_var: dict(pins)}
+    if replace:
+        options["replace"] = list(replace)
     tf.run("plan", **options)
     return tf.show_plan_json(out)
 
@@ -734,6 +738,8 @@ class _Now:
     check: health.HealthCheck
     names: dict[str, str] = field(default_factory=dict)
     regions: dict[str, str] = field(default_factory=dict)
+    balancer: Balancer | None = None
+    tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _read_now(tf: Terraform, settings: Settings) -> _Now:
@@ -752,24 +758,35 @@ def _read_now(tf: Terraform, settings: Settings) -> _Now:
     ]
     targets = [r for r in droplets if matches_target(r.address, settings.targets)]
     by_id = {str(r.attributes.get("id")): str(r.attributes.get("ipv4_address")) for r in droplets}
-    lbs = [r for r in state.resources if r.type == health.LB_TYPE]
-    lb_ips: list[str] = []
-    for lb in lbs:
-        if settings.load_balancer is None or lb.address == settings.load_balancer:
-            for droplet_id in lb.attributes.get("droplet_ids") or ():
-                if str(droplet_id) in by_id:
-                    lb_ips.append(by_id[str(droplet_id)])
+    # Who is behind the balancer comes from the API (the state's droplet_ids of a tag-based
+    # balancer is as old as its last refresh); the state's view only without a token.
+    cloud = _api_client(settings)
+    lb = find_balancer(cloud, state.resources, targets, settings.load_balancer)
+    members = member_ips(lb, by_id, cloud)
+    if lb.check is not None:
+        check = lb.check
+    else:
+        check = health.healthcheck_from_state(state_json, lb.address)
     return _Now(
         images={r.address: str(r.attributes.get("image")) for r in targets},
         ids={r.address: str(r.attributes.get("id")) for r in targets},
         ips={r.address: str(r.attributes.get("ipv4_address")) for r in targets},
-        lb_ips=tuple(lb_ips),
-        check=health.healthcheck_from_state(state_json, settings.load_balancer).scaled(
-            settings.health_interval
-        ),
+        lb_ips=tuple(ip for _, ip in members),
+        check=check.scaled(settings.health_interval),
         names={r.address: str(r.attributes.get("name") or "") for r in targets},
         regions={r.address: str(r.attributes.get("region") or "") for r in targets},
+        balancer=lb,
+        tags={r.address: tuple(str(t) for t in r.attributes.get("tags") or ()) for r in targets},
     )
+
+
+def _api_client(settings: Settings) -> Cloud | None:
+    """A client for the token and end point of the rollout's environment; None without a token."""
+    env = {**os.environ, **settings.env}
+    token = token_from_env(env)
+    if not token:
+        return None
+    return Cloud(token, endpoint_from(None, env), pacing=Pacing(retries=3))
 
 
 def _droplet_ids_in_state(tf: Terraform) -> set[str]:
@@ -835,14 +852,22 @@ def _pins(now: _Now, targets: Sequence[str], rolled: Sequence[str]) -> dict[str,
     return {_index(a): now.images[a] for a in targets if a not in rolled and a in now.images}
 
 
-def pin_var_missing(pin_var: str, image_var: str = IMAGE_VAR) -> str:
+def pin_lookup(pin_var: str, image_var: str = IMAGE_VAR, *, for_each: bool = False) -> str:
+    """The droplets' `image = ...` line that honours the pin variable."""
+    key = "each.key" if for_each else "tostring(count.index)"
+    return f"image = lookup(var.{pin_var}, {key}, var.{image_var})"
+
+
+def pin_var_missing(pin_var: str, image_var: str = IMAGE_VAR, *, for_each: bool = False) -> str:
     """The one-line error for a stack without the per-droplet image variable rolling needs."""
+    what = "for_each key" if for_each else "count index"
     return (
         f"rolling batches need the variable {pin_var!r} in the Terraform configuration, a map "
-        f"from count index to image that overrides {image_var} per droplet: add "
+        f"from {what} to image that overrides {image_var} per droplet: add "
         f'variable "{pin_var}" (type map(string), default {{}}) and set the droplets\' '
-        f"image = lookup(var.{pin_var}, tostring(count.index), var.{image_var}) "
-        "(as scaler's terraform/ does), or use --strategy all"
+        f"{pin_lookup(pin_var, image_var, for_each=for_each)} "
+        "(as scaler's terraform/ does), or add lifecycle { ignore_changes = [image] } to the "
+        "droplets (scaler then replaces each batch with -replace), or use --strategy all"
     )
 
 
@@ -862,12 +887,24 @@ def _lock_holder(stderr: str) -> str:
 
 
 def _index(address: str) -> str:
-    inside = address.rpartition("[")[2].rstrip("]")
-    if not inside.isdigit():
-        raise RolloutError(
-            f"{address} is not a counted instance; rolling batches need `count` droplets"
-        )
-    return inside
+    """The pin key of a target: its count index ("0") or its for_each key."""
+    base, bracket, inside = address.partition("[")
+    inside = inside[:-1] if inside.endswith("]") else inside
+    if bracket and inside.isdigit():
+        return inside
+    if bracket and inside.startswith('"'):
+        with contextlib.suppress(ValueError):
+            key = json.loads(inside)
+            if isinstance(key, str):
+                return key
+    raise RolloutError(
+        f"{address} is a single droplet, not an instance of `count` or `for_each`; rolling "
+        f'batches need several droplets of one resource ({base}[0], ... or {base}["key"])'
+    )
+
+
+def _for_each(targets: Sequence[str]) -> bool:
+    return any(a.endswith('"]') for a in targets)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -883,6 +920,8 @@ class Prepared:
     planfile: Path
     tfvars_before: bytes | None
     resumed: bool
+    # the droplets ignore image changes: each batch is replaced with `-replace=ADDRESS`
+    replace_each: bool = False
 
 
 def _previous_image(settings: Settings, now: _Now) -> str:
@@ -1011,13 +1050,30 @@ def prepare_rollout(
                 f"in {settings.tfvars} {now_is}",
                 err.offending,
             ) from None
-        if plan.strategy == "rolling" and settings.pin_var not in plan_json.get("variables", {}):
-            raise RolloutError(pin_var_missing(settings.pin_var, settings.image_var))
+        replace_each = ignores_image(plan, changes)
+        if replace_each:
+            report(
+                "the droplets ignore image changes (lifecycle ignore_changes): each batch is "
+                "replaced with terraform's -replace"
+            )
+        elif plan.strategy == "rolling" and settings.pin_var not in plan_json.get("variables", {}):
+            raise RolloutError(
+                pin_var_missing(
+                    settings.pin_var, settings.image_var, for_each=_for_each(plan.targets)
+                )
+            )
     except BaseException:
         if not resume:
             restore_tfvars(settings, before)
         raise
-    return Prepared(plan, changes, planfile, before, resume)
+    return Prepared(plan, changes, planfile, before, resume, replace_each)
+
+
+def ignores_image(plan: RolloutPlan, changes: Sequence[Change]) -> bool:
+    """True when the whole-change plan replaces none of the droplets that run another image:
+    the stack's droplets have `lifecycle { ignore_changes = [image] }`."""
+    replaced = {c.address for c in changes if c.kind in ("replace", "create")}
+    return bool(plan.replacing) and not replaced & set(plan.replacing)
 
 
 def plan_batches(
@@ -1030,10 +1086,15 @@ def plan_batches(
     rolled: list[str] = []
     for number, batch in enumerate(plan.batches, 1):
         rolled.extend(batch)
-        pins = {_index(a): now.images[a] for a in plan.targets if a not in rolled}
         planfile = settings.bookkeeping / "batch.tfplan"
-        plan_json = _plan(tf, settings, planfile, pins, refresh=False)
-        changes = check_plan(plan_json, settings.targets, expect=rolled)
+        if prepared.replace_each:
+            # nothing pins the others: each batch's plan names its droplets alone
+            plan_json = _plan(tf, settings, planfile, None, refresh=False, replace=batch)
+            changes = check_plan(plan_json, settings.targets, expect=batch)
+        else:
+            pins = {_index(a): now.images[a] for a in plan.targets if a not in rolled}
+            plan_json = _plan(tf, settings, planfile, pins, refresh=False)
+            changes = check_plan(plan_json, settings.targets, expect=rolled)
         report(f"batch {number}/{len(plan.batches)}: plan replaces {', '.join(batch)}")
         out.append((batch, changes))
     return out
@@ -1076,8 +1137,11 @@ class _Run:
         self.creating: tuple[Creating, ...] = old.creating if old else ()
         # droplet ids seen passing the health check: a resume checks every other one
         self.healthy: set[str] = set(old.healthy) if old else set()
-        self.pinned = self.plan.strategy == "rolling" and declares_variable(
-            settings.terraform_dir, settings.pin_var
+        self.replace_each = prepared.replace_each
+        self.pinned = (
+            self.plan.strategy == "rolling"
+            and not self.replace_each
+            and declares_variable(settings.terraform_dir, settings.pin_var)
         )
 
     def remaining(self) -> float:
@@ -1114,7 +1178,26 @@ class _Run:
         if isinstance(pins, dict) and pins:
             pinned = ", ".join(f"[{k}] {v}" for k, v in sorted(pins.items()))
             text += f" and {settings.pin_var} pins {pinned}"
+        if self.replace_each:
+            text += " and the droplets ignore image changes"
         return text + ": a plain terraform apply changes nothing this rollout has not changed"
+
+    def pin_what_runs(self) -> str:
+        """After a failed rollback: pin every droplet to the image it runs, so a plain
+        terraform apply changes nothing; what tfvars holds now ("" when that is unknown)."""
+        if not self.pinned:
+            return self.left_in_tfvars()
+        try:
+            now = _read_now(self.tf, self.settings)
+            pins = {
+                _index(a): now.images[a]
+                for a in self.plan.targets
+                if now.images.get(a) not in (None, self.plan.previous_image)
+            }
+            set_tfvar(self.settings.tfvars, self.settings.pin_var, pins)
+        except (ScalerError, OSError):
+            return ""
+        return self.left_in_tfvars()
 
     def reconcile(self) -> None:
         """After a kill: remove droplets an interrupted batch created outside the state."""
@@ -1212,18 +1295,12 @@ class _Run:
             )
             if healthy >= self.plan.floor:
                 return
-            by_ip = {ip: a for a, ip in now.ips.items()}
-            sick = ", ".join(by_ip.get(ip, ip) for ip in behind if ip not in passing)
-            low = (
-                f"{label}: only {healthy} healthy droplets would stay behind the load balancer "
-                f"while {', '.join(batch)} is replaced, under the floor of {self.plan.floor} "
-                f"(--max-unavailable {self.plan.max_unavailable}); not healthy: {sick or 'none'}"
-            )
+            low = _short_of_floor(label, batch, healthy, self.plan, now, behind, passing)
             if self.should_stop():
                 raise _Stopped()
             if self.clock() >= limit:
                 raise _CapacityLow(
-                    f"{low}; nothing of this batch was changed: fix them and run "
+                    f"{low}; nothing of this batch was changed: fix that and run "
                     "scaler rollout --resume"
                 )
             if not said:
@@ -1237,19 +1314,25 @@ class _Run:
         label = f"batch {number}/{len(self.plan.batches)}"
         planfile = settings.bookkeeping / "batch.tfplan"
         pins: dict[str, str] | None = None
-        if self.plan.strategy == "all":
+        if self.plan.strategy == "all" and not self.replace_each:
             planfile = self.prepared.planfile
             self.report(f"{label}: applying the plan (create before destroy)")
         else:
-            self.wait_capacity(label, batch)
+            if self.plan.strategy != "all":
+                self.wait_capacity(label, batch)
             now = _read_now(tf, settings)
-            keep = [a for a in self.plan.targets if a not in batch and a not in self.done]
-            pins = {_index(a): now.images[a] for a in keep if a in now.images}
-            if self.pinned:
+            replace: list[str] = []
+            if self.replace_each:
+                # lifecycle ignore_changes = [image]: nothing to pin, the batch is named
+                replace = [a for a in batch if now.images.get(a) != self.plan.target_image]
+            else:
+                keep = [a for a in self.plan.targets if a not in batch and a not in self.done]
+                pins = {_index(a): now.images[a] for a in keep if a in now.images}
+            if self.pinned and pins is not None:
                 # tfvars says what this batch applies: a plain apply would do the same
                 set_tfvar(settings.tfvars, settings.pin_var, pins)
             self.report(f"{label}: planning {', '.join(batch)}")
-            plan_json = _plan(tf, settings, planfile, pins, refresh=False)
+            plan_json = _plan(tf, settings, planfile, pins, refresh=False, replace=replace)
             expect = [a for a in batch if now.images.get(a) != self.plan.target_image]
             check_plan(plan_json, settings.targets, expect=expect)
             self.report(f"{label}: applying")
@@ -1329,7 +1412,8 @@ class _Run:
         try:
             now = _read_now(self.tf, settings)
             back = [a for a in self.plan.targets if now.images.get(a) != self.plan.previous_image]
-            plan_json = _plan(self.tf, settings, planfile, None)
+            replace = back if self.replace_each else []
+            plan_json = _plan(self.tf, settings, planfile, None, replace=replace)
             check_plan(plan_json, settings.targets, expect=back)
             if back:
                 _apply(self.tf, settings, planfile)
@@ -1343,10 +1427,12 @@ class _Run:
             )
         except (ScalerError, OSError) as err:
             self.save("failed")
+            left = self.pin_what_runs()
             return self.result(
                 "failed",
-                f"{reason}; the rollback failed too: {err}; image_slug is back to "
-                f"{self.plan.previous_image}, fix it and run terraform apply",
+                f"{reason}; the rollback failed too: {err}; "
+                + (left or f"image_slug is back to {self.plan.previous_image}")
+                + "; fix it and run scaler rollout --resume",
             )
         self.done = []
         self.save("rolled-back")
@@ -1358,6 +1444,53 @@ class _Run:
             back,
             rollback_healthy=outcome.ok,
         )
+
+
+def _short_of_floor(
+    label: str,
+    batch: Sequence[str],
+    healthy: int,
+    plan: RolloutPlan,
+    now: _Now,
+    behind: Sequence[str],
+    passing: Sequence[str],
+) -> str:
+    """Why fewer than the floor would stay healthy behind the balancer, and what fixes it."""
+    lb = now.balancer
+    text = (
+        f"{label}: only {healthy} healthy droplets would stay behind the "
+        f"{lb.describe() if lb else 'load balancer'} while {', '.join(batch)} is replaced, "
+        f"under the floor of {plan.floor} (--max-unavailable {plan.max_unavailable})"
+    )
+    by_ip = {ip: a for a, ip in now.ips.items()}
+    sick = [by_ip.get(ip, ip) for ip in behind if ip not in passing]
+    if sick:
+        check = now.check
+        where = f"{check.protocol}:{check.port}{check.path if check.protocol != 'tcp' else ''}"
+        text += f"; not healthy: {', '.join(sick)} (the balancer's check {where})"
+    lb_ips = set(now.lb_ips)
+    outside = [
+        a for a in plan.targets if a not in batch and a in now.ips and now.ips[a] not in lb_ips
+    ]
+    if outside and lb is not None and lb.tag:
+        carry = "; ".join(f"{a} has {', '.join(now.tags.get(a, ())) or 'none'}" for a in outside)
+        text += (
+            f"; not behind it: {', '.join(outside)}: the balancer takes the droplets tagged "
+            f"{lb.tag!r} ({carry}): add {lb.tag!r} to the droplets' tags"
+        )
+    elif outside:
+        text += (
+            f"; not behind it: {', '.join(outside)}: add them to the balancer's droplet_ids "
+            "(or give it a droplet_tag the droplets carry)"
+        )
+    if not sick and not outside:
+        text += (
+            f"; it has {len(behind)} droplets besides this batch: raise --max-unavailable or "
+            "run more droplets"
+        )
+    if lb is not None and lb.source == "state":
+        text += " (who is behind it is the Terraform state's view: no API token to ask)"
+    return text
 
 
 class _BatchFailed(Exception):

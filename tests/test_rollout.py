@@ -547,9 +547,10 @@ def test_low_capacity_stops_before_the_batch_and_resumes(stack: Stack) -> None:
     )
     assert result.exit_code == 1
     message = (
-        f"batch 1/3: only 1 healthy droplets would stay behind the load balancer while {WEB[0]} "
-        "is replaced, under the floor of 2 (--max-unavailable 1); not healthy: "
-        f"{WEB[1]}; nothing of this batch was changed: fix them and run scaler rollout --resume"
+        "batch 1/3: only 1 healthy droplets would stay behind the load balancer wordpress-lb "
+        f"(digitalocean_loadbalancer.wp_lb) while {WEB[0]} is replaced, under the floor of 2 "
+        f"(--max-unavailable 1); not healthy: {WEB[1]} (the balancer's check http:80/); "
+        "nothing of this batch was changed: fix that and run scaler rollout --resume"
         f"; {stack.tfvars} holds image_slug = {stack.good2} and wp_node_images pins [0] "
         f"{stack.good}, [1] {stack.good}, [2] {stack.good}: a plain terraform apply changes "
         "nothing this rollout has not changed"
