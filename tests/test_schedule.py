@@ -292,3 +292,16 @@ def test_the_ci_sample_runs_commands_scaler_accepts() -> None:
             known = {o for p in command.params for o in p.opts}
             assert options <= known, options - known
     assert seen == {"rebake", "prune"}
+
+
+def test_cron_line_reads_the_same_token_file_as_the_unit(tmp_path: Path) -> None:
+    args = ["schedule", "--every", "daily", "--workdir", str(tmp_path), "--scaler", SCALER]
+    cron = CliRunner().invoke(main, [*args, "--cron"])
+    assert cron.exit_code == 0, cron.output
+    assert " && set -a && . /etc/scaler/scaler.env && set +a && flock -n " in cron.stdout
+    unit = CliRunner().invoke(main, args)
+    assert "EnvironmentFile=/etc/scaler/scaler.env" in unit.stdout
+    user = CliRunner().invoke(main, [*args, "--cron", "--user"], env={"HOME": str(tmp_path)})
+    assert f". {tmp_path}/.config/scaler/scaler.env && set +a" in user.stdout
+    none = CliRunner().invoke(main, [*args, "--cron", "--env-file", ""])
+    assert "set -a" not in none.stdout

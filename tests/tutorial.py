@@ -134,6 +134,8 @@ def write_stack(folder: Path, attach: Attach, image: str | int, **options: objec
     if options.get("galera", True):
         (folder / "galera").mkdir(exist_ok=True)
         (folder / "galera" / "main.tf").write_text(_GALERA)
+        # a module names its provider's source too, else Terraform looks for hashicorp's
+        (folder / "galera" / "versions.tf").write_text(_VERSIONS.split("provider ")[0])
     tfvars = f'# the web image\nimage_slug = "{image}"\n'
     if options.get("user_data"):
         tfvars += 'user_data_file = "cloud-config.yaml"\n'

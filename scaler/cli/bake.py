@@ -238,6 +238,11 @@ def bake(
         for warning in inventory.warnings:
             click.echo(f"Warning: {warning}", err=True)
         progress(f"inventory from {source.path}")
+        if config.playbook == BakeConfig().playbook:
+            progress(
+                f"playbook: scaler's bundled {config.playbook} (no --playbook, "
+                "--packer-template or scaler.toml names one)"
+            )
         pacing = Pacing(poll_min=config.poll_min, poll_max=config.poll_max)
         cloud = Cloud(token, endpoint, pacing=pacing, on_progress=progress)
         result = bake_image(

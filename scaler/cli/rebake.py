@@ -47,11 +47,22 @@ class LoadedBake:
 
 
 def load_bake_config(
-    config_path: Path | None, template: Path | None, packer_vars: Path | None
+    config_path: Path | None,
+    template: Path | None,
+    packer_vars: Path | None,
+    *,
+    required: bool = False,
 ) -> LoadedBake:
-    """scaler.toml's [bake] (if any), then the Packer template (if given)."""
+    """scaler.toml's [bake] (if any), then the Packer template (if given); with `required`,
+    having neither is an error saying what to pass (no bake of scaler's bundled playbook)."""
     config = BakeConfig()
     found = find_config_file(config_path)
+    if found is None and template is None and required:
+        raise ScalerError(
+            "no bake settings: pass --packer-template wp-node.json --packer-var-file "
+            "variables.json (your Packer files), or --config scaler.toml (a [bake] table; none "
+            "was found here, in a parent folder or in $SCALER_CONFIG)"
+        )
     if found is not None:
         config = load_config_file(found, config)
     token = None
@@ -219,7 +230,7 @@ def rebake(
         check_url(notify_url)
     if prune_older_than and prune_keep is None:
         raise click.UsageError("--prune-older-than needs --prune-keep N")
-    loaded = load_bake_config(config_path, template, packer_var_file)
+    loaded = load_bake_config(config_path, template, packer_var_file, required=True)
     loaded = replace(loaded, config=with_role_vars(loaded.config, extra_vars, vault_password_files))
     secrets = tuple(s for s in (*known_secrets(), loaded.token) if s)
     log = EventLog(log_format, secrets=secrets)

@@ -96,8 +96,16 @@ def _bake(
 
     config = BakeConfig()
     path = find_config_file(config_file)
-    if path is not None:
-        config = load_config_file(path, config)
+    if path is None:
+        # never a bake of scaler's own bundled playbook that nobody asked for
+        raise ScalerError(
+            "no image to roll out and no bake settings to bake one: pass --image ID or "
+            "--from-manifest manifest.json, or --bake-config scaler.toml (a [bake] table; "
+            "none was found here, in a parent folder or in $SCALER_CONFIG)"
+        )
+    config = load_config_file(path, config)
+    if config.playbook == BakeConfig().playbook:
+        report(f"{path} names no playbook: baking with scaler's bundled {config.playbook}")
     config = with_role_vars(config, extra_vars, vault_password_files)
     token = token_from_env()
     if not token:

@@ -115,6 +115,13 @@ def schedule(
             raise click.UsageError(
                 "--install writes systemd units; add the --cron line with crontab -e"
             )
+        if env_file is None:
+            # the same token file the systemd unit reads (cron knows no %h)
+            env_file = (
+                os.path.expanduser(USER_ENV_FILE.replace("%h", "~"))
+                if user_units
+                else SYSTEM_ENV_FILE
+            )
         click.echo(render_cron_line(plan, command, workdir=where, env_file=env_file or None))
         return
     if env_file is None:

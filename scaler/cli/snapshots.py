@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +64,16 @@ _options = option_group(
         type=click.Path(dir_okay=False, path_type=Path),
         help="scaler.toml (default: ./scaler.toml when present).",
     ),
+    click.option(
+        "--packer-template",
+        type=click.Path(path_type=Path),
+        help="The Packer template the snapshots are baked from (its project_name).",
+    ),
+    click.option(
+        "--packer-var-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The template's var file (variables.json): the project is its project_name.",
+    ),
     click.option("--json", "as_json", is_flag=True, help="Print JSON."),
 )
 
@@ -75,12 +86,25 @@ def _tfvars(
     return files, files[0] if len(files) == 1 else tfvars_holding(files, IMAGE_VAR)
 
 
-def _project(explicit: str | None, config_path: Path | None, files: tuple[Path, ...]) -> str:
+def _project(
+    explicit: str | None,
+    config_path: Path | None,
+    files: tuple[Path, ...],
+    template: Path | None = None,
+    packer_var_file: Path | None = None,
+) -> tuple[str, bool]:
+    """The project name, and whether it is scaler's default (nothing named one)."""
     if explicit:
-        return explicit
-    loaded = load_bake_config(config_path, None, None)
+        return explicit, False
+    if packer_var_file is not None and template is None:
+        # the tutorial's variables.json alone names the project
+        with contextlib.suppress(OSError, ValueError):
+            value = json.loads(packer_var_file.read_text()).get("project_name")
+            if isinstance(value, str) and value:
+                return value, False
+    loaded = load_bake_config(config_path, template, packer_var_file)
     if loaded.explicit_project:
-        return loaded.config.project
+        return loaded.config.project, False
     # The stack names its droplets and snapshots after project_name in terraform.tfvars; as in
     # Terraform, a later file wins.
     for var_file in reversed(files):
@@ -89,8 +113,14 @@ def _project(explicit: str | None, config_path: Path | None, files: tuple[Path, 
         except TfvarsError:
             continue
         if isinstance(value, str) and value:
-            return value
-    return loaded.config.project
+            return value, False
+    return loaded.config.project, True
+
+
+_NAME_IT = (
+    "pass --project NAME, --packer-var-file variables.json (its project_name), or set "
+    "project in scaler.toml's [bake]"
+)
 
 
 def _in_use(
@@ -180,6 +210,8 @@ def list_command(
     tfvars: tuple[Path, ...],
     old_tfvars: tuple[Path, ...],
     config_path: Path | None,
+    packer_template: Path | None,
+    packer_var_file: Path | None,
     as_json: bool,
 ) -> None:
     """List the project's snapshots, newest first: age, size, regions, in use.
@@ -190,10 +222,16 @@ def list_command(
       scaler snapshots list --project wordpress --json
     """
     files, image_file = _tfvars(terraform_dir, tfvars, old_tfvars)
-    name = _project(project, config_path, files)
+    name, defaulted = _project(project, config_path, files, packer_template, packer_var_file)
     in_use, problem = _in_use(terraform_dir, state, image_file, required=False)
     if problem:
         click.echo(problem, err=True)
+    if defaulted:
+        click.echo(
+            f"note: listing project {name!r}, scaler's default (nothing here names one); "
+            + _NAME_IT,
+            err=True,
+        )
     cloud = cloud_from(None)
     now = datetime.now(UTC)
     rows = [
@@ -228,6 +266,8 @@ def prune(
     tfvars: tuple[Path, ...],
     old_tfvars: tuple[Path, ...],
     config_path: Path | None,
+    packer_template: Path | None,
+    packer_var_file: Path | None,
     as_json: bool,
 ) -> None:
     """Delete old snapshots; a dry run unless --yes.
@@ -243,8 +283,14 @@ def prune(
     """
     age = parse_age(older_than) if older_than else None
     files, image_file = _tfvars(terraform_dir, tfvars, old_tfvars)
-    name = _project(project, config_path, files)
+    name, defaulted = _project(project, config_path, files, packer_template, packer_var_file)
     in_use, _ = _in_use(terraform_dir, state, image_file, required=True)
+    if defaulted:
+        click.echo(
+            f"note: pruning project {name!r}, scaler's default (nothing here names one); "
+            + _NAME_IT,
+            err=True,
+        )
     cloud = cloud_from(None)
     now = datetime.now(UTC)
     mine = project_snapshots(list_snapshots(cloud), name)
