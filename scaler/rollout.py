@@ -1227,6 +1227,16 @@ class _Run:
         self.creating = ()
         self.save("running")
 
+    def droplet_tags(self, droplet_id: str) -> tuple[str, ...] | None:
+        """A droplet's tags as the API has them now (the state's are as old as its refresh)."""
+        cloud = _api_client(self.settings)
+        if cloud is None or not droplet_id.isdigit():
+            return None
+        try:
+            return cloud.get_droplet(int(droplet_id)).tags
+        except CloudError:
+            return None
+
     def observe(self, count: int) -> None:
         self.min_healthy = count if self.min_healthy is None else min(self.min_healthy, count)
 
@@ -1295,7 +1305,9 @@ class _Run:
             )
             if healthy >= self.plan.floor:
                 return
-            low = _short_of_floor(label, batch, healthy, self.plan, now, behind, passing)
+            low = _short_of_floor(
+                label, batch, healthy, self.plan, now, behind, passing, self.droplet_tags
+            )
             if self.should_stop():
                 raise _Stopped()
             if self.clock() >= limit:
@@ -1454,8 +1466,10 @@ def _short_of_floor(
     now: _Now,
     behind: Sequence[str],
     passing: Sequence[str],
+    tags_of: Callable[[str], tuple[str, ...] | None] = lambda _: None,
 ) -> str:
-    """Why fewer than the floor would stay healthy behind the balancer, and what fixes it."""
+    """Why fewer than the floor would stay healthy behind the balancer, and what fixes it;
+    `tags_of(droplet id)` gives a droplet's tags as the API has them now (None: unknown)."""
     lb = now.balancer
     text = (
         f"{label}: only {healthy} healthy droplets would stay behind the "
@@ -1469,11 +1483,16 @@ def _short_of_floor(
         where = f"{check.protocol}:{check.port}{check.path if check.protocol != 'tcp' else ''}"
         text += f"; not healthy: {', '.join(sick)} (the balancer's check {where})"
     lb_ips = set(now.lb_ips)
+
+    def _tags(address: str) -> tuple[str, ...]:
+        live = tags_of(now.ids.get(address, ""))
+        return now.tags.get(address, ()) if live is None else live
+
     outside = [
         a for a in plan.targets if a not in batch and a in now.ips and now.ips[a] not in lb_ips
     ]
     if outside and lb is not None and lb.tag:
-        carry = "; ".join(f"{a} has {', '.join(now.tags.get(a, ())) or 'none'}" for a in outside)
+        carry = "; ".join(f"{a} has {', '.join(_tags(a)) or 'no tags'}" for a in outside)
         text += (
             f"; not behind it: {', '.join(outside)}: the balancer takes the droplets tagged "
             f"{lb.tag!r} ({carry}): add {lb.tag!r} to the droplets' tags"

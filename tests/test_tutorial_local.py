@@ -69,6 +69,14 @@ def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -
     return done
 
 
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return str(resp.read().decode().strip())
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class Baked:
     """The user's project and the two snapshots baked from it (page v1, then v2)."""
@@ -118,8 +126,8 @@ class Stack:
         out = []
         for droplet in droplets["droplets"]:
             ip = next(n["ip_address"] for n in droplet["networks"]["v4"] if n["type"] == "public")
-            with urllib.request.urlopen(f"http://{ip}:{port}/", timeout=10) as resp:
-                out.append(resp.read().decode().strip())
+            # a droplet just created boots for a while before its nginx answers
+            out.append(wait_for(f"nginx on {ip}", lambda ip=ip: _get(f"http://{ip}:{port}/"), 180))
         return sorted(out)
 
     def images(self) -> list[int]:
@@ -251,7 +259,7 @@ def test_scheduled_rebake_not_due_then_the_role_edited_then_rolled_out(
     baked = tutorial_baked
     project = Path(shutil.copytree(baked.project, tmp_path / "site"))
     rebake = ["rebake", "--packer-template", "web-node.json", "--packer-var-file"]
-    rebake += ["variables.json", "--state", str(ROOT / "examples" / "terraform.tfstate")]
+    rebake += ["variables.json"]
     with applied(baked, tmp_path / "stack", "droplet_tag", baked.v2, galera=False) as stack:
         rebake += ["-C", str(stack.dir)]
         quiet = run([*rebake, "--check"], project, baked.env())

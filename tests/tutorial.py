@@ -110,8 +110,9 @@ def stack_tf(
         )
         lines.append(
             'resource "digitalocean_loadbalancer" "www" {\n'
-            '  name   = "${var.project_name}-lb"\n'
-            '  region = "nyc3"\n\n'
+            '  name      = "${var.project_name}-lb"\n'
+            '  region    = "nyc3"\n'
+            "  size_unit = 1\n\n"
             "  forwarding_rule {\n"
             '    entry_protocol  = "http"\n'
             "    entry_port      = 80\n"
