@@ -785,7 +785,8 @@ def test_rolling_needs_the_pin_variable_and_says_how_to_add_it(stack: Stack) -> 
         "configuration, a map from count index to image that overrides image_slug per droplet: "
         'add variable "wp_node_images" (type map(string), default {}) and set the droplets\' '
         "image = lookup(var.wp_node_images, tostring(count.index), var.image_slug) "
-        "(as scaler's terraform/ does), or use --strategy all"
+        "(as scaler's terraform/ does), or add lifecycle { ignore_changes = [image] } to the "
+        "droplets (scaler then replaces each batch with -replace), or use --strategy all"
     )
     assert stack.tfvars.read_bytes() == before
     assert stack.ids() == stack.before

@@ -238,3 +238,16 @@ def test_without_the_pin_variable_a_plain_apply_changes_nothing(site: Site) -> N
     with local_provider(site.cloud.env()) as env:
         plan = Terraform(site.dir, env=env).plan()
     assert not plan.changed
+
+
+def test_for_each_targets_pin_by_their_key_and_get_the_for_each_lines() -> None:
+    from scaler.rollout import RolloutError, _index, pin_var_missing
+
+    assert _index('digitalocean_droplet.wp_node["blue"]') == "blue"
+    assert _index("digitalocean_droplet.wp_node[2]") == "2"
+    with pytest.raises(RolloutError, match=r"^digitalocean_droplet\.web is a single droplet"):
+        _index("digitalocean_droplet.web")
+    assert "image = lookup(var.wp_node_images, each.key, var.image_slug)" in pin_var_missing(
+        "wp_node_images", for_each=True
+    )
+    assert "a map from for_each key to image" in pin_var_missing("wp_node_images", for_each=True)

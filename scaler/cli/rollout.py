@@ -305,8 +305,14 @@ def rollout(
       }
       # in resource "digitalocean_droplet" "wp_node" (count = ...):
       image = lookup(var.wp_node_images, tostring(count.index), var.image_slug)
+      # or, with for_each = ...:
+      image = lookup(var.wp_node_images, each.key, var.image_slug)
 
-    Without it only --strategy all works. Terraform runs with every --tfvars
+    A stack without it may instead have `lifecycle { ignore_changes =
+    [image] }` on the droplets: each batch is then replaced with -replace.
+    Without either only --strategy all works. Who is behind the balancer
+    (droplet_ids, droplet_tag, or one outside the stack that selects the
+    droplets by tag) is read from the API before every batch. Terraform runs with every --tfvars
     file in order (-var-file; image_slug is written into the one that sets it),
     --lock-timeout, --parallelism and --workspace; init runs when the data
     directory (TF_DATA_DIR, default .terraform) is missing, or with
