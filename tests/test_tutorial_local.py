@@ -156,9 +156,13 @@ def plain_plan_changes(stack: Stack) -> bool:
         return Terraform(stack.dir, env=env).plan().changed
 
 
-def progress_done(stack: Stack) -> int:
+def progress_done(stack: Stack, image: int) -> int:
+    """Droplets the rollout record of the rollout to `image` counts as done (0 before it)."""
     record = stack.dir / ".scaler" / "rollout.json"
-    return len(json.loads(record.read_text())["done"]) if record.exists() else 0
+    if not record.exists():
+        return 0
+    data = json.loads(record.read_text())
+    return len(data["done"]) if data["target_image"] == str(image) else 0
 
 
 @pytest.mark.slow
@@ -200,7 +204,7 @@ def test_tag_balancer_rolling_canary_then_interrupted_and_resumed(
             cmd, env=baked.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         try:
-            wait_for("the first batch", lambda: progress_done(stack) >= 1, timeout=300)
+            wait_for("the first batch", lambda: progress_done(stack, baked.v1) >= 1, timeout=300)
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=300)
         finally:
