@@ -8,7 +8,14 @@ once, and `-target` cannot help: targeting the load balancer pulls in all drople
 on, and leaving it out leaves the balancer pointing at destroyed droplets. So the stack gives
 each droplet an override (`wp_node_images`, a map from count index to image); per batch scaler
 pins the droplets not yet rolled to the image they run, and a plain whole-configuration plan then
-replaces exactly the batch and updates the balancer's droplet_ids in place, in one apply.
+replaces exactly the batch and updates the balancer's droplet_ids in place, in one apply
+(`for_each` droplets are pinned by key). A stack without the map whose droplets have
+`lifecycle { ignore_changes = [image] }` plans no replacement when image_slug changes: each
+batch is then named with `-replace`, and tfvars needs no pins.
+
+Who is behind the balancer comes from the API (scaler.balancer), read again before every check:
+the state's droplet_ids of a tag-based balancer lags until a refresh, and a balancer made
+outside the stack is not in the state at all.
 
 The guard (per plan): the rollout targets (default every `digitalocean_droplet.wp_node`) may be
 replaced or updated; an in-place update of a load balancer is allowed, because replacing its
