@@ -214,25 +214,6 @@ def provisioning_hash(playbook: Path, roles_path: Path, cloud_config: Path) -> s
     return digest.hexdigest()
 
 
-def _without_token(text: str) -> str:
-    """A template or var file without what names the token: JSON without any key containing
-    `token` (canonical form), HCL without the lines that mention it."""
-    import json
-
-    def drop(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: drop(v) for k, v in value.items() if "token" not in str(k).lower()}
-        if isinstance(value, list):
-            return [drop(v) for v in value]
-        return value
-
-    try:
-        return json.dumps(drop(json.loads(text)), sort_keys=True)
-    except ValueError:
-        lines = text.splitlines(keepends=True)
-        return "".join(line for line in lines if "token" not in line.lower())
-
-
 def config_provisioning_hash(config: BakeConfig) -> str:
     """The provisioning hash of what a bake with `config` runs (a rebake compares it).
 
@@ -247,27 +228,13 @@ def config_provisioning_hash(config: BakeConfig) -> str:
         for s in config.steps
     )
     # the playbook alone (the tutorial's template too: its -vvv changes nothing baked)
-    if (
-        len(config.steps) <= 1
-        and plain
-        and config.user_data is None
-        and not config.extra_var_files
-        and not config.template_files
-    ):
+    if len(config.steps) <= 1 and plain and config.user_data is None and not config.extra_var_files:
         return base
     digest = hashlib.sha256(base.encode())
-    # the role's var files (-e @FILE) and the Packer template with its var files; a line that
-    # mentions the token is left out, so a new token is no reason to rebake
+    # the role's var files (-e @FILE): the role's inputs
     for path in config.extra_var_files:
         data = path.read_bytes() if path.is_file() else b""
         digest.update(f"var-file\0{len(data)}\0".encode() + data)
-    for source in config.template_files:
-        sources = (
-            sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
-        )
-        for path in sources:
-            kept = _without_token(path.read_text(errors="replace") if path.is_file() else "")
-            digest.update(f"packer:{path.name}\0{len(kept)}\0{kept}".encode())
     digest.update(f"user_data\0{config.user_data or ''}\0".encode())
     for step in config.steps:
         digest.update(repr(step).encode())

@@ -118,8 +118,6 @@ class BakeConfig:
     build_name: str = "digitalocean"
     playbook: Path = REPO_ROOT / "packer-build.yml"
     roles_path: Path = REPO_ROOT / "roles"
-    # the Packer template (file or folder) and its var files the settings came from
-    template_files: tuple[Path, ...] = ()
     host_alias: str = "packerbox"
     groups: tuple[str, ...] = ("all", "wp_node")
     manifest: Path = Path("manifest.json")
@@ -624,10 +622,7 @@ def load_packer_template(
     build = read_packer_template(
         template_path, var_file=var_file, variables=variables, started=started, run_uuid=run_uuid
     )
-    loaded = config_from_build(build, base)
-    var_files = [var_file] if isinstance(var_file, str | Path) else list(var_file or [])
-    sources = tuple(Path(p).resolve() for p in (template_path, *var_files))
-    return replace(loaded, config=replace(loaded.config, template_files=sources))
+    return config_from_build(build, base)
 
 
 def config_from_build(build: PackerBuild, base: BakeConfig) -> Loaded:

@@ -1,6 +1,6 @@
 """The provisioning hash covers what a bake runs: the user's playbook and every role it resolves
 (beside the playbook, ANSIBLE_ROLES_PATH, ansible.cfg's roles_path, meta dependencies), the user
-data, the role's var files and the Packer template with its var files (the token left out)."""
+data and the role's var files."""
 
 from __future__ import annotations
 
@@ -81,17 +81,24 @@ def test_a_role_found_through_ansible_cfg(project: Path, tmp_path: Path) -> None
     assert config_provisioning_hash(config) != before
 
 
-def test_the_token_is_no_reason_to_rebake_but_the_var_files_are(project: Path) -> None:
+def test_the_token_is_no_reason_to_rebake(project: Path) -> None:
     variables = json.loads((project / "variables.json").read_text())
     before = config_provisioning_hash(tutorial_config(project))
     (project / "variables.json").write_text(
         json.dumps({**variables, "do_api_token": "dop_v1_" + "ab" * 32}, indent=2) + "\n"
     )
     assert config_provisioning_hash(tutorial_config(project)) == before
-    (project / "variables.json").write_text(
-        json.dumps({**variables, "project_name": "other"}, indent=2) + "\n"
-    )
-    assert config_provisioning_hash(tutorial_config(project)) != before
+
+
+def test_a_role_var_file_is_in_the_hash(project: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    extra = tmp_path / "vars.yml"
+    extra.write_text("site_page: a\n")
+    config = replace(tutorial_config(project), extra_var_files=(extra,))
+    before = config_provisioning_hash(config)
+    extra.write_text("site_page: b\n")
+    assert config_provisioning_hash(config) != before
 
 
 def test_the_role_declares_no_database_password(project: Path) -> None:
