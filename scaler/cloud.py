@@ -511,8 +511,9 @@ class Cloud:
         images: list[Image] = []
         page = 1
         while True:
-            data = self.request("GET", f"images?private=true&type=snapshot&page={page}")
-            images += [_image(i) for i in data.get("images", [])]
+            # The API filters by type only for distribution and application images.
+            data = self.request("GET", f"images?private=true&page={page}")
+            images += [_image(i) for i in data.get("images", []) if i.get("type") == "snapshot"]
             if not data.get("links", {}).get("pages", {}).get("next"):
                 return images
             page += 1

@@ -81,6 +81,22 @@ def _provider_poll_scale() -> Iterator[None]:
         os.environ.pop("SCALER_LOCAL_PROVIDER_POLL", None)
 
 
+# DigitalOcean's API spec: every local cloud of the session checks its requests against it.
+API_SPEC = SHARED_DATA / "do-openapi" / "DigitalOcean-public.v2.subset.yaml"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _requests_checked_by_the_spec() -> Iterator[None]:
+    """SCALER_LOCAL_SPEC for every local cloud of the session (in process or not), when the spec
+    is in ../shared/data: a request DigitalOcean would refuse is refused in every test."""
+    saved = os.environ.get("SCALER_LOCAL_SPEC")
+    if saved is None and API_SPEC.is_file():
+        os.environ["SCALER_LOCAL_SPEC"] = str(API_SPEC)
+    yield
+    if saved is None:
+        os.environ.pop("SCALER_LOCAL_SPEC", None)
+
+
 @pytest.fixture(scope="session")
 def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """One local cloud per test session and worker: free port, free network, 0.2 s delays."""

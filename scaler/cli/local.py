@@ -75,6 +75,15 @@ def local() -> None:
     "GB, load balancers ~1 min, slow deletes, short lags after actions); --delay overrides "
     "its boot and action times.",
 )
+@click.option(
+    "--spec",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="SCALER_LOCAL_SPEC",
+    default=None,
+    help="DigitalOcean's OpenAPI file (DigitalOcean-public.v2.yaml, refs inlined): every "
+    "request body and query of an operation it describes is checked, and refused as "
+    "DigitalOcean refuses it [env: SCALER_LOCAL_SPEC].",
+)
 @click.option("--foreground", is_flag=True, help="Serve in this terminal until Ctrl-C.")
 def up(
     state_dir: Path,
@@ -84,6 +93,7 @@ def up(
     rate_limit: int,
     droplets: DropletKind,
     timing: str,
+    spec: Path | None,
     foreground: bool,
 ) -> None:
     """Start the local cloud and print `export` lines for its environment.
@@ -115,6 +125,7 @@ def up(
             delays=api.timing_delays(timing, delay),
             rate_limit_per_minute=rate_limit,
             droplets=droplets,
+            spec=spec,
         )
         click.echo("local cloud stopped; its state stays in " + str(state_dir), err=True)
         return
@@ -130,6 +141,7 @@ def up(
         rate_limit_per_minute=rate_limit,
         droplets=droplets,
         timing=timing,
+        spec=spec,
     )
     if was_running:
         _already(info)

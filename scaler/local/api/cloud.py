@@ -33,6 +33,7 @@ from scaler.local.api.models.network import droplet_policies
 from scaler.local.api.models.state import CloudState, empty_state
 from scaler.local.api.routes import ROUTES
 from scaler.local.api.routing import Request, Route, match
+from scaler.local.api.validation import load_validator
 from scaler.local.droplets import DropletKind, RealMachines
 from scaler.local.droplets import unavailable as real_droplets_unavailable
 from scaler.local.machines import MachineError, Machines
@@ -53,6 +54,7 @@ class LocalCloud(CloudState):
         web_port: int | None = None,
         verbose: bool = False,
         droplets: DropletKind = "directory",
+        spec: Path | None = None,
     ) -> None:
         if network is not None and not 1 <= network <= 254:
             raise LocalCloudError(f"network must be 1-254 (droplets get 127.N.1.k), got {network}")
@@ -65,6 +67,8 @@ class LocalCloud(CloudState):
         self.rate_limit_per_minute = rate_limit_per_minute
         self.verbose = verbose
         self.faults = Faults()
+        # Requests are checked against DigitalOcean's OpenAPI spec (this or $SCALER_LOCAL_SPEC).
+        self.validator = load_validator(spec)
         self._delays = delays or Delays()
         self._port = port
         self._lock = threading.RLock()
@@ -301,6 +305,8 @@ class LocalCloud(CloudState):
             body = parse_body(raw) if method in ("POST", "PUT", "PATCH", "DELETE") else {}
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(raw_query).items()}
             host = h.headers.get("Host") or f"127.0.0.1:{self._port}"
+            if self.validator is not None:
+                self.validator.check(route.method, route.spec_path, query, body)
             req = Request(method, path, query, raw_query, body, params, f"http://{host}")
             with self._lock:
                 advance(self)

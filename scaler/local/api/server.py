@@ -108,6 +108,7 @@ def serve(
     delays: Delays | None = None,
     rate_limit_per_minute: int = 250,
     droplets: DropletKind = "auto",
+    spec: Path | None = None,
 ) -> None:
     """Run a local cloud in this process until SIGTERM or Ctrl-C (`up --foreground`)."""
     state_dir = Path(state_dir)
@@ -119,6 +120,7 @@ def serve(
         delays=delays,
         rate_limit_per_minute=rate_limit_per_minute,
         droplets=droplets,
+        spec=spec,
     )
     stop = threading.Event()
     previous = {
@@ -153,6 +155,7 @@ def launch(
     rate_limit_per_minute: int = 250,
     droplets: DropletKind = "auto",
     timing: str = "default",
+    spec: Path | None = None,
 ) -> tuple[ServerInfo, bool]:
     """Start a background server for state_dir unless one runs; returns it, and if it ran."""
     state_dir = Path(state_dir)
@@ -169,6 +172,8 @@ def launch(
         argv += ["--delay", str(delay)]
     if timing != "default":
         argv += ["--timing", timing]
+    if spec is not None:
+        argv += ["--spec", str(Path(spec).resolve())]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
@@ -234,6 +239,7 @@ def main() -> None:
     parser.add_argument("--rate-limit", type=int, default=250, help="requests a minute per token")
     parser.add_argument("--droplets", choices=["auto", "real", "directory"], default="auto")
     parser.add_argument("--timing", choices=TIMINGS, default="default")
+    parser.add_argument("--spec", type=Path, default=None, help="the OpenAPI file to check by")
     args = parser.parse_args()
     try:
         serve(
@@ -244,6 +250,7 @@ def main() -> None:
             delays=timing_delays(args.timing, args.delay),
             rate_limit_per_minute=args.rate_limit,
             droplets=args.droplets,
+            spec=args.spec,
         )
     except ScalerError as err:
         print(f"Error: {err}", file=sys.stderr)
