@@ -1396,7 +1396,8 @@ class _Run:
 
     def apply_batch(self, label: str, planfile: Path, pins: dict[str, str] | None) -> None:
         """Apply; while the load balancer refuses the change because it is still applying the
-        previous one (DigitalOcean's 403), wait, plan what is left and apply that."""
+        previous one (DigitalOcean's 403), wait, plan what is left and apply that (the batches
+        and the rollback alike)."""
         settings, tf = self.settings, self.tf
         deadline = self.clock() + LB_BUSY_TIMEOUT
         while True:
@@ -1435,7 +1436,7 @@ class _Run:
             plan_json = _plan(self.tf, settings, planfile, None, replace=replace)
             check_plan(plan_json, settings.targets, expect=back)
             if back:
-                _apply(self.tf, settings, planfile)
+                self.apply_batch("rollback", planfile, None)
             now = _read_now(self.tf, settings)
             outcome = health.wait_healthy(
                 [now.ips[a] for a in back],

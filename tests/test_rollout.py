@@ -263,6 +263,36 @@ def test_load_balancer_still_busy_with_the_last_batch_is_waited_for(stack: Stack
 
 
 @pytest.mark.slow
+def test_rollback_waits_for_a_load_balancer_still_busy_with_the_canary(stack: Stack) -> None:
+    """The canary's balancer change is still being applied when its health check fails: the
+    rollback's own change gets DigitalOcean's 403, waits it out, and rolls back healthy."""
+    before = stack.cloud.delays
+    # Long enough that the failed canary's change is still being applied on a loaded machine.
+    stack.cloud.delays = replace(before, lb_update=20.0)
+    stack.cloud.reset_log()
+    try:
+        result = stack.rollout("--image", stack.bad, "--canary", "--yes", *FAST)
+    finally:
+        stack.cloud.delays = before
+    assert result.exit_code == 1, result.output
+    assert "rollback: the load balancer is still applying its last change; waiting" in (
+        result.stderr
+    )
+    assert result.stderr.endswith(
+        f"Error: rollout rolled-back: batch 1/3: {WEB[0]} failed its health check; rolled back "
+        f"1 droplets to image {stack.good} (healthy)\n"
+    ), result.stderr
+    puts = [r.status for r in stack.cloud.requests() if r.template == "PUT /v2/load_balancers/{id}"]
+    assert 403 in puts and puts[-1] == 200, puts
+    assert set(stack.web_images().values()) == {stack.good}
+    assert all_healthy(stack)
+    after = stack.ids()
+    tagged = api(stack.cloud, "GET", "droplets?tag_name=wp_node&per_page=200")["droplets"]
+    assert sorted(str(d["id"]) for d in tagged) == sorted(str(after[a]) for a in WEB)  # no orphan
+    assert others(after) == others(stack.before)
+
+
+@pytest.mark.slow
 def test_unhealthy_image_stops_at_the_canary_and_rolls_back(stack: Stack) -> None:
     with Sampler(stack.cloud) as sampler:
         result = stack.rollout("--image", stack.bad, "--canary", "--yes", "--json", *FAST)
