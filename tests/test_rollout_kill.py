@@ -184,6 +184,27 @@ def test_kill_9_then_resume_then_a_second_rollout(
     assert list(temp.glob("scaler-*")) == []
 
 
+def _snapshot_in(site: Stack, region: str, name: str) -> str:
+    """A snapshot taken of a droplet in region, through the API; the droplet goes."""
+    spec = {"name": f"build-{name}", "region": region, "size": "s-1vcpu-1gb"}
+    droplet = api(site.cloud, "POST", "droplets", spec | {"image": "debian-12-x64"})["droplet"]
+    wait_for(
+        "the build droplet",
+        lambda: api(site.cloud, "GET", f"droplets/{droplet['id']}")["droplet"]["status"]
+        == "active",
+    )
+    body = {"type": "snapshot", "name": name}
+    action = api(site.cloud, "POST", f"droplets/{droplet['id']}/actions", body)["action"]
+    wait_for(
+        "the snapshot",
+        lambda: api(site.cloud, "GET", f"actions/{action['id']}")["action"]["status"]
+        == "completed",
+    )
+    snapshots = api(site.cloud, "GET", f"droplets/{droplet['id']}/snapshots")["snapshots"]
+    api(site.cloud, "DELETE", f"droplets/{droplet['id']}")
+    return str(next(s["id"] for s in snapshots if s["name"] == name))
+
+
 @pytest.mark.slow
 def test_a_bad_image_is_refused_before_any_plan(stack: Stack) -> None:  # noqa: F811
     before = stack.tfvars.read_bytes()
@@ -197,6 +218,12 @@ def test_a_bad_image_is_refused_before_any_plan(stack: Stack) -> None:  # noqa: 
         "x/../droplets": "Error: --image 'x/../droplets' is not an image id (a positive number) "
         "or slug; pass the snapshot id from manifest.json or `scaler snapshots list`",
     }
+    # A snapshot that exists, but in another region than the droplets' (nyc3).
+    elsewhere = _snapshot_in(stack, "ams3", "wp-ams3")
+    cases[elsewhere] = (
+        f"Error: image {elsewhere} (wp-ams3) is not in nyc3, where the droplets run (it is in "
+        "ams3); nothing was planned: transfer it there first (scaler bake --snapshot-region)"
+    )
     for image, message in cases.items():
         result = stack.rollout("--image", image, "--yes", *FAST)
         assert result.exit_code == 1, result.output
