@@ -195,7 +195,9 @@ def list_snapshots(cloud: Cloud) -> list[Snapshot]:
         # The API filters by type only for distribution and application images.
         data = cloud.request("GET", f"images?private=true&page={page}")
         found += [
-            snapshot_from_api(raw) for raw in data.get("images", []) if raw.get("type") == "snapshot"
+            snapshot_from_api(raw)
+            for raw in data.get("images", [])
+            if raw.get("type") == "snapshot"
         ]
         if not (data.get("links") or {}).get("pages", {}).get("next"):
             return found

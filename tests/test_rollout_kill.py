@@ -190,15 +190,17 @@ def _snapshot_in(site: Stack, region: str, name: str) -> str:
     droplet = api(site.cloud, "POST", "droplets", spec | {"image": "debian-12-x64"})["droplet"]
     wait_for(
         "the build droplet",
-        lambda: api(site.cloud, "GET", f"droplets/{droplet['id']}")["droplet"]["status"]
-        == "active",
+        lambda: (
+            api(site.cloud, "GET", f"droplets/{droplet['id']}")["droplet"]["status"] == "active"
+        ),
     )
     body = {"type": "snapshot", "name": name}
     action = api(site.cloud, "POST", f"droplets/{droplet['id']}/actions", body)["action"]
     wait_for(
         "the snapshot",
-        lambda: api(site.cloud, "GET", f"actions/{action['id']}")["action"]["status"]
-        == "completed",
+        lambda: (
+            api(site.cloud, "GET", f"actions/{action['id']}")["action"]["status"] == "completed"
+        ),
     )
     snapshots = api(site.cloud, "GET", f"droplets/{droplet['id']}/snapshots")["snapshots"]
     api(site.cloud, "DELETE", f"droplets/{droplet['id']}")

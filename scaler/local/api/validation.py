@@ -13,12 +13,15 @@ fails while the body is decoded (400 bad_request), a value outside what the oper
 pattern) is 422 unprocessable_entity. A JSON `null` is what Go's decoder makes of it, the field
 left out; properties the spec does not name are ignored; `per_page` above 200 is capped, not
 refused; a firewall's icmp rule needs no ports and a load balancer may have neither droplet ids
-nor a tag (`_taken` lists where the API is that lenient). jsonschema (the `local` extra) is used here and nowhere else in the library.
+nor a tag (`_taken` lists where the API is that lenient). jsonschema (the `local` extra) is
+used here and nowhere else in the library.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaler.fsutil import write_atomic
 from scaler.local.api.base import JSON, ApiError, LocalCloudError
 
 SPEC_ENV = "SCALER_LOCAL_SPEC"
@@ -80,7 +84,7 @@ class RequestValidator:
     def _validator(self, method: str, spec_path: str, schema: JSON) -> Any:
         key = (method, spec_path)
         if key not in self._validators:
-            import jsonschema
+            import jsonschema  # type: ignore[import-untyped]
 
             self._validators[key] = jsonschema.Draft4Validator(schema)
         return self._validators[key]
@@ -111,7 +115,19 @@ def load_validator(spec: Path | str | None = None) -> RequestValidator | None:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, stamp: int) -> RequestValidator:
-    """Parse a spec once per process (the subset takes about 2 s to read)."""
+    """Parse a spec once per process, and keep what it says about requests in a cache file: the
+    YAML takes seconds to read (tens on a loaded machine), its operations as JSON a fraction."""
+    key = hashlib.sha256(f"{_CACHE_VERSION}\0{path}\0{stamp}".encode()).hexdigest()[:24]
+    cached = _cache_dir() / f"requests-{key}.json"
+    try:
+        raw = json.loads(cached.read_text())
+        found = {
+            (op["method"], op["path"]): Operation(op["query"], tuple(op["required"]), op["body"])
+            for op in raw["operations"]
+        }
+        return RequestValidator(found, Path(path))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache yet, or an unreadable one: read the spec
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -122,7 +138,28 @@ def _load(path: str, stamp: int) -> RequestValidator:
         raise LocalCloudError(f"cannot read the API spec {path} ({err})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("paths"), dict):
         raise LocalCloudError(f"{path} is not an OpenAPI spec (it has no paths)")
-    return RequestValidator(operations(spec), Path(path))
+    found = operations(spec)
+    listed = [
+        {"method": m, "path": p, "query": o.query, "required": o.required_query, "body": o.body}
+        for (m, p), o in found.items()
+    ]
+    if os.path.getsize(path) < _CACHE_FROM:
+        return RequestValidator(found, Path(path))  # quick to read again
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cached, json.dumps({"spec": path, "operations": listed}))
+    return RequestValidator(found, Path(path))
+
+
+_CACHE_VERSION = 1
+_CACHE_FROM = 1_000_000  # bytes: smaller specs are read again each time
+
+
+def _cache_dir() -> Path:
+    """Where the request rules read from a spec are kept (beside the base images' cache)."""
+    if os.geteuid() == 0:
+        return Path("/var/cache/scaler/openapi")
+    return Path.home() / ".cache" / "scaler" / "openapi"
 
 
 def operations(spec: JSON) -> dict[tuple[str, str], Operation]:
@@ -258,14 +295,14 @@ def _best(errors: list[Any]) -> Any:
         branches = _branches(error)
         depth = len(error.absolute_path)
 
-        def cost(subs: list[Any], depth: int = depth) -> tuple[int, int]:
-            missing = sum(
-                1 for s in subs if s.validator == "required" and len(s.absolute_path) == depth
-            )
-            return missing, len(subs)
-
-        error = max(min(branches.values(), key=cost), key=_weight)
+        error = max(min(branches.values(), key=functools.partial(_cost, depth=depth)), key=_weight)
     return error
+
+
+def _cost(subs: list[Any], depth: int) -> tuple[int, int]:
+    """How far a request is from a branch: fields of it left out, then errors in all."""
+    missing = sum(1 for s in subs if s.validator == "required" and len(s.absolute_path) == depth)
+    return missing, len(subs)
 
 
 def _only_types(error: Any) -> bool:
@@ -320,7 +357,8 @@ def _describe(error: Any) -> str:
         return f"{name} {json.dumps(value)[:60]} is not valid (it must match {rule})."
     if kind in ("oneOf", "anyOf") and error.context and _only_types(error):
         kinds = [k for sub in error.context for k in _listed(sub.validator_value)]
-        return f"{name} must be {' or '.join(_article(k) for k in kinds)}, got {json.dumps(value)[:60]}."
+        wanted = " or ".join(_article(k) for k in kinds)
+        return f"{name} must be {wanted}, got {json.dumps(value)[:60]}."
     if kind == "oneOf":
         keys = [_required(branch) & set(value or ()) for branch in rule]
         if len(keys) == 2 and all(len(k - keys[1 - i]) == 1 for i, k in enumerate(keys)):
