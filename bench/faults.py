@@ -122,8 +122,9 @@ def bake_matrix(rounds: int, tally: Tally) -> None:
     inventory = list_json(build_inventory(read_state(ROOT / "examples" / "terraform.tfstate")))
     faults: dict[str, tuple[str, Callable[[LocalCloud, str], None], float]] = {
         "dropped": ("drop", lambda c, p: c.faults.drop("POST", p, 0.0), 30.0),
-        "stalled": ("drop", lambda c, p: c.faults.drop("POST", p, 2.5), 1.0),
-        "late": ("latency", lambda c, p: c.faults.latency("POST", p, 1.5, times=1), 1.0),
+        # every request's timeout in these bakes: 5 s, so a loaded machine's slow answers come
+        "stalled": ("drop", lambda c, p: c.faults.drop("POST", p, 10.0), 5.0),
+        "late": ("latency", lambda c, p: c.faults.latency("POST", p, 7.5, times=1), 5.0),
     }
     try:
         with LocalCloud(work / "cloud", delays=Delays.uniform(0.1), droplets="real") as cloud:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import QuietHandler, serve_loopback, stop_loopback
+from conftest import QuietHandler, need, serve_loopback, stop_loopback
 from test_bake import (
     EXAMPLE_STATE,
     BakeProcess,
@@ -138,6 +138,22 @@ def test_server_error_on_droplet_create(cloud: LocalCloud, tmp_path: Path) -> No
         r"Server was sad\.; removed ssh key \d+",
         message,
     ), message
+
+
+def test_a_droplet_the_api_refuses_is_one_line_and_leaves_nothing(
+    cloud: LocalCloud, tmp_path: Path
+) -> None:
+    """DigitalOcean refuses a droplet name its spec does not allow (422): the bake says so in
+    one line, as the API words it, and its SSH key goes."""
+    need(cloud.validator is not None, "the local cloud checks requests only with the API spec")
+    before = resources(cloud)
+    message = failing_bake(cloud, tmp_path, droplet_name="build droplet")
+    assert re.fullmatch(
+        r'bake failed while creating the build droplet: POST /v2/droplets failed \(422\): name '
+        r'"build droplet" is not valid \(it must match .+\)\.; removed ssh key \d+',
+        message,
+    ), message
+    assert resources(cloud) == before
 
 
 def test_errored_snapshot_fails_at_once(cloud: LocalCloud, tmp_path: Path) -> None:

@@ -101,12 +101,15 @@ class _WebHandler(BaseHTTPRequestHandler):
                 data, status, ctype = b"403 forbidden\n", 403, "text/plain; charset=utf-8"
             else:
                 status, ctype = 200, _content_type(target)
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a health check that gave up (its timeout) is not the droplet's error
 
     def _resolve(self) -> Path | None:
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
