@@ -149,7 +149,7 @@ def test_a_droplet_the_api_refuses_is_one_line_and_leaves_nothing(
     before = resources(cloud)
     message = failing_bake(cloud, tmp_path, droplet_name="build droplet")
     assert re.fullmatch(
-        r'bake failed while creating the build droplet: POST /v2/droplets failed \(422\): name '
+        r"bake failed while creating the build droplet: POST /v2/droplets failed \(422\): name "
         r'"build droplet" is not valid \(it must match .+\)\.; removed ssh key \d+',
         message,
     ), message
