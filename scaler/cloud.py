@@ -137,6 +137,8 @@ class Image:
     name: str
     regions: tuple[str, ...]
     created_at: str = ""
+    min_disk_size: int = 0  # GB: a droplet made from it needs a disk at least this large
+    status: str = "available"
 
 
 @dataclass(frozen=True)
@@ -676,7 +678,16 @@ def _image(raw: JSON) -> Image:
         name=str(raw.get("name", "")),
         regions=tuple(raw.get("regions") or ()),
         created_at=str(raw.get("created_at", "")),
+        min_disk_size=_int_or(raw.get("min_disk_size"), 0),
+        status=str(raw.get("status") or "available"),
     )
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def _action(raw: JSON) -> Action:

@@ -747,6 +747,7 @@ class _Now:
     regions: dict[str, str] = field(default_factory=dict)
     balancer: Balancer | None = None
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    disks: dict[str, int] = field(default_factory=dict)
 
 
 def _read_now(tf: Terraform, settings: Settings) -> _Now:
@@ -784,6 +785,11 @@ def _read_now(tf: Terraform, settings: Settings) -> _Now:
         regions={r.address: str(r.attributes.get("region") or "") for r in targets},
         balancer=lb,
         tags={r.address: tuple(str(t) for t in r.attributes.get("tags") or ()) for r in targets},
+        disks={
+            r.address: int(r.attributes["disk"])
+            for r in targets
+            if isinstance(r.attributes.get("disk"), int | float)
+        },
     )
 
 
@@ -816,8 +822,11 @@ def _nodes(now: _Now) -> tuple[Node, ...]:
 _IMAGE_REF = re.compile(r"[0-9]{1,19}|[a-z0-9][a-z0-9._-]{0,63}")
 
 
-def check_image(settings: Settings, image: str, regions: Sequence[str]) -> None:
-    """Before any plan: the image exists and is in every region the droplets run in."""
+def check_image(
+    settings: Settings, image: str, regions: Sequence[str], disk: int | None = None
+) -> None:
+    """Before any plan: the image exists, is available, is in every region the droplets run in,
+    and fits their disks (`disk`: the smallest, in GB)."""
     if not _IMAGE_REF.fullmatch(image) or (image.isdigit() and int(image) <= 0):
         raise RolloutError(
             f"--image {image!r} is not an image id (a positive number) or slug; pass the "
@@ -841,6 +850,17 @@ def check_image(settings: Settings, image: str, regions: Sequence[str]) -> None:
             f"image {image} ({found.name}) is not in {', '.join(missing)}, where the droplets "
             f"run (it is in {', '.join(found.regions) or 'no region'}); nothing was planned: "
             "transfer it there first (scaler bake --snapshot-region)"
+        )
+    if found.status != "available":
+        raise RolloutError(
+            f"image {image} ({found.name}) is {found.status}, not available; nothing was "
+            "planned: wait for it, or pass another snapshot id"
+        )
+    if disk and found.min_disk_size > disk:
+        raise RolloutError(
+            f"image {image} ({found.name}) needs a disk of {found.min_disk_size} GB and the "
+            f"droplets have {disk} GB; nothing was planned: bake it on a size no larger than "
+            "the droplets' (scaler bake --size), or give the droplets a larger size"
         )
 
 
@@ -997,7 +1017,9 @@ def prepare_rollout(
         previous = progress.previous_image
     else:
         previous = _previous_image(settings, now)
-        check_image(settings, image, sorted(set(now.regions.values())))
+        check_image(
+            settings, image, sorted(set(now.regions.values())), min(now.disks.values(), default=0)
+        )
     plan = plan_rollout(
         now.images,
         image,

@@ -184,9 +184,9 @@ def test_kill_9_then_resume_then_a_second_rollout(
     assert list(temp.glob("scaler-*")) == []
 
 
-def _snapshot_in(site: Stack, region: str, name: str) -> str:
+def _snapshot_in(site: Stack, region: str, name: str, size: str = "s-1vcpu-1gb") -> str:
     """A snapshot taken of a droplet in region, through the API; the droplet goes."""
-    spec = {"name": f"build-{name}", "region": region, "size": "s-1vcpu-1gb"}
+    spec = {"name": f"build-{name}", "region": region, "size": size}
     droplet = api(site.cloud, "POST", "droplets", spec | {"image": "debian-12-x64"})["droplet"]
     wait_for(
         "the build droplet",
@@ -225,6 +225,13 @@ def test_a_bad_image_is_refused_before_any_plan(stack: Stack) -> None:  # noqa: 
     cases[elsewhere] = (
         f"Error: image {elsewhere} (wp-ams3) is not in nyc3, where the droplets run (it is in "
         "ams3); nothing was planned: transfer it there first (scaler bake --snapshot-region)"
+    )
+    # One baked on a larger size: its disk (80 GB) does not fit the droplets' (25 GB).
+    larger = _snapshot_in(stack, "nyc3", "wp-80gb", size="s-2vcpu-4gb")
+    cases[larger] = (
+        f"Error: image {larger} (wp-80gb) needs a disk of 80 GB and the droplets have 25 GB; "
+        "nothing was planned: bake it on a size no larger than the droplets' (scaler bake "
+        "--size), or give the droplets a larger size"
     )
     for image, message in cases.items():
         result = stack.rollout("--image", image, "--yes", *FAST)
