@@ -70,6 +70,13 @@ droplet's disk, size_gigabytes from the bytes copied, regions = the droplet's); 
 a region to an image; rename and resize change the droplet (resize wants it off); assign and
 unassign move a floating IP.
 
+Requests, with a spec (`LocalCloud(spec=PATH)`, `scaler local up --spec PATH` or
+SCALER_LOCAL_SPEC: DigitalOcean's OpenAPI file with its $refs inlined): the query and JSON body
+of every operation the spec describes are checked before its handler runs, and refused as
+DigitalOcean refuses them (400 for a wrong JSON type, 422 for a missing field, a value outside
+its enum, range or pattern); an operation the spec does not describe passes through (see
+`validation`). The test suite turns it on for every local cloud.
+
 Addresses, for network number N (1-254; default 42; two clouds never share one): droplet k
 has public 127.N.1.k and private 127.N.2.k, floating/reserved IPs are 127.N.3.k, load
 balancers 127.N.4.k (k = 1..253, reused after a delete once the range wraps). Base images
@@ -110,8 +117,9 @@ benchmarks and subprocesses (LocalCloud has the same in Python):
 The package, split as API stand-ins such as moto split theirs: `base` (constants, values, the error
 answer), `catalog` (regions, sizes, base images), `models/` (the state, one module per resource
 family, and `clock`, which completes actions), `handlers/` (the /v2 handlers per family), `routes`
-(the routes table), `routing` (requests, matching, pagination), `control` and `faults` (the
-/_local/ API), `httpd` (HTTP plumbing), `cloud` (LocalCloud) and `server` (the background process).
+(the routes table), `routing` (requests, matching, pagination), `validation` (requests checked
+against the spec), `control` and `faults` (the /_local/ API), `httpd` (HTTP plumbing), `cloud`
+(LocalCloud) and `server` (the background process).
 """
 
 from __future__ import annotations

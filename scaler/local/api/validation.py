@@ -34,7 +34,7 @@ from scaler.local.api.base import JSON, ApiError, LocalCloudError
 
 SPEC_ENV = "SCALER_LOCAL_SPEC"
 _METHODS = ("get", "put", "post", "delete", "patch", "head")
-# Value checks (422); every other failed keyword is the body not decoding into the type (400).
+# A failure of these means the body does not decode into its types (400); the rest are 422.
 _TYPE_KEYWORDS = {"type"}
 
 
