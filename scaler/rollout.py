@@ -1584,7 +1584,7 @@ def apply_rollout(
         # balancer's list) is finished by the whole plan the guard has passed
         report("finishing what the interrupted apply left: " + _describe(prepared.changes))
         try:
-            _apply(tf, settings, prepared.planfile)
+            run.apply_batch("finishing", prepared.planfile, None)
         except TerraformFailed as err:
             run.save("failed")
             return run.result("failed", f"finishing the interrupted apply failed: {err}")
