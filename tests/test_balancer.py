@@ -170,7 +170,8 @@ def _start_web(droplet: RealDroplet) -> None:
         "systemd-run --unit scaler-test-web python3 /root/web.py"
     )
     assert done.returncode == 0, done.stderr
-    wait_for("the droplet's web server", lambda: droplet.ssh("ss -ltn | grep -q ':80 '").returncode == 0)
+    listening = "ss -ltn | grep -q ':80 '"
+    wait_for("the droplet's web server", lambda: droplet.ssh(listening).returncode == 0)
 
 
 def _set_health(droplet: RealDroplet, code: str) -> None:

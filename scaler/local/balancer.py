@@ -29,8 +29,8 @@ counters, new targets get a DOWN line; then the balancer reloads seamlessly. One
 droplet: the backend `health` runs the check (protocol, port, path, interval, timeout, rise =
 healthy_threshold, fall = unhealthy_threshold; `http-check expect rstatus ^2`: only 2xx passes),
 and each rule's backend `track`s it, so a droplet is UP or DOWN for all rules at once. The
-balancer's view (`show stat`) is what GET /v2/monitoring/metrics/load_balancer/droplets_health_checks
-answers.
+balancer's view (`show stat`) is what the API's
+/v2/monitoring/metrics/load_balancer/droplets_health_checks answers.
 
 Protocols: entry http is served in HTTP mode (X-Forwarded-For and -Proto added, as DigitalOcean
 does); tcp, and https/http2 (the local cloud holds no certificates, so TLS passes through to the
@@ -66,12 +66,33 @@ RUNTIME = Path("/run/scaler/balancers")
 HAPROXY = "haproxy"
 HEALTH_BACKEND = "health"
 # show servers state, format 1: the fields of one server's line, in order.
-_STATE_FIELDS = (
-    "be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
-    "srv_time_since_last_change srv_check_status srv_check_result srv_check_health "
-    "srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord "
-    "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port"
-).split()
+_STATE_FIELDS = [
+    "be_id",
+    "be_name",
+    "srv_id",
+    "srv_name",
+    "srv_addr",
+    "srv_op_state",
+    "srv_admin_state",
+    "srv_uweight",
+    "srv_iweight",
+    "srv_time_since_last_change",
+    "srv_check_status",
+    "srv_check_result",
+    "srv_check_health",
+    "srv_check_state",
+    "srv_agent_state",
+    "bk_f_forced_id",
+    "srv_f_forced_id",
+    "srv_fqdn",
+    "srv_port",
+    "srvrecord",
+    "srv_use_ssl",
+    "srv_check_port",
+    "srv_check_addr",
+    "srv_agent_addr",
+    "srv_agent_port",
+]
 
 
 class BalancerError(ScalerError):
@@ -211,9 +232,7 @@ def render_config(spec: Spec, folder: Path) -> str:
     )
     ssl = " check-ssl verify none" if check.protocol == "https" else ""
     for target in spec.targets:
-        lines.append(
-            f"  server d{target.droplet_id} {target.address}:{check.port} check{ssl}"
-        )
+        lines.append(f"  server d{target.droplet_id} {target.address}:{check.port} check{ssl}")
     return "\n".join(lines) + "\n"
 
 

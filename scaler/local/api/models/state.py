@@ -9,8 +9,8 @@ from pathlib import Path
 
 from scaler.fsutil import write_atomic
 from scaler.local.api.base import JSON, Delays, LocalCloudError, unprocessable
-from scaler.local.balancer import Balancers
 from scaler.local.api.faults import Faults
+from scaler.local.balancer import Balancers
 from scaler.local.droplets import RealMachines
 from scaler.local.machines import Machines
 
