@@ -319,7 +319,9 @@ def test_an_established_connection_survives_target_rule_and_check_changes(
 
 
 def test_the_monitoring_answer_has_the_specs_shape(
-    real_cloud: LocalCloud, lb: dict[str, Any], spec: dict[str, Any]  # noqa: F811
+    real_cloud: LocalCloud,
+    lb: dict[str, Any],
+    spec: dict[str, Any],  # noqa: F811
 ) -> None:
     client = Client(real_cloud)
     template = "/v2/monitoring/metrics/load_balancer/droplets_health_checks"
