@@ -20,6 +20,7 @@ import pytest
 from conftest import RealDroplet, boot_real_droplet, need, wait_for
 from test_local_api import Client, conforms, spec  # noqa: F401 (spec is a fixture)
 
+from scaler.health import HealthCheck, check_droplet, wait_healthy
 from scaler.local import balancer
 from scaler.local.api import LocalCloud
 from scaler.local.balancer import Check, Rule, Spec, Target
@@ -331,3 +332,61 @@ def test_the_monitoring_answer_has_the_specs_shape(
     conforms(spec, "GET", template, resp)
     missing = client("GET", template, lb_id="no-such-lb", start=now - 60, end=now)
     assert missing.status_code == 404
+
+
+def test_scaler_judges_each_answer_as_the_balancer_does(
+    real_cloud: LocalCloud, webs: tuple[RealDroplet, RealDroplet], lb: dict[str, Any]
+) -> None:
+    first, second = webs
+    Client(real_cloud).ok(
+        "POST", f"/v2/load_balancers/{lb['id']}/droplets", {"droplet_ids": [second.id]}
+    )
+    wait_for("both UP", lambda: set(_health(real_cloud, lb["id"]).values()) == {"1"})
+    assert real_cloud.balancers is not None
+    check = HealthCheck(port=80, path="/health", response_timeout=3)
+
+    def balancers_check() -> str:
+        assert real_cloud.balancers is not None
+        seen = real_cloud.balancers.view(lb["id"]) or []
+        return next((t.check for t in seen if t.droplet_id == second.id and not t.healthy), "")
+
+    assert check_droplet(second.private_ip, check).ok
+    for code, haproxy_says, scaler_says in (
+        ("301", "L7STS 301", "301, body 'health'"),
+        ("404", "L7STS 404", "404, body 'health'"),
+        ("500", "L7STS 500", "500, body 'health'"),
+        ("hang", "L7TOUT", "no answer within 3s"),
+    ):
+        _set_health(second, code)
+        wait_for(
+            f"the balancer's check to see {code}",
+            lambda says=haproxy_says: balancers_check() == says,  # type: ignore[misc]
+            40,
+        )
+        result = check_droplet(second.private_ip, check)
+        url = f"http://{second.private_ip}:80/health"
+        assert (result.ok, result.describe()) == (False, f"{url} -> {scaler_says}")
+    assert check_droplet(first.private_ip, check).ok
+    assert _health(real_cloud, lb["id"]) == {first.id: "1", second.id: "0"}
+
+
+def test_a_droplet_reachable_only_over_the_private_network_is_healthy(
+    webs: tuple[RealDroplet, RealDroplet],
+) -> None:
+    droplet = webs[0]
+    done = droplet.ssh(
+        "systemd-run --unit scaler-test-private python3 -m http.server 8081 "
+        f"--bind {droplet.private_ip}"
+    )
+    assert done.returncode == 0, done.stderr
+    try:
+        check = HealthCheck(port=8081, path="/", interval=0.2, healthy_threshold=2)
+        wait_for("the private server", lambda: check_droplet(droplet.private_ip, check).ok)
+        public = check_droplet(droplet.public_ip, check)
+        assert (public.ok, public.error) == (False, "connection refused")
+        report = wait_healthy(
+            [droplet.public_ip], check, timeout=10, private={droplet.public_ip: droplet.private_ip}
+        )
+        assert report.ok
+    finally:
+        droplet.ssh("systemctl stop scaler-test-private")
