@@ -360,7 +360,7 @@ def test_scaler_judges_each_answer_as_the_balancer_does(
         _set_health(second, code)
         wait_for(
             f"the balancer's check to see {code}",
-            lambda says=haproxy_says: balancers_check() == says,  # type: ignore[misc]
+            lambda says=haproxy_says: balancers_check() == says,
             40,
         )
         result = check_droplet(second.private_ip, check)
