@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,44 @@ class Demo:
                 f"{root:<7}{health}"
             )
 
+    def balancer(self, title: str) -> None:
+        """What the load balancer answers on its own address, and its own view of each droplet
+        (the monitoring endpoint a rollout gates on)."""
+        self.say(title)
+        for lb in self.api("/v2/load_balancers")["load_balancers"]:
+            now = int(time.time())
+            query = f"lb_id={lb['id']}&start={now - 60}&end={now}"
+            try:
+                view = self.api(
+                    f"/v2/monitoring/metrics/load_balancer/droplets_health_checks?{query}"
+                )
+                seen = {
+                    r["metric"]["droplet_id"]: "UP" if r["values"][-1][1] == "1" else "DOWN"
+                    for r in view["data"]["result"]
+                }
+            except urllib.error.HTTPError as err:
+                seen = {"-": f"no view ({err.code})"}
+            port = lb["forwarding_rules"][0]["entry_port"]
+            for path in ("/", HEALTH_PATH):
+                status, text = _http_get(lb["ip"], str(port), path)
+                print(f"GET http://{lb['ip']}{path} through {lb['name']}: {status}{text}")
+            states = ", ".join(f"{d} {state}" for d, state in sorted(seen.items()))
+            print(f"{lb['name']} sees: {states or 'no droplets'}")
+
+
+def _http_get(address: str, port: str, path: str) -> tuple[str, str]:
+    """The status of GET path, and the page's <title> when it has one."""
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=10) as answer:
+            body = answer.read(200_000).decode("utf-8", errors="replace")
+            status = str(answer.status)
+    except urllib.error.HTTPError as err:
+        return str(err.code), ""
+    except OSError as err:
+        return f"down ({err.__class__.__name__})", ""
+    found = re.search(r"<title>(.*?)</title>", body, re.S | re.I)
+    return status, f", title {found.group(1).strip()!r}" if found else ""
+
 
 def _http_status(address: str, port: str, path: str) -> str:
     try:
@@ -143,6 +183,7 @@ def _story(demo: Demo) -> int:
             *command, "-input=false", "-no-color",
         )  # fmt: skip
     demo.droplets("Before: the web droplets run the base image: no web server at all")
+    demo.balancer("The load balancer (HAProxy on its own address): every droplet DOWN, so 503")
 
     demo.say("The Terraform state as Ansible sees it (the groups the bake uses)")
     demo.run("inventory", "--state", "stack/terraform.tfstate", "--graph")
@@ -166,6 +207,7 @@ def _story(demo: Demo) -> int:
         "1",
     )
     demo.droplets("Now every web droplet runs nginx and PHP: WordPress renders (500: no database)")
+    demo.balancer("Through the load balancer, before the rebake's rollout")
 
     demo.say("A rebake: a new snapshot, rolled out in batches behind the load balancer's check")
     demo.run(*bake)
@@ -183,6 +225,7 @@ def _story(demo: Demo) -> int:
         "1",
     )
     demo.droplets("After: new droplets on the new snapshot; the database droplets kept their ids")
+    demo.balancer("Through the load balancer, after the rollout: the new droplets in rotation")
     demo.say("A web droplet in the inventory after the rollout (some of its host variables)")
     state = "stack/terraform.tfstate"
     host = json.loads(
