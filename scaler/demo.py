@@ -154,7 +154,14 @@ def main() -> int:
     # waits (the real provider's: first look after 10 s) are scaled to match.
     demo.env.setdefault("SCALER_LOCAL_PROVIDER_POLL", "0.2")
     demo.say("Start the local cloud (a DigitalOcean API on 127.0.0.1, real droplets)")
-    exports = demo.run("local", "up", "--state-dir", "cloud", "--port", "0", "--droplets", "real")
+    from scaler.local.netclaim import reserve_network
+
+    # a free network number: another local cloud on this machine may hold the default one
+    network = str(reserve_network())
+    exports = demo.run(
+        "local", "up", "--state-dir", "cloud", "--port", "0", "--droplets", "real",
+        "--network", network,
+    )  # fmt: skip
     for line in exports.splitlines():
         if line.startswith("export "):
             key, _, value = line.removeprefix("export ").partition("=")

@@ -36,6 +36,7 @@ from scaler.local.api.routes import ROUTES
 from scaler.local.api.routing import Request, Route, match
 from scaler.local.balancer import Balancers
 from scaler.local.balancer import available as balancers_unavailable
+from scaler.local.balancer import sweep as balancer_sweep
 from scaler.local.droplets import DropletKind, RealMachines
 from scaler.local.droplets import unavailable as real_droplets_unavailable
 from scaler.local.machines import MachineError, Machines
@@ -95,6 +96,9 @@ class LocalCloud(CloudState):
                 self.balancers = Balancers(self.network, warn=self._warn)
         else:
             self.machines = Machines(self.state_dir, web_port=web_port)
+            # a killed real-droplet cloud of this number may have left its balancers running
+            for pid in balancer_sweep(self.network):
+                self._warn(f"stopped haproxy {pid}, left by a local cloud that was killed")
         self._state = self._load()
 
     # -- lifecycle
