@@ -252,8 +252,10 @@ def wait_healthy(
     (boot time) have passed; one failing droplet ends the wait, as the batch it belongs to failed.
     Probes dial each droplet's private address where `private` names one (the balancer checks
     over the private network). Where `balancer` gives the balancer's own view, that view says who
-    is healthy; the own probe then only fails a droplet that answers with a non-2xx status (a
-    droplet it cannot reach, say behind a firewall that admits only the balancer, stays pending).
+    is healthy; the own probe then fails a droplet that answers with a non-2xx status, and one it
+    cannot connect to only when it can reach a droplet the balancer has in rotation (else the
+    path is closed to this machine, say by a firewall that admits only the balancer, and the
+    droplet is the balancer's to judge: pending until it is UP or the timeout).
     """
     start = clock()
     passes = dict.fromkeys(addresses, 0)
@@ -262,11 +264,17 @@ def wait_healthy(
     last: dict[str, ProbeResult] = {}
     rounds = 0
     judged_by_balancer = False
+    reachable: bool | None = None  # can this machine reach a droplet the balancer has UP?
     while True:
         rounds += 1
         began = clock()
         view = balancer() if balancer is not None else None
         judged_by_balancer = judged_by_balancer or view is not None
+        if view is not None and reachable is None:
+            up = [a for a, ok in view.items() if ok and a not in passes]
+            if up:
+                seen = check_droplet((private or {}).get(up[0]) or up[0], check, port_map)
+                reachable = seen.status is not None
         for address in addresses:
             if address in healthy:
                 continue
@@ -277,7 +285,8 @@ def wait_healthy(
                     healthy.add(address)
                     continue
                 answered_badly = result.status is not None and not result.ok
-                if answered_badly and clock() - start >= grace:
+                unreachable = result.status is None and not result.ok and bool(reachable)
+                if (answered_badly or unreachable) and clock() - start >= grace:
                     fails[address] += 1
                 elif result.ok or result.status is None:
                     fails[address] = 0

@@ -297,3 +297,23 @@ def test_count_healthy_reads_the_balancers_view() -> None:
     assert (
         count_healthy(["127.0.0.1", "127.0.0.2", "127.0.0.3"], check(), balancer=lambda: view) == 1
     )
+
+
+def test_with_the_balancers_view_a_refused_droplet_fails_when_the_path_is_open() -> None:
+    # A droplet the balancer has UP answers this machine: the network path is open, so a new
+    # droplet that refuses the connection has no web server, not a firewall in front of it.
+    site = Answers(200, b"ok")
+    try:
+        report = wait_healthy(
+            ["127.0.0.2"],
+            check(unhealthy_threshold=2),
+            port_map={80: site.port},
+            timeout=5,
+            balancer=lambda: {"127.0.0.1": True, "127.0.0.2": False},
+        )
+    finally:
+        site.close()
+    assert (report.unhealthy, report.rounds) == (("127.0.0.2",), 2)
+    assert (
+        report.why("127.0.0.2") == f"127.0.0.2: http://127.0.0.2:{site.port}/ -> connection refused"
+    )
