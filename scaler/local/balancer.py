@@ -312,6 +312,8 @@ class Balancers:
                     self._load(spec)
                 except BalancerError as err:
                     self._warn(str(err))
+                # tried once per spec: the next change tries again, no warning per request
+                self._applied[lb_id] = spec
 
     def view(self, lb_id: str) -> list[TargetHealth] | None:
         """The balancer's targets as its checks see them; None when it does not run."""
@@ -361,6 +363,8 @@ class Balancers:
         folder = self._folder(spec.lb_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         old = self._pid(spec.lb_id) if spec.lb_id in self._applied else None
+        if old is not None and not Path(f"/proc/{old}").exists():
+            old = None  # it died (or never started): start afresh
         running = ""
         if old is not None:
             with contextlib.suppress(BalancerError):
@@ -382,7 +386,6 @@ class Balancers:
                 f"load balancer {spec.lb_id} on {spec.address} did not "
                 f"{'reload' if old else 'start'}: {detail.strip()[:300]}"
             )
-        self._applied[spec.lb_id] = spec
 
     def _stop(self, lb_id: str) -> None:
         self._applied.pop(lb_id, None)
