@@ -25,6 +25,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from scaler.errors import ScalerError
@@ -205,6 +206,77 @@ def probe(address: str, check: HealthCheck, port_map: Mapping[int, int] | None =
 BalancerView = Callable[[], Mapping[str, bool] | None]
 """The load balancer's own view now (address -> in rotation), or None where the cloud has none."""
 
+ProbeVia = Callable[[str, str, HealthCheck], ProbeResult]
+"""One check of the droplet at public address A dialling address D, run from elsewhere."""
+
+# The check, as the droplet itself runs it (python3 is on every image scaler bakes): one JSON line.
+_REMOTE_CHECK = r"""
+import base64, http.client, json, socket, ssl, sys
+protocol, host, port, path, timeout = sys.argv[1:6]
+port, timeout = int(port), float(timeout)
+try:
+    if protocol == "tcp":
+        socket.create_connection((host, port), timeout=timeout).close()
+        print(json.dumps({"ok": True}))
+        sys.exit()
+    if protocol == "https":
+        conn = http.client.HTTPSConnection(
+            host, port, timeout=timeout, context=ssl._create_unverified_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn.request("GET", path, headers={"User-Agent": "scaler-health"})
+    answer = conn.getresponse()
+    body = answer.read(BODY_MAX)
+    print(json.dumps({"status": answer.status, "body": base64.b64encode(body).decode()}))
+except socket.timeout:
+    print(json.dumps({"error": "no answer within " + format(timeout, "g") + "s"}))
+except ConnectionRefusedError:
+    print(json.dumps({"error": "connection refused"}))
+except Exception as err:
+    print(json.dumps({"error": str(err) or type(err).__name__}))
+""".replace("BODY_MAX", str(BODY_BYTES + 1))
+
+
+def ssh_prober(user: str, key: Path) -> ProbeVia:
+    """Checks run through SSH on the droplet itself (as `user` with `key`), dialling its private
+    address: for a machine that cannot reach the private network (or is firewalled off it)."""
+    import base64
+    import json
+    import shlex
+
+    from scaler.provision import ProvisionFailed, SshConnection, run_over_ssh
+
+    def via(address: str, dial: str, check: HealthCheck) -> ProbeResult:
+        scheme = "tcp" if check.protocol == "tcp" else check.protocol
+        path = "" if check.protocol == "tcp" else check.path
+        url = f"{scheme}://{dial}:{check.port}{path} (through SSH to {address})"
+        timeout = f"{check.response_timeout:g}"
+        args = [check.protocol, dial, str(check.port), check.path or "/", timeout]
+        command = "python3 -c " + shlex.join([_REMOTE_CHECK, *args])
+        try:
+            done = run_over_ssh(
+                SshConnection(address, user, key), command, check.response_timeout + 20
+            )
+        except ProvisionFailed as err:
+            return ProbeResult(False, url, error=str(err))
+        if done.returncode != 0:
+            said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            return ProbeResult(False, url, error=f"ssh failed: {said}")
+        try:
+            seen = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return ProbeResult(False, url, error=f"no answer from the check: {done.stdout[:80]!r}")
+        if seen.get("ok"):
+            return ProbeResult(True, url)
+        if "error" in seen:
+            return ProbeResult(False, url, error=str(seen["error"]))
+        status = int(seen["status"])
+        body = base64.b64decode(seen.get("body") or "") if not 200 <= status < 300 else b""
+        return ProbeResult(200 <= status < 300, url, status, body=body)
+
+    return via
+
 
 @dataclass(frozen=True)
 class HealthReport:
@@ -245,6 +317,7 @@ def wait_healthy(
     sleep: Callable[[float], None] = time.sleep,
     private: Mapping[str, str] | None = None,
     balancer: BalancerView | None = None,
+    via: ProbeVia | None = None,
 ) -> HealthReport:
     """Poll until every droplet is healthy by the check's thresholds, or one fails, or timeout.
 
@@ -255,7 +328,8 @@ def wait_healthy(
     is healthy; the own probe then fails a droplet that answers with a non-2xx status, and one it
     cannot connect to only when it can reach a droplet the balancer has in rotation (else the
     path is closed to this machine, say by a firewall that admits only the balancer, and the
-    droplet is the balancer's to judge: pending until it is UP or the timeout).
+    droplet is the balancer's to judge: pending until it is UP or the timeout). With `via`, a
+    droplet this machine cannot connect to is checked through it (SSH to the droplet itself).
     """
     start = clock()
     passes = dict.fromkeys(addresses, 0)
@@ -273,12 +347,12 @@ def wait_healthy(
         if view is not None and reachable is None:
             up = [a for a, ok in view.items() if ok and a not in passes]
             if up:
-                seen = check_droplet((private or {}).get(up[0]) or up[0], check, port_map)
+                seen = _check(up[0], check, port_map, private, via)
                 reachable = seen.status is not None
         for address in addresses:
             if address in healthy:
                 continue
-            result = check_droplet((private or {}).get(address) or address, check, port_map)
+            result = _check(address, check, port_map, private, via)
             last[address] = result
             if view is not None:
                 if view.get(address):
@@ -315,6 +389,22 @@ def wait_healthy(
         sleep(max(0.0, check.interval - (clock() - began)))
 
 
+def _check(
+    address: str,
+    check: HealthCheck,
+    port_map: Mapping[int, int] | None,
+    private: Mapping[str, str] | None,
+    via: ProbeVia | None,
+) -> ProbeResult:
+    """One check of the droplet at `address` over its private address; through `via` when this
+    machine cannot connect to it."""
+    dial = (private or {}).get(address) or address
+    result = check_droplet(dial, check, port_map)
+    if result.status is None and not result.ok and via is not None:
+        return via(address, dial, check)
+    return result
+
+
 def count_healthy(
     addresses: Sequence[str],
     check: HealthCheck,
@@ -322,14 +412,11 @@ def count_healthy(
     *,
     private: Mapping[str, str] | None = None,
     balancer: BalancerView | None = None,
+    via: ProbeVia | None = None,
 ) -> int:
     """How many of the droplets are healthy right now: in the balancer's rotation where it says,
-    else passing one probe (over the private address where known)."""
+    else passing one probe (over the private address where known, through `via` if need be)."""
     view = balancer() if balancer is not None else None
     if view is not None:
         return sum(1 for address in addresses if view.get(address))
-    return sum(
-        1
-        for address in addresses
-        if probe((private or {}).get(address) or address, check, port_map)
-    )
+    return sum(1 for address in addresses if _check(address, check, port_map, private, via).ok)

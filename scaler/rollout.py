@@ -336,6 +336,8 @@ class Settings:
     port_map: Mapping[int, int] = field(default_factory=dict)
     deadline: float | None = None
     rollback: bool = True
+    # (user, private key): check droplets this machine cannot reach through SSH to them
+    probe_ssh: tuple[str, Path] | None = None
 
     def __post_init__(self) -> None:
         # Terraform runs inside terraform_dir: plan files named under it must not be relative.
@@ -1208,6 +1210,7 @@ class _Run:
             and declares_variable(settings.terraform_dir, settings.pin_var)
         )
         self.views = _BalancerView(settings, clock)
+        self.via = health.ssh_prober(*settings.probe_ssh) if settings.probe_ssh else None
 
     def remaining(self) -> float:
         if self.settings.deadline is None:
@@ -1371,7 +1374,9 @@ class _Run:
                 if (
                     seen.get(ip, False)
                     if seen is not None
-                    else health.probe(now.private.get(ip, ip), now.check, settings.port_map)
+                    else health.count_healthy(
+                        [ip], now.check, settings.port_map, private=now.private, via=self.via
+                    )
                 )
             ]
             healthy = len(passing)
@@ -1383,6 +1388,7 @@ class _Run:
                     settings.port_map,
                     private=now.private,
                     balancer=view,
+                    via=self.via,
                 )
             )
             if healthy >= self.plan.floor:
@@ -1459,6 +1465,7 @@ class _Run:
             grace=settings.health_grace,
             private=now.private,
             balancer=view,
+            via=self.via,
         )
         self.observe(
             health.count_healthy(
@@ -1467,6 +1474,7 @@ class _Run:
                 settings.port_map,
                 private=now.private,
                 balancer=view,
+                via=self.via,
             )
         )
         ids = tuple(now.ids[a] for a in batch)
@@ -1532,6 +1540,7 @@ class _Run:
                 grace=settings.health_grace,
                 private=now.private,
                 balancer=self.views.for_now(now),
+                via=self.via,
             )
         except (ScalerError, OSError) as err:
             self.save("failed")
@@ -1699,6 +1708,7 @@ def apply_rollout(
         grace=settings.health_grace,
         private=now.private,
         balancer=run.views.for_now(now),
+        via=run.via,
     )
     run.observe(len(final.healthy))
     if wrong or not final.ok:

@@ -20,7 +20,7 @@ import pytest
 from conftest import RealDroplet, boot_real_droplet, need, wait_for
 from test_local_api import Client, conforms, spec  # noqa: F401 (spec is a fixture)
 
-from scaler.health import HealthCheck, check_droplet, wait_healthy
+from scaler.health import HealthCheck, check_droplet, ssh_prober, wait_healthy
 from scaler.local import balancer
 from scaler.local.api import LocalCloud
 from scaler.local.balancer import Check, Rule, Spec, Target
@@ -390,3 +390,23 @@ def test_a_droplet_reachable_only_over_the_private_network_is_healthy(
         assert report.ok
     finally:
         droplet.ssh("systemctl stop scaler-test-private")
+
+
+def test_the_probe_through_ssh_runs_the_check_on_the_droplet(
+    webs: tuple[RealDroplet, RealDroplet],
+) -> None:
+    droplet = webs[1]
+    via = ssh_prober("root", droplet.key)
+    check = HealthCheck(port=80, path="/health", response_timeout=3)
+    _set_health(droplet, "200")
+    seen = via(droplet.public_ip, droplet.private_ip, check)
+    assert seen.ok and seen.status == 200
+    _set_health(droplet, "301")
+    seen = via(droplet.public_ip, droplet.private_ip, check)
+    assert (seen.ok, seen.describe()) == (
+        False,
+        f"http://{droplet.private_ip}:80/health (through SSH to {droplet.public_ip}) -> 301, "
+        "body 'health'",
+    )
+    closed = via(droplet.public_ip, droplet.private_ip, HealthCheck(port=81, protocol="tcp"))
+    assert (closed.ok, closed.error) == (False, "connection refused")

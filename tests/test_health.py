@@ -11,6 +11,7 @@ from conftest import ROOT, QuietHandler, serve_loopback, stop_loopback
 from scaler.health import (
     HealthCheck,
     HealthError,
+    ProbeResult,
     check_droplet,
     count_healthy,
     healthcheck_from_state,
@@ -317,3 +318,23 @@ def test_with_the_balancers_view_a_refused_droplet_fails_when_the_path_is_open()
     assert (
         report.why("127.0.0.2") == f"127.0.0.2: http://127.0.0.2:{site.port}/ -> connection refused"
     )
+
+
+def test_a_droplet_this_machine_cannot_reach_is_checked_through_via() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def via(address: str, dial: str, check: HealthCheck) -> ProbeResult:
+        asked.append((address, dial))
+        return ProbeResult(True, f"http://{dial}:80/ (through SSH to {address})")
+
+    # nothing listens on 127.0.0.3:9 here: refused, so the check goes through `via`
+    report = wait_healthy(
+        ["127.0.0.2"],
+        check(),
+        port_map={80: 9},
+        timeout=5,
+        private={"127.0.0.2": "127.0.0.3"},
+        via=via,
+    )
+    assert report.ok and asked == [("127.0.0.2", "127.0.0.3")] * 2
+    assert count_healthy(["127.0.0.2"], check(), {80: 9}, via=via) == 1
