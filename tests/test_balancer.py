@@ -172,7 +172,7 @@ def _start_web(droplet: RealDroplet) -> None:
     )
     assert done.returncode == 0, done.stderr
     listening = "ss -ltn | grep -q ':80 '"
-    wait_for("the droplet's web server", lambda: droplet.ssh(listening).returncode == 0)
+    wait_for("the droplet's web server", lambda: droplet.ssh(listening).returncode == 0, 90)
 
 
 def _set_health(droplet: RealDroplet, code: str) -> None:
@@ -381,7 +381,7 @@ def test_a_droplet_reachable_only_over_the_private_network_is_healthy(
     assert done.returncode == 0, done.stderr
     try:
         check = HealthCheck(port=8081, path="/", interval=0.2, healthy_threshold=2)
-        wait_for("the private server", lambda: check_droplet(droplet.private_ip, check).ok)
+        wait_for("the private server", lambda: check_droplet(droplet.private_ip, check).ok, 90)
         public = check_droplet(droplet.public_ip, check)
         assert (public.ok, public.error) == (False, "connection refused")
         report = wait_healthy(
