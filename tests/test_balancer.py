@@ -102,7 +102,7 @@ def test_configuration_is_one_haproxy_accepts(tmp_path: Path) -> None:
     text = config.read_text()
     assert "  source 127.250.4.1" in text
     assert "  bind 127.250.4.1:80" in text and "  bind 127.250.4.1:3306" in text
-    assert "  http-check expect rstatus ^2[0-9][0-9]$" in text
+    assert "  http-check expect rstatus '^2[0-9][0-9]$'" in text
     assert "rise 2 fall 3" in text and "inter 3s" in text and "timeout check 3s" in text
     assert "  server d100000001 127.250.2.1:3306 track health/d100000001" in text
 

@@ -223,7 +223,8 @@ def render_config(spec: Spec, folder: Path) -> str:
     if check.protocol in ("http", "https"):
         lines += [
             f"  option httpchk GET {check.path or '/'}",
-            "  http-check expect rstatus ^2[0-9][0-9]$",
+            # single quotes: no variable expansion of the $
+            "  http-check expect rstatus '^2[0-9][0-9]$'",
         ]
     lines.append(
         f"  default-server inter {check.interval}s fastinter {check.interval}s"
