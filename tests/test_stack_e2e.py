@@ -28,6 +28,7 @@ import pytest
 from conftest import ROOT, cloud_api, wait_for
 
 from scaler.bake import ed25519_key_pair
+from scaler.health import HealthCheck, check_droplet, ssh_prober
 from scaler.local import balancer
 from scaler.local.api import LocalCloud
 from scaler.provision import SshConnection, run_playbook
@@ -202,6 +203,14 @@ def test_with_the_firewall_only_the_balancers_path_reaches_the_web_droplets(stac
         with pytest.raises(OSError):  # dropped: no answer at all
             socket.create_connection((_ipv4(droplet, "public"), 80), timeout=3).close()
     assert _get(stack.lb_ip, HEALTH_PATH) == (200, "ok\n")
+    # scaler's own probe: the private address is firewalled off this machine too, so it goes
+    # through SSH to the droplet (SSH is open), which checks its own private address
+    check = HealthCheck(path=HEALTH_PATH, response_timeout=3)
+    droplet = stack.web[0]
+    public, private = _ipv4(droplet, "public"), _ipv4(droplet, "private")
+    assert check_droplet(private, check).error == "no answer within 3s"
+    seen = ssh_prober("root", stack.key)(public, private, check)
+    assert (seen.ok, seen.status) == (True, 200)
 
 
 def test_stopping_the_database_takes_the_droplets_out_of_the_balancer(stack: Stack) -> None:
