@@ -325,10 +325,11 @@ def wait_healthy(
     (boot time) have passed; one failing droplet ends the wait, as the batch it belongs to failed.
     Probes dial each droplet's private address where `private` names one (the balancer checks
     over the private network). Where `balancer` gives the balancer's own view, that view says who
-    is healthy; the own probe then fails a droplet that answers with a non-2xx status, and one it
-    cannot connect to only when it can reach a droplet the balancer has in rotation (else the
-    path is closed to this machine, say by a firewall that admits only the balancer, and the
-    droplet is the balancer's to judge: pending until it is UP or the timeout). With `via`, a
+    is healthy; the own probe then fails a droplet that answers with a non-2xx status, and one
+    that refuses the connection only when this machine reaches a droplet the balancer has in
+    rotation (else the path is closed to it, say by a firewall that admits only the balancer);
+    a timeout or an unreachable droplet is the balancer's to judge: pending until it is UP or
+    the wait's timeout. With `via`, a
     droplet this machine cannot connect to is checked through it (SSH to the droplet itself).
     """
     start = clock()
@@ -359,8 +360,10 @@ def wait_healthy(
                     healthy.add(address)
                     continue
                 answered_badly = result.status is not None and not result.ok
-                unreachable = result.status is None and not result.ok and bool(reachable)
-                if (answered_badly or unreachable) and clock() - start >= grace:
+                # refused while the path is open: nothing listens. A timeout is left to the
+                # balancer, whose own timeout its view shows (a firewall drop looks the same).
+                refused = result.error == "connection refused" and bool(reachable)
+                if (answered_badly or refused) and clock() - start >= grace:
                     fails[address] += 1
                 elif result.ok or result.status is None:
                     fails[address] = 0
