@@ -268,7 +268,12 @@ def test_a_broken_bake_is_rolled_back_with_exit_4(site: Site) -> None:
     (site.work / "play.yml").write_text(play(None))
     result = site.rebake(
         # the rollback waits for the balancer's own check too (3 passes 10 s apart)
-        "--canary", "--batch-size", "1", *FAST, "--prune-keep", "0"
+        "--canary",
+        "--batch-size",
+        "1",
+        *FAST,
+        "--prune-keep",
+        "0",
     )
     assert result.exit_code == 4, result.output
     new = last_artifact(site.work / "manifest.json").id
