@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -25,9 +26,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(".scaler") / "demo"
-# The stack has no database yet, so WordPress's own "/" answers 500; the balancer checks the
-# role's PHP page, which needs none (roles/ansible-welp/README.md, "Health checks").
-HEALTH_PATH = "/scaler-health.php"
+# The balancer checks the page only a working WordPress with its database answers with a 2xx
+# (roles/ansible-welp/README.md, "Health checks").
+HEALTH_PATH = "/scaler-wp-health.php"
 
 
 def _scaler() -> list[str]:
@@ -56,6 +57,13 @@ class Demo:
         if done.returncode != 0:
             raise SystemExit(f"demo: `scaler {shlex.join(args)}` failed (exit {done.returncode})")
         return done.stdout
+
+    def shell(self, *argv: str, env: dict[str, str] | None = None) -> None:
+        """Run another tool a user would run (ssh-keygen, ansible-playbook), printing it."""
+        print(f"$ {shlex.join(argv)}", flush=True)
+        done = subprocess.run(argv, cwd=WORK, env={**self.env, **(env or {})})
+        if done.returncode != 0:
+            raise SystemExit(f"demo: `{shlex.join(argv)}` failed (exit {done.returncode})")
 
     def api(self, path: str) -> Any:
         """GET one DigitalOcean API path from the local cloud."""
@@ -127,7 +135,8 @@ def _http_get(address: str, port: str, path: str) -> tuple[str, str]:
 
 def _http_status(address: str, port: str, path: str) -> str:
     try:
-        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=3) as answer:
+        # short: behind the firewall no answer comes at all
+        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=1) as answer:
             return str(answer.status)
     except urllib.error.HTTPError as err:
         return str(err.code)
@@ -174,14 +183,20 @@ def main() -> int:
 
 def _story(demo: Demo) -> int:
     shutil.copytree(ROOT / "terraform", WORK / "stack")
+    # The database password reaches the bake and Ansible through the environment only.
+    demo.env["WELP_DB_PASSWORD"] = secrets.token_urlsafe(18)
+    demo.say("A deploy key: Terraform puts it on every droplet, Ansible logs in with it")
+    demo.shell("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "demo", "-f", "deploy_key")
+    public = (WORK / "deploy_key.pub").read_text().strip()
     (WORK / "stack" / "terraform.tfvars").write_text(
         "# The demo stack. `scaler rollout` changes image_slug, and only its value.\n"
         'image_slug    = "debian-12-x64"\n'
         "wp_node_count = 3\n"
         f'health_path   = "{HEALTH_PATH}"\n'
-        "# Off until scaler's own health probe goes over the private network as the balancer's\n"
-        "# does: with the firewalls on, only the balancer reaches the web droplets' port 80.\n"
-        "firewall      = false\n"
+        "db_node_count = 1\n"
+        f'ssh_public_key = "{public}"\n'
+        "# The firewalls are on: HTTP to the web droplets only from the balancer, MySQL to the\n"
+        "# database only from the web droplets.\n"
     )
     demo.say("terraform apply: 3 web droplets on the base image, load balancer, Galera + ha_db_fip")
     for command in (("init",), ("apply", "-auto-approve")):
@@ -194,6 +209,19 @@ def _story(demo: Demo) -> int:
 
     demo.say("The Terraform state as Ansible sees it (the groups the bake uses)")
     demo.run("inventory", "--state", "stack/terraform.tfstate", "--graph")
+
+    demo.say("The database: MariaDB on the db_node droplet (db-node.yml, ansible-welp-db)")
+    demo.shell(
+        "ansible-playbook", "-i", str(ROOT / "inventory"), str(ROOT / "db-node.yml"),
+        "-u", "root", "--private-key", "deploy_key",
+        "-e", "welp_db_password={{ lookup('env', 'WELP_DB_PASSWORD') }}",
+        "-e", "ansible_python_interpreter=/usr/bin/python3",
+        env={
+            "TF_STATE": str((WORK / "stack" / "terraform.tfstate").resolve()),
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        },
+    )  # fmt: skip
 
     # On the local cloud the bake installs WordPress from Debian's `wordpress` package in the
     # build droplet (through the local cloud's mirror) and makes up the database password.
@@ -213,7 +241,7 @@ def _story(demo: Demo) -> int:
         "--health-interval",
         "1",
     )
-    demo.droplets("Now every web droplet runs nginx and PHP: WordPress renders (500: no database)")
+    demo.droplets("Now every web droplet runs WordPress (this machine reaches none: firewalled)")
     demo.balancer("Through the load balancer, before the rebake's rollout")
 
     demo.say("A rebake: a new snapshot, rolled out in batches behind the load balancer's check")
