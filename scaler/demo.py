@@ -211,6 +211,15 @@ def _story(demo: Demo) -> int:
     demo.run("inventory", "--state", "stack/terraform.tfstate", "--graph")
 
     demo.say("The database: MariaDB on the db_node droplet (db-node.yml, ansible-welp-db)")
+    from scaler.bake import wait_for_ssh
+    from scaler.provision import SshConnection, wait_for_first_boot
+
+    for droplet in demo.api("/v2/droplets?tag_name=db_node")["droplets"]:
+        # its sshd restarts while cloud-init's first boot makes the host keys: wait for that
+        v4 = droplet["networks"]["v4"]
+        address = next(n["ip_address"] for n in v4 if n["type"] == "public")
+        wait_for_ssh(address, 22, 120)
+        wait_for_first_boot(SshConnection(address, "root", WORK / "deploy_key"), 300)
     demo.shell(
         "ansible-playbook", "-i", str(ROOT / "inventory"), str(ROOT / "db-node.yml"),
         "-u", "root", "--private-key", "deploy_key",

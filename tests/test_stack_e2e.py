@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 from conftest import ROOT, cloud_api, wait_for
 
-from scaler.bake import ed25519_key_pair
+from scaler.bake import ed25519_key_pair, wait_for_ssh
 from scaler.health import HealthCheck, check_droplet, ssh_prober
 from scaler.local import balancer
 from scaler.local.api import LocalCloud
-from scaler.provision import SshConnection, run_playbook
+from scaler.provision import SshConnection, run_playbook, wait_for_first_boot
 from scaler.terraform import Terraform, local_provider
 
 pytestmark = pytest.mark.slow
@@ -131,11 +131,15 @@ def stack(real_cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> I
             if b["name"] == f"{PROJECT}-lb"
         ]
         (db,) = _droplets(cloud, "db_node")
+        # sshd restarts while cloud-init's first boot makes the host keys: wait for it
+        db_ssh = SshConnection(_ipv4(db, "public"), "root", key)
+        wait_for_ssh(db_ssh.host, 22, 120)
+        wait_for_first_boot(db_ssh, 300)
         run_playbook(
             {"all": {"hosts": ["db-1"]}, "db_node": {"hosts": ["db-1"]}},
             playbook=ROOT / "db-node.yml",
             host="db-1",
-            connection=SshConnection(_ipv4(db, "public"), "root", key),
+            connection=db_ssh,
             extravars={"welp_db_password": password, "scaler_db_host": "db-1"},
         )
         state = str(folder / "terraform.tfstate")
