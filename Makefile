@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 # What real local droplets need on this machine (namespaces and veths: iproute2, util-linux;
 # their base image: mmdebstrap; their package mirror: apt-cacher-ng; SSH into them: openssh-client;
-# their cloud firewalls: nftables).
-DROPLET_PACKAGES := iproute2 util-linux mmdebstrap apt-cacher-ng openssh-client nftables
+# their cloud firewalls: nftables; the load balancers in front of them: haproxy).
+DROPLET_PACKAGES := iproute2 util-linux mmdebstrap apt-cacher-ng openssh-client nftables haproxy
 
 # As root on Debian, install what real droplets need first (once); elsewhere the demo says in
 # one line what is missing.

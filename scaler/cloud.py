@@ -407,6 +407,33 @@ class Cloud:
                 )
             raise CloudError(f"{what} failed ({status}): {message}", status)
 
+    # -- load balancers
+
+    def lb_droplet_health(self, lb_id: str) -> dict[int, bool] | None:
+        """The balancer's own view of its droplets (droplet id -> passing its checks now), from
+        the monitoring endpoint droplets_health_checks; None where the API does not offer it
+        (404, or 403 for a token without monitoring:read)."""
+        now = int(time.time())
+        path = (
+            "monitoring/metrics/load_balancer/droplets_health_checks"
+            f"?lb_id={lb_id}&start={now - 300}&end={now}"
+        )
+        try:
+            data = self.request("GET", path)
+        except NotFound:
+            return None
+        except CloudError as err:
+            if err.status == 403:
+                return None
+            raise
+        seen: dict[int, bool] = {}
+        for series in (data.get("data") or {}).get("result") or ():
+            labels = series.get("metric") or {}
+            values: list[Any] = list(series.get("values") or [])
+            with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
+                seen[int(labels["droplet_id"])] = float(values[-1][1]) >= 1
+        return seen
+
     # -- keys
 
     def create_key(self, name: str, public_key: str) -> Key:

@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(".scaler") / "demo"
-# The stack has no database yet, so WordPress's own "/" answers 500; the balancer checks the
-# role's PHP page, which needs none (roles/ansible-welp/README.md, "Health checks").
-HEALTH_PATH = "/scaler-health.php"
+# The balancer checks the page only a working WordPress with its database answers with a 2xx
+# (roles/ansible-welp/README.md, "Health checks").
+HEALTH_PATH = "/scaler-wp-health.php"
 
 
 def _scaler() -> list[str]:
@@ -54,6 +57,13 @@ class Demo:
         if done.returncode != 0:
             raise SystemExit(f"demo: `scaler {shlex.join(args)}` failed (exit {done.returncode})")
         return done.stdout
+
+    def shell(self, *argv: str, env: dict[str, str] | None = None) -> None:
+        """Run another tool a user would run (ssh-keygen, ansible-playbook), printing it."""
+        print(f"$ {shlex.join(argv)}", flush=True)
+        done = subprocess.run(argv, cwd=WORK, env={**self.env, **(env or {})})
+        if done.returncode != 0:
+            raise SystemExit(f"demo: `{shlex.join(argv)}` failed (exit {done.returncode})")
 
     def api(self, path: str) -> Any:
         """GET one DigitalOcean API path from the local cloud."""
@@ -84,10 +94,49 @@ class Demo:
                 f"{root:<7}{health}"
             )
 
+    def balancer(self, title: str) -> None:
+        """What the load balancer answers on its own address, and its own view of each droplet
+        (the monitoring endpoint a rollout gates on)."""
+        self.say(title)
+        for lb in self.api("/v2/load_balancers")["load_balancers"]:
+            now = int(time.time())
+            query = f"lb_id={lb['id']}&start={now - 60}&end={now}"
+            try:
+                view = self.api(
+                    f"/v2/monitoring/metrics/load_balancer/droplets_health_checks?{query}"
+                )
+                seen = {
+                    r["metric"]["droplet_id"]: "UP" if r["values"][-1][1] == "1" else "DOWN"
+                    for r in view["data"]["result"]
+                }
+            except urllib.error.HTTPError as err:
+                seen = {"-": f"no view ({err.code})"}
+            port = lb["forwarding_rules"][0]["entry_port"]
+            for path in ("/", HEALTH_PATH):
+                status, text = _http_get(lb["ip"], str(port), path)
+                print(f"GET http://{lb['ip']}{path} through {lb['name']}: {status}{text}")
+            states = ", ".join(f"{d} {state}" for d, state in sorted(seen.items()))
+            print(f"{lb['name']} sees: {states or 'no droplets'}")
+
+
+def _http_get(address: str, port: str, path: str) -> tuple[str, str]:
+    """The status of GET path, and the page's <title> when it has one."""
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=10) as answer:
+            body = answer.read(200_000).decode("utf-8", errors="replace")
+            status = str(answer.status)
+    except urllib.error.HTTPError as err:
+        return str(err.code), ""
+    except OSError as err:
+        return f"down ({err.__class__.__name__})", ""
+    found = re.search(r"<title>(.*?)</title>", body, re.S | re.I)
+    return status, f", title {found.group(1).strip()!r}" if found else ""
+
 
 def _http_status(address: str, port: str, path: str) -> str:
     try:
-        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=3) as answer:
+        # short: behind the firewall no answer comes at all
+        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=1) as answer:
             return str(answer.status)
     except urllib.error.HTTPError as err:
         return str(err.code)
@@ -114,7 +163,14 @@ def main() -> int:
     # waits (the real provider's: first look after 10 s) are scaled to match.
     demo.env.setdefault("SCALER_LOCAL_PROVIDER_POLL", "0.2")
     demo.say("Start the local cloud (a DigitalOcean API on 127.0.0.1, real droplets)")
-    exports = demo.run("local", "up", "--state-dir", "cloud", "--port", "0", "--droplets", "real")
+    from scaler.local.netclaim import reserve_network
+
+    # a free network number: another local cloud on this machine may hold the default one
+    network = str(reserve_network())
+    exports = demo.run(
+        "local", "up", "--state-dir", "cloud", "--port", "0", "--droplets", "real",
+        "--network", network,
+    )  # fmt: skip
     for line in exports.splitlines():
         if line.startswith("export "):
             key, _, value = line.removeprefix("export ").partition("=")
@@ -127,14 +183,20 @@ def main() -> int:
 
 def _story(demo: Demo) -> int:
     shutil.copytree(ROOT / "terraform", WORK / "stack")
+    # The database password reaches the bake and Ansible through the environment only.
+    demo.env["WELP_DB_PASSWORD"] = secrets.token_urlsafe(18)
+    demo.say("A deploy key: Terraform puts it on every droplet, Ansible logs in with it")
+    demo.shell("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "demo", "-f", "deploy_key")
+    public = (WORK / "deploy_key.pub").read_text().strip()
     (WORK / "stack" / "terraform.tfvars").write_text(
         "# The demo stack. `scaler rollout` changes image_slug, and only its value.\n"
         'image_slug    = "debian-12-x64"\n'
         "wp_node_count = 3\n"
         f'health_path   = "{HEALTH_PATH}"\n'
-        "# Off until scaler's own health probe goes over the private network as the balancer's\n"
-        "# does: with the firewalls on, only the balancer reaches the web droplets' port 80.\n"
-        "firewall      = false\n"
+        "db_node_count = 1\n"
+        f'ssh_public_key = "{public}"\n'
+        "# The firewalls are on: HTTP to the web droplets only from the balancer, MySQL to the\n"
+        "# database only from the web droplets.\n"
     )
     demo.say("terraform apply: 3 web droplets on the base image, load balancer, Galera + ha_db_fip")
     for command in (("init",), ("apply", "-auto-approve")):
@@ -143,9 +205,32 @@ def _story(demo: Demo) -> int:
             *command, "-input=false", "-no-color",
         )  # fmt: skip
     demo.droplets("Before: the web droplets run the base image: no web server at all")
+    demo.balancer("The load balancer (HAProxy on its own address): every droplet DOWN, so 503")
 
     demo.say("The Terraform state as Ansible sees it (the groups the bake uses)")
     demo.run("inventory", "--state", "stack/terraform.tfstate", "--graph")
+
+    demo.say("The database: MariaDB on the db_node droplet (db-node.yml, ansible-welp-db)")
+    from scaler.bake import wait_for_ssh
+    from scaler.provision import SshConnection, wait_for_first_boot
+
+    for droplet in demo.api("/v2/droplets?tag_name=db_node")["droplets"]:
+        # its sshd restarts while cloud-init's first boot makes the host keys: wait for that
+        v4 = droplet["networks"]["v4"]
+        address = next(n["ip_address"] for n in v4 if n["type"] == "public")
+        wait_for_ssh(address, 22, 120)
+        wait_for_first_boot(SshConnection(address, "root", WORK / "deploy_key"), 300)
+    demo.shell(
+        "ansible-playbook", "-i", str(ROOT / "inventory"), str(ROOT / "db-node.yml"),
+        "-u", "root", "--private-key", "deploy_key",
+        "-e", "welp_db_password={{ lookup('env', 'WELP_DB_PASSWORD') }}",
+        "-e", "ansible_python_interpreter=/usr/bin/python3",
+        env={
+            "TF_STATE": str((WORK / "stack" / "terraform.tfstate").resolve()),
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        },
+    )  # fmt: skip
 
     # On the local cloud the bake installs WordPress from Debian's `wordpress` package in the
     # build droplet (through the local cloud's mirror) and makes up the database password.
@@ -165,7 +250,8 @@ def _story(demo: Demo) -> int:
         "--health-interval",
         "1",
     )
-    demo.droplets("Now every web droplet runs nginx and PHP: WordPress renders (500: no database)")
+    demo.droplets("Now every web droplet runs WordPress (this machine reaches none: firewalled)")
+    demo.balancer("Through the load balancer, before the rebake's rollout")
 
     demo.say("A rebake: a new snapshot, rolled out in batches behind the load balancer's check")
     demo.run(*bake)
@@ -183,6 +269,7 @@ def _story(demo: Demo) -> int:
         "1",
     )
     demo.droplets("After: new droplets on the new snapshot; the database droplets kept their ids")
+    demo.balancer("Through the load balancer, after the rollout: the new droplets in rotation")
     demo.say("A web droplet in the inventory after the rollout (some of its host variables)")
     state = "stack/terraform.tfstate"
     host = json.loads(

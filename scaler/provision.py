@@ -124,6 +124,25 @@ def wait_for_first_boot(connection: SshConnection, timeout: float) -> str:
     return done.stdout.strip()
 
 
+def run_over_ssh(
+    connection: SshConnection, command: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run one command on the host over SSH (exit 255: ssh itself failed); raise ProvisionFailed
+    when it does not end within `timeout` seconds."""
+    try:
+        return subprocess.run(
+            connection.ssh_argv(command),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise ProvisionFailed(
+            f"ssh to {connection.user}@{connection.host} did not end within {timeout:.0f} s"
+        ) from None
+
+
 # The only connection there is: scaler provisions a droplet it created, over SSH, never this
 # machine (no local connection, by construction).
 Connection = SshConnection

@@ -336,6 +336,8 @@ class Settings:
     port_map: Mapping[int, int] = field(default_factory=dict)
     deadline: float | None = None
     rollback: bool = True
+    # (user, private key): check droplets this machine cannot reach through SSH to them
+    probe_ssh: tuple[str, Path] | None = None
 
     def __post_init__(self) -> None:
         # Terraform runs inside terraform_dir: plan files named under it must not be relative.
@@ -748,6 +750,11 @@ class _Now:
     balancer: Balancer | None = None
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
     disks: dict[str, int] = field(default_factory=dict)
+    # for the health gate: every droplet's private address and id by public address, and the
+    # balancer's id (its own view of its droplets is read by id)
+    private: dict[str, str] = field(default_factory=dict)
+    droplet_by_ip: dict[str, str] = field(default_factory=dict)
+    lb_id: str | None = None
 
 
 def _read_now(tf: Terraform, settings: Settings) -> _Now:
@@ -790,6 +797,13 @@ def _read_now(tf: Terraform, settings: Settings) -> _Now:
             for r in targets
             if isinstance(r.attributes.get("disk"), int | float)
         },
+        private={
+            str(r.attributes.get("ipv4_address")): str(r.attributes.get("ipv4_address_private"))
+            for r in droplets
+            if r.attributes.get("ipv4_address_private")
+        },
+        droplet_by_ip={ip: droplet_id for droplet_id, ip in by_id.items()},
+        lb_id=lb.id or None,
     )
 
 
@@ -800,6 +814,51 @@ def _api_client(settings: Settings) -> Cloud | None:
     if not token:
         return None
     return Cloud(token, endpoint_from(None, env), pacing=Pacing(retries=3))
+
+
+VIEW_PERIOD = 3.0
+"""Seconds between reads of the balancer's view: no check runs more often (DigitalOcean's
+shortest interval), and every read is an API request the token pays for."""
+
+
+class _BalancerView:
+    """Reads the load balancer's own view of its droplets through scaler.cloud, at most every
+    VIEW_PERIOD seconds; after one answer saying the API has no view, it never asks again."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float]) -> None:
+        env = {**os.environ, **settings.env}
+        token = token_from_env(env)
+        self.cloud = (
+            Cloud(token, endpoint_from(None, env), pacing=Pacing(retries=2)) if token else None
+        )
+        self.clock = clock
+        self.offered = self.cloud is not None
+        self.read_at = -math.inf
+        self.seen: dict[int, bool] | None = None
+
+    def for_now(self, now: _Now) -> health.BalancerView | None:
+        """The view by public address of the droplets `now` knows; None where there is none."""
+        if not self.offered or now.lb_id is None:
+            return None
+        lb_id, by_ip = now.lb_id, dict(now.droplet_by_ip)
+
+        def view() -> dict[str, bool] | None:
+            if self.cloud is None or not self.offered:
+                return None
+            if self.clock() - self.read_at >= VIEW_PERIOD:
+                self.read_at = self.clock()
+                try:
+                    self.seen = self.cloud.lb_droplet_health(lb_id)
+                except CloudError:
+                    self.seen = {}
+                if self.seen is None:
+                    self.offered = False
+            if not self.seen:
+                return None  # a view naming none of the droplets is no view
+            seen = self.seen
+            return {ip: seen.get(int(i), False) for ip, i in by_ip.items() if i.isdigit()}
+
+        return view
 
 
 def _droplet_ids_in_state(tf: Terraform) -> set[str]:
@@ -1172,6 +1231,8 @@ class _Run:
             and not self.replace_each
             and declares_variable(settings.terraform_dir, settings.pin_var)
         )
+        self.views = _BalancerView(settings, clock)
+        self.via = health.ssh_prober(*settings.probe_ssh) if settings.probe_ssh else None
 
     def remaining(self) -> float:
         if self.settings.deadline is None:
@@ -1327,10 +1388,30 @@ class _Run:
             now = _read_now(self.tf, settings)
             leaving = {now.ips[a] for a in batch if a in now.ips}
             behind = [ip for ip in now.lb_ips if ip not in leaving]
-            passing = [ip for ip in behind if health.probe(ip, now.check, settings.port_map)]
+            view = self.views.for_now(now)
+            seen = view() if view is not None else None
+            passing = [
+                ip
+                for ip in behind
+                if (
+                    seen.get(ip, False)
+                    if seen is not None
+                    else health.count_healthy(
+                        [ip], now.check, settings.port_map, private=now.private, via=self.via
+                    )
+                )
+            ]
             healthy = len(passing)
             self.observe(
-                healthy + health.count_healthy(sorted(leaving), now.check, settings.port_map)
+                healthy
+                + health.count_healthy(
+                    sorted(leaving),
+                    now.check,
+                    settings.port_map,
+                    private=now.private,
+                    balancer=view,
+                    via=self.via,
+                )
             )
             if healthy >= self.plan.floor:
                 return
@@ -1397,14 +1478,27 @@ class _Run:
             f"{now.check.port}{now.check.path if now.check.protocol != 'tcp' else ''} "
             f"{now.check.healthy_threshold} times, every {now.check.interval:g}s"
         )
+        view = self.views.for_now(now)
         outcome = health.wait_healthy(
             ips,
             now.check,
             port_map=settings.port_map,
             timeout=max(0.0, min(settings.health_timeout, self.remaining())),
             grace=settings.health_grace,
+            private=now.private,
+            balancer=view,
+            via=self.via,
         )
-        self.observe(health.count_healthy(list(now.lb_ips), now.check, settings.port_map))
+        self.observe(
+            health.count_healthy(
+                list(now.lb_ips),
+                now.check,
+                settings.port_map,
+                private=now.private,
+                balancer=view,
+                via=self.via,
+            )
+        )
         ids = tuple(now.ids[a] for a in batch)
         self.healthy.update(now.ids[a] for a in batch if now.ips[a] in outcome.healthy)
         result = BatchResult(batch, ids, outcome.ok, round(self.clock() - began, 3))
@@ -1412,7 +1506,8 @@ class _Run:
         if not outcome.ok:
             sick = [a for a in batch if now.ips[a] in outcome.unhealthy + outcome.pending]
             how = "failed its health check" if outcome.unhealthy else "did not become healthy"
-            raise _BatchFailed(f"{label}: {', '.join(sick)} {how}")
+            details = "; ".join(outcome.why(now.ips[a], a) for a in sick)
+            raise _BatchFailed(f"{label}: {', '.join(sick)} {how} ({details})")
         self.report(f"{label}: healthy ({result.seconds:.1f}s)")
         return result
 
@@ -1466,6 +1561,9 @@ class _Run:
                 port_map=settings.port_map,
                 timeout=settings.health_timeout,
                 grace=settings.health_grace,
+                private=now.private,
+                balancer=self.views.for_now(now),
+                via=self.via,
             )
         except (ScalerError, OSError) as err:
             self.save("failed")
@@ -1631,10 +1729,19 @@ def apply_rollout(
         port_map=settings.port_map,
         timeout=settings.health_timeout,
         grace=settings.health_grace,
+        private=now.private,
+        balancer=run.views.for_now(now),
+        via=run.via,
     )
     run.observe(len(final.healthy))
     if wrong or not final.ok:
-        problem = f"not on image: {', '.join(wrong)}" if wrong else "not every droplet is healthy"
+        sick = [a for a in plan.targets if now.ips[a] in final.unhealthy + final.pending]
+        problem = (
+            f"not on image: {', '.join(wrong)}"
+            if wrong
+            else "not every droplet is healthy: "
+            + "; ".join(final.why(now.ips[a], a) for a in sick)
+        )
         return run.rollback(f"verification failed ({problem})")
     run.healthy.update(now.ids[a] for a in plan.targets)
     if run.pinned:

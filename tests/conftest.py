@@ -237,7 +237,7 @@ def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]
     Torn down at the end, and checked: no namespace or veth of its network is left.
     """
     need_real_droplets()
-    from scaler.local import netns
+    from scaler.local import balancer, netns
     from scaler.local.api import Delays, LocalCloud
 
     cloud = LocalCloud(
@@ -252,6 +252,7 @@ def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]
     finally:
         cloud.stop()
     assert netns.leftovers(cloud.network) == []
+    assert balancer.leftovers(cloud.network) == []
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from conftest import ROOT, QuietHandler, serve_loopback, stop_loopback
 from scaler.health import (
     HealthCheck,
     HealthError,
+    ProbeResult,
+    check_droplet,
     count_healthy,
     healthcheck_from_state,
     parse_port_map,
@@ -113,10 +115,11 @@ def test_port_maps() -> None:
 def test_probe_uses_path_and_port_map(site: Site) -> None:
     assert probe("127.0.0.1", check(path="/wp-login.php"), {80: site.port})
     assert site.paths == ["/wp-login.php"]
-    site.statuses = [404, 500, 302]
-    assert [probe("127.0.0.1", check(), {80: site.port}) for _ in range(3)] == [
+    site.statuses = [404, 500, 302, 204]
+    assert [probe("127.0.0.1", check(), {80: site.port}) for _ in range(4)] == [
         False,
         False,
+        False,  # only 2xx passes DigitalOcean's check: a redirect fails it
         True,
     ]
     assert probe("127.0.0.1", check(protocol="tcp", port=site.port))
@@ -148,3 +151,190 @@ def test_timeout_leaves_droplets_pending(site: Site) -> None:
 def test_count_healthy(site: Site) -> None:
     site.statuses = [200, 503]
     assert count_healthy(["127.0.0.1", "127.0.0.1"], check(), {80: site.port}) == 1
+
+
+class Answers:
+    """A web server on 127.0.0.1 answering every request with one status and body (or hanging)."""
+
+    def __init__(self, status: int, body: bytes = b"", hang: float = 0.0) -> None:
+        import threading
+
+        self.release = threading.Event()
+        answers = self
+
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:
+                if hang:
+                    answers.release.wait(hang)
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "https://example.invalid/")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = serve_loopback(Handler)
+        self.port = self.server.server_address[1]
+
+    def close(self) -> None:
+        self.release.set()
+        stop_loopback(self.server)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "passes", "shown"),
+    [
+        (200, b"ok", True, ""),
+        (204, b"", True, ""),
+        (301, b"Moved", False, "301, body 'Moved'"),
+        (404, b"<h1>Not Found</h1>", False, "404, body '<h1>Not Found</h1>'"),
+        (
+            500,
+            b"Error establishing a database connection",
+            False,
+            "500, body 'Error establishing a database connection'",
+        ),
+    ],
+)
+def test_only_2xx_passes_as_on_digitalocean(
+    status: int, body: bytes, passes: bool, shown: str
+) -> None:
+    site = Answers(status, body)
+    try:
+        result = check_droplet("127.0.0.1", check(path="/health"), {80: site.port})
+    finally:
+        site.close()
+    assert result.ok is passes
+    if not passes:
+        assert result.describe() == f"http://127.0.0.1:{site.port}/health -> {shown}"
+
+
+def test_a_long_body_is_cut_in_the_failure() -> None:
+    site = Answers(500, b"x" * 500)
+    try:
+        result = check_droplet("127.0.0.1", check(), {80: site.port})
+    finally:
+        site.close()
+    assert result.describe() == f"http://127.0.0.1:{site.port}/ -> 500, body '{'x' * 80}...'"
+
+
+def test_no_answer_within_the_response_timeout_fails() -> None:
+    site = Answers(200, b"late", hang=10)
+    try:
+        result = check_droplet("127.0.0.1", check(response_timeout=0.3), {80: site.port})
+    finally:
+        site.close()
+    assert not result.ok
+    assert result.describe() == f"http://127.0.0.1:{site.port}/ -> no answer within 0.3s"
+
+
+def test_the_probe_dials_the_private_address() -> None:
+    # The public address (127.0.0.2) has nothing listening; the private one answers 200.
+    site = Answers(200, b"ok")
+    try:
+        port = {80: site.port}
+        assert not probe("127.0.0.2", check(), port)
+        report = wait_healthy(
+            ["127.0.0.2"], check(), port_map=port, timeout=5, private={"127.0.0.2": "127.0.0.1"}
+        )
+    finally:
+        site.close()
+    assert report.ok and report.healthy == ("127.0.0.2",)
+
+
+def test_a_failure_names_the_droplet_the_url_and_what_came_back() -> None:
+    site = Answers(301, b"Moved Permanently")
+    try:
+        report = wait_healthy(["127.0.0.1"], check(), port_map={80: site.port}, timeout=5)
+    finally:
+        site.close()
+    assert report.unhealthy == ("127.0.0.1",)
+    assert report.why("127.0.0.1", "digitalocean_droplet.wp_node[0]") == (
+        f"digitalocean_droplet.wp_node[0] (127.0.0.1): http://127.0.0.1:{site.port}/ -> 301, "
+        "body 'Moved Permanently'"
+    )
+
+
+def test_the_balancers_view_decides_for_a_droplet_only_it_can_reach() -> None:
+    # A firewall admits only the balancer: the own probe is refused, the balancer has it UP.
+    views = iter([{"127.0.0.2": False}, {"127.0.0.2": True}])
+    report = wait_healthy(
+        ["127.0.0.2"], check(), port_map={80: 9}, timeout=5, balancer=lambda: next(views)
+    )
+    assert report.ok and report.by_balancer and report.rounds == 2
+
+
+def test_with_the_balancers_view_a_bad_answer_still_fails_fast() -> None:
+    site = Answers(301, b"Moved")
+    try:
+        report = wait_healthy(
+            ["127.0.0.1"],
+            check(unhealthy_threshold=2),
+            port_map={80: site.port},
+            timeout=5,
+            balancer=lambda: {"127.0.0.1": False},
+        )
+    finally:
+        site.close()
+    assert (report.unhealthy, report.rounds) == (("127.0.0.1",), 2)
+
+
+def test_a_balancer_that_keeps_a_droplet_down_leaves_it_pending() -> None:
+    report = wait_healthy(
+        ["127.0.0.2"],
+        check(interval=0.05),
+        port_map={80: 9},
+        timeout=0.3,
+        balancer=lambda: {"127.0.0.2": False},
+    )
+    assert (report.unhealthy, report.pending) == ((), ("127.0.0.2",))
+    assert report.why("127.0.0.2").startswith(
+        "127.0.0.2: the load balancer has it DOWN; own probe: http://127.0.0.2:9/ -> "
+    )
+
+
+def test_count_healthy_reads_the_balancers_view() -> None:
+    view = {"127.0.0.1": True, "127.0.0.2": False}
+    assert (
+        count_healthy(["127.0.0.1", "127.0.0.2", "127.0.0.3"], check(), balancer=lambda: view) == 1
+    )
+
+
+def test_with_the_balancers_view_a_refused_droplet_fails_when_the_path_is_open() -> None:
+    # A droplet the balancer has UP answers this machine: the network path is open, so a new
+    # droplet that refuses the connection has no web server, not a firewall in front of it.
+    site = Answers(200, b"ok")
+    try:
+        report = wait_healthy(
+            ["127.0.0.2"],
+            check(unhealthy_threshold=2),
+            port_map={80: site.port},
+            timeout=5,
+            balancer=lambda: {"127.0.0.1": True, "127.0.0.2": False},
+        )
+    finally:
+        site.close()
+    assert (report.unhealthy, report.rounds) == (("127.0.0.2",), 2)
+    assert (
+        report.why("127.0.0.2") == f"127.0.0.2: http://127.0.0.2:{site.port}/ -> connection refused"
+    )
+
+
+def test_a_droplet_this_machine_cannot_reach_is_checked_through_via() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def via(address: str, dial: str, check: HealthCheck) -> ProbeResult:
+        asked.append((address, dial))
+        return ProbeResult(True, f"http://{dial}:80/ (through SSH to {address})")
+
+    # nothing listens on 127.0.0.3:9 here: refused, so the check goes through `via`
+    report = wait_healthy(
+        ["127.0.0.2"],
+        check(),
+        port_map={80: 9},
+        timeout=5,
+        private={"127.0.0.2": "127.0.0.3"},
+        via=via,
+    )
+    assert report.ok and asked == [("127.0.0.2", "127.0.0.3")] * 2
+    assert count_healthy(["127.0.0.2"], check(), {80: 9}, via=via) == 1

@@ -267,7 +267,13 @@ def test_a_broken_bake_is_rolled_back_with_exit_4(site: Site) -> None:
     # The new play leaves the web root empty: the canary fails the load balancer's check.
     (site.work / "play.yml").write_text(play(None))
     result = site.rebake(
-        "--canary", "--batch-size", "1", *FAST[:4], "--health-timeout", "40s", "--prune-keep", "0"
+        # the rollback waits for the balancer's own check too (3 passes 10 s apart)
+        "--canary",
+        "--batch-size",
+        "1",
+        *FAST,
+        "--prune-keep",
+        "0",
     )
     assert result.exit_code == 4, result.output
     new = last_artifact(site.work / "manifest.json").id

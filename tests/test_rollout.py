@@ -44,6 +44,18 @@ from scaler.tfvars import get_tfvar
 
 WORDPRESS = Path("/usr/share/wordpress")
 WEB_PORT = 18080  # the droplets' port 80, mapped (as a non-root local cloud would)
+
+
+def failed_404(address: str, path: str) -> str:
+    """A pattern of the health failure of a new droplet whose image lacks `path`: the droplet,
+    its public address, the URL on its private address, the status and the body's first bytes."""
+    return (
+        re.escape(address)
+        + r" \(127\.\d+\.1\.\d+\): http://127\.\d+\.2\.\d+:"
+        + re.escape(f"{WEB_PORT}{path} -> 404, body '404 not found\\n'")
+    )
+
+
 WEB = [f"digitalocean_droplet.wp_node[{i}]" for i in range(3)]
 LB = "digitalocean_loadbalancer.wp_lb"
 FAST = ["--health-interval", "0.05", "--health-grace", "0", "--health-timeout", "20s"]
@@ -299,10 +311,12 @@ def test_unhealthy_image_stops_at_the_canary_and_rolls_back(stack: Stack) -> Non
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert summary["status"] == "rolled-back"
-    assert summary["message"] == (
-        f"batch 1/3: {WEB[0]} failed its health check; rolled back 1 droplets to image "
-        f"{stack.good} (healthy)"
-    )
+    assert re.fullmatch(
+        re.escape(f"batch 1/3: {WEB[0]} failed its health check (")
+        + failed_404(WEB[0], "/")
+        + re.escape(f"); rolled back 1 droplets to image {stack.good} (healthy)"),
+        summary["message"],
+    ), summary["message"]
     assert [b["addresses"] for b in summary["batches"]] == [[WEB[0]]]
     assert [b["healthy"] for b in summary["batches"]] == [False]
     assert summary["floor"] == 2 and summary["min_healthy"] >= 2
@@ -517,12 +531,17 @@ def test_failed_apply_rolls_back(stack: Stack) -> None:
 def test_no_rollback_leaves_the_failed_batch(stack: Stack) -> None:
     result = stack.rollout("--image", stack.bad, "--canary", "--no-rollback", "--yes", *FAST)
     assert result.exit_code == 1
-    assert result.stdout.splitlines()[0] == (
-        f"failed: batch 1/3: {WEB[0]} failed its health check; left as it is (--no-rollback): "
-        f"image_slug stays {stack.bad}, run scaler rollout --resume to retry; {stack.tfvars} "
-        f"holds image_slug = {stack.bad} and wp_node_images pins [1] {stack.good}, [2] "
-        f"{stack.good}: a plain terraform apply changes nothing this rollout has not changed"
-    )
+    assert re.fullmatch(
+        re.escape(f"failed: batch 1/3: {WEB[0]} failed its health check (")
+        + failed_404(WEB[0], "/")
+        + re.escape(
+            f"); left as it is (--no-rollback): "
+            f"image_slug stays {stack.bad}, run scaler rollout --resume to retry; {stack.tfvars} "
+            f"holds image_slug = {stack.bad} and wp_node_images pins [1] {stack.good}, [2] "
+            f"{stack.good}: a plain terraform apply changes nothing this rollout has not changed"
+        ),
+        result.stdout.splitlines()[0],
+    ), result.stdout
     images = stack.web_images()
     assert sorted(images.values()) == sorted([stack.bad, stack.good, stack.good])
     assert get_tfvar(stack.tfvars, "image_slug") == stack.bad
@@ -622,10 +641,12 @@ def test_the_load_balancers_health_path_decides(stack: Stack) -> None:
     result = stack.rollout("--image", no_login, "--canary", "--yes", *FAST)
     assert result.exit_code == 1
     assert "waiting for 1 droplets to pass http:80/wp-login.php 3 times" in result.stderr
-    assert result.stdout.splitlines()[0] == (
-        f"rolled-back: batch 1/3: {WEB[0]} failed its health check; rolled back 1 droplets to "
-        f"image {stack.good} (healthy)"
-    )
+    assert re.fullmatch(
+        re.escape(f"rolled-back: batch 1/3: {WEB[0]} failed its health check (")
+        + failed_404(WEB[0], "/wp-login.php")
+        + re.escape(f"); rolled back 1 droplets to image {stack.good} (healthy)"),
+        result.stdout.splitlines()[0],
+    ), result.stdout
     assert set(stack.web_images().values()) == {stack.good}
     assert others(stack.ids()) == others(stack.before)
 

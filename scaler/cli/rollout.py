@@ -245,6 +245,15 @@ def _render(result: RolloutResult, as_json: bool) -> None:
     help="Without --image: bake first with this config's [bake] table (default: "
     "$SCALER_CONFIG, else scaler.toml here or in a parent folder).",
 )
+@click.option(
+    "--probe-ssh-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Where this machine cannot reach a droplet's private address, check it through SSH "
+    "to the droplet itself with this private key.",
+)
+@click.option(
+    "--probe-ssh-user", default="root", show_default=True, help="The user of --probe-ssh-key."
+)
 @role_var_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def rollout(
@@ -276,6 +285,8 @@ def rollout(
     port_map: str | None,
     pin_var: str,
     api_budget: int,
+    probe_ssh_key: Path | None,
+    probe_ssh_user: str,
     bake_config: Path | None,
     extra_vars: tuple[str, ...],
     vault_password_files: tuple[Path, ...],
@@ -355,6 +366,7 @@ def rollout(
         port_map=health.port_map_from(port_map),
         deadline=parse_duration(deadline) if deadline else None,
         rollback=not no_rollback,
+        probe_ssh=(probe_ssh_user, probe_ssh_key) if probe_ssh_key else None,
     )
     flag = _StopFlag()
     with lock.hold(terraform_dir, "rollout") as held:

@@ -29,11 +29,15 @@ from scaler.local.api.control import control
 from scaler.local.api.faults import Faults
 from scaler.local.api.httpd import HTTPHandler, Server, bearer, parse_body, read_body, respond
 from scaler.local.api.models.clock import advance
+from scaler.local.api.models.lbs import balancer_specs
 from scaler.local.api.models.network import droplet_policies
 from scaler.local.api.models.state import CloudState, empty_state
 from scaler.local.api.routes import ROUTES
 from scaler.local.api.routing import Request, Route, match
 from scaler.local.api.validation import load_validator
+from scaler.local.balancer import Balancers
+from scaler.local.balancer import available as balancers_unavailable
+from scaler.local.balancer import sweep as balancer_sweep
 from scaler.local.droplets import DropletKind, RealMachines
 from scaler.local.droplets import unavailable as real_droplets_unavailable
 from scaler.local.machines import MachineError, Machines
@@ -87,10 +91,18 @@ class LocalCloud(CloudState):
             self.droplets_note = why or ""
         elif droplets == "real" and (why := real_droplets_unavailable()):
             raise LocalCloudError(f"{why}; or start the local cloud with directory droplets")
+        self.balancers = None
         if droplets == "real":
             self.machines = RealMachines(self.state_dir, self.network, warn=self._warn)
+            if why := balancers_unavailable():
+                self._warn(f"load balancers carry no traffic: {why}")
+            else:
+                self.balancers = Balancers(self.network, warn=self._warn)
         else:
             self.machines = Machines(self.state_dir, web_port=web_port)
+            # a killed real-droplet cloud of this number may have left its balancers running
+            for pid in balancer_sweep(self.network):
+                self._warn(f"stopped haproxy {pid}, left by a local cloud that was killed")
         self._state = self._load()
 
     # -- lifecycle
@@ -131,6 +143,7 @@ class LocalCloud(CloudState):
                     except (MachineError, OSError) as err:
                         self._warn(f"droplet {droplet['id']} did not boot: {err}")
             self._sync_network()
+            self._sync_balancers()
             self._save()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -151,6 +164,8 @@ class LocalCloud(CloudState):
             self._thread = None
         with self._lock:
             self._save()
+        if self.balancers is not None:
+            self.balancers.close()
         self.machines.close()
         if self._claim is not None:
             self._claim.release()
@@ -209,6 +224,7 @@ class LocalCloud(CloudState):
             for image_id in list(self._state["images"]):
                 self.machines.delete_image(image_id)
             self._state = empty_state()
+            self._sync_balancers()
             self.faults = Faults()
             self._minute.clear()
             self._hour.clear()
@@ -220,12 +236,19 @@ class LocalCloud(CloudState):
         with self._lock:
             advance(self)
             self._sync_network()
+            self._sync_balancers()
             self._save_if_dirty()
 
     def _sync_network(self) -> None:
         # Real droplets' reserved IPs and firewalls follow the state (the lock is held).
         if isinstance(self.machines, RealMachines):
             self.machines.set_policies(droplet_policies(self._state))
+
+    def _sync_balancers(self) -> None:
+        # Called under the lock after anything that may change a balancer, its droplets
+        # (created, deleted, tagged) or their addresses; a no-op when nothing changed.
+        if self.balancers is not None:
+            self.balancers.sync(balancer_specs(self))
 
     # -- HTTP
 
@@ -316,6 +339,7 @@ class LocalCloud(CloudState):
                     # before the answer goes out: a client that sees an IP assigned or a
                     # firewall saved finds the droplets' network already changed
                     self._sync_network()
+                    self._sync_balancers()
                     self._save_if_dirty()
             return status, payload, headers
         except ApiError as err:

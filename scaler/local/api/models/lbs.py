@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from scaler.local import balancer
 from scaler.local.api.base import JSON, as_int, not_found, project_id, unprocessable
 from scaler.local.api.catalog import NAME_RE, region_json
 from scaler.local.api.models.state import CloudState
@@ -202,3 +203,50 @@ def lb_settings(cloud: CloudState, lb: JSON, body: JSON, *, creating: bool) -> N
     )
     if not creating and body.get("vpc_uuid"):
         lb["vpc_uuid"] = body["vpc_uuid"]
+
+
+def balancer_specs(cloud: CloudState) -> list[balancer.Spec]:
+    """What each balancer's HAProxy is made from: its address, rules, check and droplets."""
+    specs = []
+    for lb in cloud._state["lbs"].values():
+        shown = lb_json(cloud, lb)
+        held = cloud._state["droplets"]
+        # A deleted droplet (archive) is no target; one that is off stays and fails its checks.
+        targets = tuple(
+            balancer.Target(i, held[i]["private_ip"])
+            for i in shown["droplet_ids"]
+            if held[i]["status"] != "archive"
+        )
+        health = lb["health_check"]
+        sticky = lb["sticky_sessions"]
+        specs.append(
+            balancer.Spec(
+                lb_id=lb["id"],
+                address=lb["ip"],
+                rules=tuple(
+                    balancer.Rule(
+                        r["entry_protocol"],
+                        int(r["entry_port"]),
+                        r["target_protocol"],
+                        int(r["target_port"]),
+                        bool(r["tls_passthrough"]),
+                    )
+                    for r in lb["forwarding_rules"]
+                ),
+                check=balancer.Check(
+                    protocol=health["protocol"],
+                    port=int(health["port"]),
+                    path=health["path"] or "/",
+                    interval=int(health["check_interval_seconds"]),
+                    timeout=int(health["response_timeout_seconds"]),
+                    healthy_threshold=int(health["healthy_threshold"]),
+                    unhealthy_threshold=int(health["unhealthy_threshold"]),
+                ),
+                targets=targets,
+                algorithm=lb["algorithm"],
+                sticky_cookie=(sticky["cookie_name"], int(sticky["cookie_ttl_seconds"]))
+                if sticky.get("type") == "cookies"
+                else None,
+            )
+        )
+    return specs

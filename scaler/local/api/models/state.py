@@ -10,6 +10,7 @@ from pathlib import Path
 from scaler.fsutil import write_atomic
 from scaler.local.api.base import JSON, Delays, LocalCloudError, unprocessable
 from scaler.local.api.faults import Faults
+from scaler.local.balancer import Balancers
 from scaler.local.droplets import RealMachines
 from scaler.local.machines import Machines
 
@@ -60,6 +61,8 @@ class CloudState:
     network: int
     faults: Faults
     machines: Machines | RealMachines
+    # the balancers' HAProxy processes: only clouds of real droplets run them
+    balancers: Balancers | None
     _state: JSON
     _dirty: bool
     _delays: Delays
