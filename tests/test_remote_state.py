@@ -169,7 +169,7 @@ def test_inventory_and_rollouts_share_a_pg_backend_and_its_lock(
     assert listed.stderr == f"running `terraform state pull` in {first} (from --terraform-dir)\n"
     doc = json.loads(listed.stdout)
     assert len(doc["wp_node"]["hosts"]) == 3
-    assert doc["ha_db_fip"]["hosts"] == ["module.galera.digitalocean_floating_ip.ha_db_fip"]
+    assert doc["ha_db_fip"]["hosts"] == ["module.galera.digitalocean_reserved_ip.ha_db_fip"]
     # The inventory plugin (through the embedded engine) and the script read the same state.
     source = tmp_path / "tfstate.yml"
     source.write_text(

@@ -290,9 +290,12 @@ def test_rollback_waits_for_a_load_balancer_still_busy_with_the_canary(stack: St
     assert "rollback: the load balancer is still applying its last change; waiting" in (
         result.stderr
     )
-    assert result.stderr.endswith(
-        f"Error: rollout rolled-back: batch 1/3: {WEB[0]} failed its health check; rolled back "
-        f"1 droplets to image {stack.good} (healthy)\n"
+    # the reason names the droplet, the URL on its private address, the status and the body
+    assert re.search(
+        rf"Error: rollout rolled-back: batch 1/3: {re.escape(WEB[0])} failed its health check "
+        rf"\({re.escape(WEB[0])} \(127\.[\d.]+\): http://127\.[\d.]+:\d+/ -> 404, "
+        rf"body '404 not found\\n'\); rolled back 1 droplets to image {stack.good} \(healthy\)\n$",
+        result.stderr,
     ), result.stderr
     puts = [r.status for r in stack.cloud.requests() if r.template == "PUT /v2/load_balancers/{id}"]
     assert 403 in puts and puts[-1] == 200, puts
