@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from scaler.cloud import Cloud, CloudError, NotFound
 from scaler.errors import ScalerError
-from scaler.health import LB_TYPE, HealthCheck
+from scaler.health import LB_TYPE, HealthCheck, check_from_fields
 from scaler.state import Resource
 
 Source = Literal["api", "state"]
@@ -57,17 +57,11 @@ def _text(value: Any) -> str:
 
 def check_from_api(raw: Mapping[str, Any]) -> HealthCheck:
     """A balancer's `health_check` as the API gives it, as a HealthCheck."""
-    protocol = _text(raw.get("protocol") or "http").lower()
-    if protocol not in ("http", "https", "tcp"):
-        raise BalancerError(f"the balancer's health check protocol {protocol!r} is not known")
-    return HealthCheck(
-        protocol=protocol,  # type: ignore[arg-type]
-        port=int(raw.get("port") or 80),
-        path=_text(raw.get("path") or "/"),
-        interval=float(raw.get("check_interval_seconds") or 10),
-        response_timeout=float(raw.get("response_timeout_seconds") or 5),
-        healthy_threshold=int(raw.get("healthy_threshold") or 3),
-        unhealthy_threshold=int(raw.get("unhealthy_threshold") or 3),
+    return check_from_fields(
+        raw,
+        lambda protocol: BalancerError(
+            f"the balancer's health check protocol {protocol!r} is not known"
+        ),
     )
 
 

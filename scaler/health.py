@@ -86,18 +86,30 @@ def healthcheck_from_state(state: Mapping[str, Any], address: str | None = None)
     blocks = attributes.get("healthcheck") or []
     if not blocks:
         return HealthCheck()
-    block = blocks[0]
-    protocol = str(block.get("protocol") or "http").lower()
+    return check_from_fields(
+        blocks[0],
+        lambda protocol: HealthError(
+            f"{name} has health check protocol {protocol!r} (have: http, https, tcp)"
+        ),
+    )
+
+
+def check_from_fields(
+    fields: Mapping[str, Any], unknown_protocol: Callable[[str], ScalerError]
+) -> HealthCheck:
+    """A HealthCheck from DigitalOcean's check fields: the API's `health_check` and the Terraform
+    state's `healthcheck` block use the same names; `unknown_protocol` makes the error."""
+    protocol = str(fields.get("protocol") or "http").lower()
     if protocol not in ("http", "https", "tcp"):
-        raise HealthError(f"{name} has health check protocol {protocol!r} (have: http, https, tcp)")
+        raise unknown_protocol(protocol)
     return HealthCheck(
         protocol=protocol,  # type: ignore[arg-type]
-        port=int(block.get("port") or 80),
-        path=str(block.get("path") or "/"),
-        interval=float(block.get("check_interval_seconds") or 10),
-        response_timeout=float(block.get("response_timeout_seconds") or 5),
-        healthy_threshold=int(block.get("healthy_threshold") or 3),
-        unhealthy_threshold=int(block.get("unhealthy_threshold") or 3),
+        port=int(fields.get("port") or 80),
+        path=str(fields.get("path") or "/"),
+        interval=float(fields.get("check_interval_seconds") or 10),
+        response_timeout=float(fields.get("response_timeout_seconds") or 5),
+        healthy_threshold=int(fields.get("healthy_threshold") or 3),
+        unhealthy_threshold=int(fields.get("unhealthy_threshold") or 3),
     )
 
 
