@@ -600,11 +600,11 @@ def _run_locked(
     from scaler.inventory import build_inventory, list_json
 
     settings = _settings(site, options)
-    progress = rollout_mod.read_progress(settings.progress_file)
+    progress = rollout_mod.read_record(settings.record_file)
     if progress is not None and not progress.finished:
         message = (
             f"an unfinished rollout to image {progress.target_image} ({progress.status}) is "
-            f"recorded in {settings.progress_file}; finish it with `scaler rollout --resume` "
+            f"recorded in {settings.record_file}; finish it with `scaler rollout --resume` "
             "before rebaking"
         )
         log.event("rebake", "failed", message)

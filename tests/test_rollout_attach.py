@@ -241,7 +241,8 @@ def test_without_the_pin_variable_a_plain_apply_changes_nothing(site: Site) -> N
 
 
 def test_for_each_targets_pin_by_their_key_and_get_the_for_each_lines() -> None:
-    from scaler.rollout import RolloutError, _index, pin_var_missing
+    from scaler.rollout import RolloutError, pin_var_missing
+    from scaler.rollout import pin_key as _index
 
     assert _index('digitalocean_droplet.wp_node["blue"]') == "blue"
     assert _index("digitalocean_droplet.wp_node[2]") == "2"

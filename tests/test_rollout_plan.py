@@ -10,14 +10,14 @@ import pytest
 from scaler.rollout import (
     ApiBudget,
     PlanRefused,
-    Progress,
     RolloutError,
+    RolloutRecord,
     check_plan,
     parse_count,
     parse_duration,
     plan_rollout,
-    read_progress,
-    write_progress,
+    read_record,
+    write_record,
 )
 
 WEB = "digitalocean_droplet.wp_node"
@@ -181,13 +181,15 @@ def test_instance_targets_only_allow_those_instances() -> None:
 
 def test_progress_round_trip(tmp_path: Path) -> None:
     path = tmp_path / ".scaler-rollout.json"
-    assert read_progress(path) is None
-    progress = Progress("new", "old", "rolling", ((f"{WEB}[0]",),), (f"{WEB}[0]",), "done", 1, 2)
-    write_progress(path, progress)
-    assert read_progress(path) == progress
+    assert read_record(path) is None
+    progress = RolloutRecord(
+        "new", "old", "rolling", ((f"{WEB}[0]",),), (f"{WEB}[0]",), "done", 1, 2
+    )
+    write_record(path, progress)
+    assert read_record(path) == progress
     path.write_text("{}")
     with pytest.raises(RolloutError) as err:
-        read_progress(path)
+        read_record(path)
     assert str(err.value) == f"{path} is not a rollout record ('target_image'); move it away"
 
 
