@@ -14,6 +14,15 @@ every droplet behind the load balancer; the fewest healthy seen must never fall 
 droplets active after ~35 s, load balancers after ~1 min, deletes that linger, a balancer busy for
 20 s after each change, lags after actions): a slow bench of the API budget, deadlines and waits.
 
+Beside each wall time it prints the floor measured in the same run and the ratio. Per batch the
+floor is the slowest of its new droplets' create time as the API's own create action records it
+(started_at to completed_at), plus healthy_threshold checks at the check's interval, plus the
+slowest of its old droplets' delete as observed (from the DELETE to the last answer that still
+showed the droplet; 0 where the cloud forgets it at once). Then where the rest goes: the first
+plan (with its refresh) before batch 1, API budget pauses, and per batch Terraform's plan, the
+apply beyond create and delete (the provider's poll cadence), the health wait beyond the checks,
+and the final verification.
+
 --speed K (default 1: real time) runs every clock K times faster, together: the cloud's delays
 and the provider's poll waits are divided by K, the cloud's limit becomes 250*K a minute, and the
 budget window and the peak are taken over 60/K seconds (so "peak/min" is per scaled minute).
@@ -31,6 +40,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +135,107 @@ def peak_per_minute(times: list[float], window: float = 60.0) -> int:
     return best
 
 
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def floor_of(
+    cloud: LocalCloud,
+    result: Any,
+    log: list[Any],
+    batches: tuple[tuple[str, ...], ...],
+    marks: list[tuple[float, str]],
+    wall: float,
+    epoch0: float,
+) -> dict[str, Any]:
+    """The floor of the rollout just run, and where the time above it went (module doc)."""
+    old_id = {node.address: node.droplet_id for node in result.before}
+    lb = api(cloud, "GET", "/v2/load_balancers")["load_balancers"][0]["health_check"]
+    checks = lb["healthy_threshold"] * result_interval(lb, marks)
+    floor = 0.0
+    creates: list[float] = []
+    deletes: list[float] = []
+    for batch, done in zip(batches, result.batches, strict=False):
+        made = []
+        for droplet_id in done.droplet_ids:
+            acts = api(cloud, "GET", f"/v2/droplets/{droplet_id}/actions")["actions"]
+            create = next((a for a in acts if a["type"] == "create"), None)
+            begin = _epoch(create and create["started_at"])
+            end = _epoch(create and create["completed_at"])
+            if begin is not None and end is not None:
+                made.append(end - begin)
+        gone = []
+        for address in batch:
+            path = f"/v2/droplets/{old_id.get(address)}"
+            asked = [r.time for r in log if r.method == "DELETE" and r.path == path]
+            if not asked:
+                continue
+            seen = [r.time for r in log if r.method == "GET" and r.path == path and r.status < 400]
+            after = [t for t in seen if t > asked[0]]
+            gone.append(max(after) - asked[0] if after else 0.0)
+        creates.append(max(made, default=0.0))
+        deletes.append(max(gone, default=0.0))
+        floor += creates[-1] + checks + deletes[-1]
+
+    def at(prefix: str, number: int, total: int) -> float | None:
+        label = f"batch {number}/{total}: {prefix}"
+        return next((t for t, line in marks if line.startswith(label)), None)
+
+    total = len(batches)
+    first = at("planning", 1, total) or at("applying", 1, total)
+    plan = apply = wait = 0.0
+    for number in range(1, total + 1):
+        planning, applying = at("planning", number, total), at("applying", number, total)
+        waiting, healthy = at("waiting for", number, total), at("healthy", number, total)
+        if planning is not None and applying is not None:
+            plan += applying - planning
+        if applying is not None and waiting is not None:
+            apply += waiting - applying
+        if waiting is not None and healthy is not None:
+            wait += healthy - waiting
+    # Within the applies: the balancer's update (the provider's PUT to its last look at the
+    # balancer).
+    balancer = 0.0
+    for number in range(1, total + 1):
+        applying, waiting = at("applying", number, total), at("waiting for", number, total)
+        if applying is None or waiting is None:
+            continue
+        window = [r for r in log if applying <= r.time - epoch0 <= waiting]
+        lb_put = [r.time for r in window if r.method == "PUT" and "load_balancers" in r.path]
+        lb_get = [r.time for r in window if r.method == "GET" and "load_balancers/" in r.path]
+        if lb_put and lb_get:
+            balancer += max(lb_get) - min(lb_put)
+    in_batches = sum(b.seconds for b in result.batches)
+    pauses = sum(
+        float(line.split("pausing ")[1].split("s")[0]) for _, line in marks if "pausing" in line
+    )
+    return {
+        "floor_s": round(floor, 1),
+        "ratio": round(wall / floor, 2) if floor else None,
+        "rest": {
+            "first plan": round(first or 0.0, 1),
+            "budget pauses": round(pauses, 1),
+            "batch plans": round(plan, 1),
+            "apply beyond create+delete": round(apply - sum(creates) - sum(deletes), 1),
+            "of which the balancer's update": round(balancer, 1),
+            "health beyond checks": round(wait - checks * total, 1),
+            "other in batches": round(in_batches - plan - apply - wait, 1),
+            "verify and end": round(wall - (first or 0.0) - in_batches - pauses, 1),
+        },
+    }
+
+
+def result_interval(check: dict[str, Any], marks: list[tuple[float, str]]) -> float:
+    """The check interval the rollout used (the balancer's, scaled by --health-interval): the
+    rollout says it ("... every Ns")."""
+    for _, line in marks:
+        if " times, every " in line:
+            return float(line.rsplit("every ", 1)[1].rstrip("s"))
+    return float(check["check_interval_seconds"])
+
+
 def run(
     size: int,
     health_interval: float,
@@ -171,10 +282,12 @@ def run(
             meter = ApiBudget.for_cloud(
                 Cloud(cloud.env()["DIGITALOCEAN_TOKEN"], cloud.endpoint), budget, window=window
             )
-            started = time.monotonic()
+            started, epoch0 = time.monotonic(), time.time()
             lines: list[str] = []
+            marks: list[tuple[float, str]] = []
 
             def report(line: str) -> None:
+                marks.append((time.monotonic() - started, line))
                 lines.append(f"[{time.monotonic() - started:6.1f}s] {line}")
 
             with open_terraform(settings) as tf:
@@ -185,6 +298,7 @@ def run(
             sampler.halt.set()
             sampler.join()
             log = cloud.requests()
+            overhead = floor_of(cloud, result, log, prepared.plan.batches, marks, wall, epoch0)
             return {
                 "droplets": size,
                 "batches": len(prepared.plan.batches),
@@ -199,6 +313,7 @@ def run(
                 "top": sorted(cloud.counters().items(), key=lambda kv: -kv[1])[:6],
                 "pauses": [line for line in lines if "pausing" in line],
                 "message": result.message,
+                **overhead,
             }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -217,7 +332,10 @@ def main() -> int:
     if args.speed != 1:
         scale = f"{args.speed:g}x faster, minute = {60 / args.speed:g}s"
     print(f"# rolling, batches of 25%, api budget {args.api_budget}, {scale}", flush=True)
-    print("droplets batches status  wall_s requests peak/min 429s min_healthy floor", flush=True)
+    print(
+        "droplets batches status  wall_s floor_s ratio requests peak/min 429s min_healthy floor",
+        flush=True,
+    )
     ok = True
     for size in args.sizes.split(","):
         r = run(
@@ -225,11 +343,14 @@ def main() -> int:
         )
         print(
             f"{r['droplets']:8} {r['batches']:7} {r['status']:7} {r['wall_s']:6} "
-            f"{r['requests']:8} {r['peak_per_min']:8} {r['http_429']:4} "
+            f"{r['floor_s']:7} {r['ratio']!s:>5} {r['requests']:8} {r['peak_per_min']:8} "
+            f"{r['http_429']:4} "
             f"{r['min_healthy']!s:>11} {r['floor']:5}",
             flush=True,
         )
         print(f"#   by endpoint: {', '.join(f'{k} {v}' for k, v in r['top'])}", flush=True)
+        rest = ", ".join(f"{k} {v}s" for k, v in r["rest"].items())
+        print(f"#   above the floor: {rest}", flush=True)
         for line in r["pauses"]:
             print(f"#   {line}", flush=True)
         if r["status"] != "done":

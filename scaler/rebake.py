@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scaler import bake as bake_mod
-from scaler import lock
+from scaler import lock, workflow
 from scaler import rollout as rollout_mod
 from scaler import snapshots as snapshots_mod
 from scaler.cloud import Cloud, NotFound
@@ -371,6 +371,7 @@ class RebakeOptions:
     lock_timeout: str = "60s"
     deadline: float | None = None
     port_map: Mapping[int, int] = field(default_factory=dict)
+    api_budget: int = rollout_mod.DEFAULT_API_BUDGET  # requests a minute; 0: not watched
     backend_config: tuple[str, ...] = ()
     engine: str | None = None  # --terraform-bin
     prune_keep: int | None = None  # None: no prune after the run
@@ -597,8 +598,6 @@ def _run_locked(
     started: float,
     should_stop: Callable[[], bool],
 ) -> SiteResult:
-    from scaler.inventory import build_inventory, list_json
-
     settings = _settings(site, options)
     progress = rollout_mod.read_record(settings.record_file)
     if progress is not None and not progress.finished:
@@ -615,13 +614,12 @@ def _run_locked(
     with rollout_mod.open_terraform(settings) as tf:
         # The bake's inventory holds the stack's groups (ha_db_fip) the role reads.
         state = parse_state(tf.state_pull(), "the Terraform state")
-        inventory = list_json(build_inventory(state))
         with log.step("bake", project=config.project, base_image=config.image) as step:
-            baked = bake_mod.bake_image(
+            baked = workflow.bake_from_config(
                 config,
                 cloud,
-                inventory=inventory,
-                on_progress=lambda message: log.event("bake", "info", message),
+                workflow.stack_inventory(state, say=lambda text: log.event("bake", "info", text)),
+                say=lambda message: log.event("bake", "info", message),
             )
             step.ids.update(snapshot=baked.id, name=baked.name, regions=list(baked.regions))
         with log.step("rollout", image=baked.id) as step:
@@ -656,6 +654,12 @@ def _run_locked(
                     report=lambda message: log.event("rollout", "info", message),
                     # A stop request (systemctl stop, Ctrl-C) ends the batch in flight first.
                     should_stop=should_stop,
+                    # paced as a hand-run rollout is
+                    budget=workflow.api_budget(
+                        options.api_budget,
+                        lambda message: log.event("rollout", "info", message),
+                        dict(settings.env),
+                    ),
                 )
             except (ScalerError, OSError) as err:
                 step.fail(str(err))
@@ -670,7 +674,11 @@ def _run_locked(
                     _since(started),
                 )
             outcome = _rollout_outcome(result)
-            step.ids.update(status=result.status, replaced=len(result.replaced))
+            step.ids.update(
+                status=result.status,
+                replaced=len(result.replaced),
+                api_requests=result.api_requests,
+            )
             step.message = result.message
             if outcome not in ("rolled-out", "unchanged"):
                 step.outcome = "failed"

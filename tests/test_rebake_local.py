@@ -221,6 +221,9 @@ def test_unattended_rebake_bakes_rolls_out_and_then_is_not_due(site: Site) -> No
     assert decide["ids"]["reasons"] == ["provisioning"]
     bake = next(e for e in events if e["step"] == "bake" and e["outcome"] == "ok")
     assert bake["ids"]["snapshot"] == new.id
+    # paced by the API budget as a hand-run rollout is: it read what the token used
+    rolled = next(e for e in events if e["step"] == "rollout" and e["outcome"] == "ok")
+    assert rolled["ids"]["api_requests"] > 0
     assert TOKEN not in result.stderr + result.stdout
     # The old snapshot runs nowhere any more: the prune after the rollout deleted it.
     prune = next(e for e in events if e["step"] == "prune")

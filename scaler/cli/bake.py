@@ -12,19 +12,11 @@ from typing import Any
 
 import click
 
-from scaler.bake import BakeInterrupted, OnError, bake_image, describe_bake
+from scaler.bake import BakeInterrupted, OnError, describe_bake
 from scaler.cli.rolevars import role_var_options, with_role_vars
-from scaler.cloud import Cloud, Pacing, endpoint_from, resolve_token
-from scaler.config import (
-    BakeConfig,
-    apply,
-    find_config_file,
-    load_config_file,
-    load_packer_template,
-    parse_assignments,
-)
-from scaler.inventory import build_inventory, list_json
-from scaler.state import DEFAULT_TERRAFORM_DIR, load_state
+from scaler.config import apply, parse_assignments
+from scaler.state import DEFAULT_TERRAFORM_DIR
+from scaler.workflow import bake_from_config, load_bake, open_cloud, stack_inventory
 
 
 @click.command()
@@ -189,22 +181,14 @@ def bake(
             err=True,
         )
     with _signal_exit_codes():
-        config = BakeConfig()
-        path = find_config_file(config_file)
-        if path is not None:
-            config = load_config_file(path, config)
-        token: str | None = None
-        secrets: tuple[str, ...] = ()
-        if packer_template is not None:
-            loaded = load_packer_template(
-                packer_template,
-                config,
-                var_file=[*old_var_files, *var_files],
-                variables=parse_assignments(variables, "--var"),
-            )
-            config, token, secrets = loaded.config, loaded.token, loaded.secrets
-            for warning in loaded.warnings:
-                click.echo(f"Warning: {warning}", err=True)
+        loaded = load_bake(
+            config_file,
+            packer_template,
+            var_files=[*old_var_files, *var_files],
+            variables=parse_assignments(variables, "--var"),
+        )
+        for warning in loaded.warnings:
+            click.echo(f"Warning: {warning}", err=True)
         overrides: dict[str, Any] = {
             "project": project,
             "image": image,
@@ -224,34 +208,23 @@ def bake(
         }
         if poll_interval is not None:
             overrides.update(poll_min=poll_interval, poll_max=poll_interval * 3)
-        config = with_role_vars(apply(config, overrides), extra_vars, vault_password_files)
+        config = with_role_vars(apply(loaded.config, overrides), extra_vars, vault_password_files)
         if dry_run:
-            where = f"{packer_template}" if packer_template else f"{path or 'built-in defaults'}"
+            where = packer_template or loaded.path or "built-in defaults"
             click.echo(f"build from {where} (dry run: nothing is created)")
-            for line in describe_bake(config, (*secrets, *([token] if token else []))):
+            token = loaded.token
+            for line in describe_bake(config, (*loaded.secrets, *([token] if token else []))):
                 click.echo(line)
             return
-        token = resolve_token(token, context=context)
-        endpoint = endpoint_from(config.api_url)
-        loaded_state, source = load_state(state=config.state, terraform_dir=terraform_dir)
-        inventory = build_inventory(loaded_state)
-        for warning in inventory.warnings:
-            click.echo(f"Warning: {warning}", err=True)
-        progress(f"inventory from {source.path}")
-        if config.playbook == BakeConfig().playbook:
-            progress(
-                f"playbook: scaler's bundled {config.playbook} (no --playbook, "
-                "--packer-template or scaler.toml names one)"
-            )
-        pacing = Pacing(poll_min=config.poll_min, poll_max=config.poll_max)
-        cloud = Cloud(token, endpoint, pacing=pacing, on_progress=progress)
-        result = bake_image(
-            config,
-            cloud,
-            inventory=list_json(inventory),
-            on_progress=progress,
-            on_error=on_error,
-            ask=_ask_terminal,
+        cloud = open_cloud(config, loaded.token, context=context, say=progress)
+        inventory = stack_inventory(
+            state_path=config.state,
+            terraform_dir=terraform_dir,
+            say=progress,
+            warn=lambda text: click.echo(f"Warning: {text}", err=True),
+        )
+        result = bake_from_config(
+            config, cloud, inventory, say=progress, on_error=on_error, ask=_ask_terminal
         )
         progress(f"done: snapshot {result.id} ({result.name}) in {', '.join(result.regions)}")
         if as_json:

@@ -7,9 +7,16 @@ from pathlib import Path
 import click
 
 from scaler.cli.common import deprecated_name, option_group
-from scaler.rollout import DEFAULT_BATCH
+from scaler.rollout import DEFAULT_API_BUDGET, DEFAULT_BATCH
 
-__all__ = ["deprecated_name", "option_group", "rollout_options", "stack_options", "tfvars_files"]
+__all__ = [
+    "api_budget_option",
+    "deprecated_name",
+    "option_group",
+    "rollout_options",
+    "stack_options",
+    "tfvars_files",
+]
 
 
 def tfvars_files(tfvars: tuple[Path, ...], old: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -91,3 +98,12 @@ rollout_options = option_group(
     ),
 )
 """How to roll: strategy, batches, canary, deadline and the health gate."""
+
+api_budget_option = click.option(
+    "--api-budget",
+    type=click.IntRange(min=0),
+    default=DEFAULT_API_BUDGET,
+    show_default=True,
+    help="DigitalOcean API requests per minute to stay under: batches wait for room (0: off).",
+)
+"""The API budget a rollout paces its batches by (scaler rollout and scaler rebake alike)."""

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from scaler import health
-from scaler.cli.options import rollout_options, stack_options, tfvars_files
+from scaler.cli.options import api_budget_option, rollout_options, stack_options, tfvars_files
 from scaler.cli.rolevars import role_var_options, with_role_vars
-from scaler.cloud import Cloud, NoToken, Pacing, endpoint_from, resolve_token
-from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
+from scaler.config import find_config_file
 from scaler.errors import ScalerError
 from scaler.events import LOG_FORMATS, EventLog, LogFormat, known_secrets, scrub
 from scaler.notify import NotifyError, check_url, post_summary
@@ -34,88 +28,7 @@ from scaler.rebake import (
 )
 from scaler.rollout import parse_duration
 from scaler.snapshots import parse_age
-
-
-@dataclass(frozen=True)
-class LoadedBake:
-    """The bake settings, the token the Packer var file held (if any), and whether the
-    project name was set explicitly (config file or template) rather than defaulted."""
-
-    config: BakeConfig
-    token: str | None
-    explicit_project: bool
-
-
-def load_bake_config(
-    config_path: Path | None,
-    template: Path | None,
-    packer_vars: Path | None,
-    *,
-    required: bool = False,
-) -> LoadedBake:
-    """scaler.toml's [bake] (if any), then the Packer template (if given); with `required`,
-    having neither is an error saying what to pass (no bake of scaler's bundled playbook)."""
-    config = BakeConfig()
-    found = find_config_file(config_path)
-    if found is None and template is None and required:
-        raise ScalerError(
-            "no bake settings: pass --packer-template wp-node.json --packer-var-file "
-            "variables.json (your Packer files), or --config scaler.toml (a [bake] table; none "
-            "was found here, in a parent folder or in $SCALER_CONFIG)"
-        )
-    if found is not None:
-        config = load_config_file(found, config)
-    token = None
-    if template is not None:
-        loaded = load_packer_template(template, config, var_file=packer_vars)
-        config, token = loaded.config, loaded.token
-    return LoadedBake(config, token, config.project != BakeConfig().project)
-
-
-def cloud_from(loaded: LoadedBake | None) -> Cloud:
-    """The API client: token in Packer's order (the template's, then the environment's, then
-    doctl's), end point likewise; a missing token fails at the first API call."""
-    try:
-        token = resolve_token(loaded.token if loaded else None)
-    except NoToken:
-        token = ""
-    if loaded is None:
-        return Cloud(token, endpoint_from(None))
-    config = loaded.config
-    pacing = Pacing(poll_min=config.poll_min, poll_max=config.poll_max)
-    return Cloud(token, endpoint_from(config.api_url), pacing=pacing)
-
-
-class _StopFlag:
-    """SIGTERM or Ctrl-C: finish the rollout batch in flight, then stop; a second one aborts."""
-
-    def __init__(self, log: EventLog) -> None:
-        self.requested = False
-        self.log = log
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        name = signal.Signals(signum).name
-        self.log.event("stop", "info", f"{name}: stopping after the current step")
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """The handler on SIGTERM and SIGINT for the block (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        signals = (signal.SIGTERM, signal.SIGINT)
-        previous = {sig: signal.signal(sig, self.handler) for sig in signals}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+from scaler.workflow import StopFlag, load_bake, open_cloud
 
 
 def _duration(text: str | None, option: str) -> float | None:
@@ -152,6 +65,7 @@ def _duration(text: str | None, option: str) -> float | None:
 )
 @stack_options
 @rollout_options
+@api_budget_option
 @click.option(
     "--prune-keep",
     type=click.IntRange(min=0),
@@ -197,6 +111,7 @@ def rebake(
     health_grace: str,
     lock_timeout: str,
     port_map: str | None,
+    api_budget: int,
     prune_keep: int | None,
     prune_older_than: str | None,
     log_format: LogFormat,
@@ -210,9 +125,10 @@ def rebake(
     Due when the base image changed (the API gives another id for the slug
     than the last bake recorded), the newest snapshot is older than
     --max-age, or the provisioning (playbook, roles, cloud-config) changed.
-    When due it bakes, then rolls out with the rollout's guard, without
-    asking. One run at a time per Terraform directory: a second is refused,
-    a lock left by a dead process is taken over. With --all each site of
+    When due it bakes, then rolls out with the rollout's guard and API
+    budget (--api-budget), without asking. One run at a time per Terraform
+    directory: a second is refused, a lock left by a dead process is taken
+    over. With --all each site of
     scaler.toml runs in turn under its own lock; one failing does not stop
     the others. With --prune-keep it then deletes old snapshots the site no
     longer uses (never the one in use, nor the newest N). The API token is
@@ -230,7 +146,14 @@ def rebake(
         check_url(notify_url)
     if prune_older_than and prune_keep is None:
         raise click.UsageError("--prune-older-than needs --prune-keep N")
-    loaded = load_bake_config(config_path, template, packer_var_file, required=True)
+    loaded = load_bake(
+        config_path,
+        template,
+        var_files=[packer_var_file] if packer_var_file else [],
+        missing="no bake settings: pass --packer-template wp-node.json --packer-var-file "
+        "variables.json (your Packer files), or --config scaler.toml (a [bake] table; none was "
+        "found here, in a parent folder or in $SCALER_CONFIG)",
+    )
     loaded = replace(loaded, config=with_role_vars(loaded.config, extra_vars, vault_password_files))
     secrets = tuple(s for s in (*known_secrets(), loaded.token) if s)
     log = EventLog(log_format, secrets=secrets)
@@ -261,6 +184,7 @@ def rebake(
         lock_timeout=lock_timeout,
         deadline=_duration(deadline, "--deadline"),
         port_map=health.port_map_from(port_map),
+        api_budget=api_budget,
         backend_config=backend_config,
         engine=terraform_bin,
         prune_keep=prune_keep,
@@ -269,8 +193,10 @@ def rebake(
             parse_age(prune_older_than, "--prune-older-than") if prune_older_than else None
         ),
     )
-    cloud = cloud_from(loaded)
-    stop = _StopFlag(log)
+    cloud = open_cloud(loaded.config, loaded.token)
+    stop = StopFlag(
+        lambda name: log.event("stop", "info", f"{name}: stopping after the current step")
+    )
     results: list[SiteResult] = []
     with stop.installed():
         for site in sites:

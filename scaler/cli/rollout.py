@@ -11,16 +11,14 @@ from types import FrameType
 
 import click
 
-from scaler import health, lock
+from scaler import health, lock, workflow
 from scaler.cli.options import rollout_options, stack_options, tfvars_files
 from scaler.cli.rolevars import role_var_options, with_role_vars
-from scaler.cloud import NoToken
 from scaler.errors import ScalerError
 from scaler.rollout import (
     DEFAULT_API_BUDGET,
     DEFAULT_TARGET,
     PIN_VAR,
-    ApiBudget,
     Prepared,
     RolloutResult,
     Settings,
@@ -33,6 +31,7 @@ from scaler.rollout import (
     restore_tfvars,
 )
 from scaler.tfvars import IMAGE_VAR, image_id_from
+from scaler.workflow import bake_from_config, load_bake, open_cloud, stack_inventory
 
 
 class _Clock:
@@ -84,68 +83,26 @@ def _bake(
     terraform_bin: str | None,
 ) -> str:
     """`scaler bake` with the same config (scaler.toml's [bake]); the manifest gets the build."""
-    from scaler.bake import bake_image
-    from scaler.cloud import Cloud, Pacing, endpoint_from, token_from_env
-    from scaler.config import (
-        BakeConfig,
-        find_config_file,
-        load_config_file,
-    )
-    from scaler.inventory import build_inventory, list_json
-    from scaler.state import load_state
-
-    config = BakeConfig()
-    path = find_config_file(config_file)
-    if path is None:
+    loaded = load_bake(
+        config_file,
         # never a bake of scaler's own bundled playbook that nobody asked for
-        raise ScalerError(
-            "no image to roll out and no bake settings to bake one: pass --image ID or "
-            "--from-manifest manifest.json, or --bake-config scaler.toml (a [bake] table; "
-            "none was found here, in a parent folder or in $SCALER_CONFIG)"
-        )
-    config = load_config_file(path, config)
-    if config.playbook == BakeConfig().playbook:
-        report(f"{path} names no playbook: baking with scaler's bundled {config.playbook}")
-    config = with_role_vars(config, extra_vars, vault_password_files)
-    token = token_from_env()
-    if not token:
-        raise NoToken()
-    state, source = load_state(
-        state=config.state, terraform_dir=str(terraform_dir), engine=terraform_bin
+        missing="no image to roll out and no bake settings to bake one: pass --image ID or "
+        "--from-manifest manifest.json, or --bake-config scaler.toml (a [bake] table; none "
+        "was found here, in a parent folder or in $SCALER_CONFIG)",
     )
-    inventory = build_inventory(state)
-    for warning in inventory.warnings:
-        click.echo(f"Warning: {warning}", err=True)
-    endpoint = endpoint_from(config.api_url)
-    cloud = Cloud(
-        token,
-        endpoint,
-        pacing=Pacing(poll_min=config.poll_min, poll_max=config.poll_max),
-        on_progress=report,
+    config = with_role_vars(loaded.config, extra_vars, vault_password_files)
+    cloud = open_cloud(config, say=report)
+    inventory = stack_inventory(
+        state_path=config.state,
+        terraform_dir=terraform_dir,
+        engine=terraform_bin,
+        say=report,
+        warn=lambda text: click.echo(f"Warning: {text}", err=True),
     )
-    report(f"baking a new image (config {path or 'built-in defaults'}, inventory {source.path})")
-    result = bake_image(
-        config,
-        cloud,
-        inventory=list_json(inventory),
-        on_progress=report,
-    )
+    report(f"baking a new image (config {loaded.path})")
+    result = bake_from_config(config, cloud, inventory, say=report)
     report(f"baked snapshot {result.id} ({result.name}), recorded in {config.manifest}")
     return str(result.id)
-
-
-def _budget(per_minute: int, report: _Clock) -> ApiBudget | None:
-    if not per_minute:
-        return None
-    try:
-        budget = ApiBudget.from_env(None, per_minute)
-    except NoToken:
-        report("no DIGITALOCEAN_TOKEN here: the API budget is not watched")
-        return None
-    if budget.mark() is None:
-        report("the API does not report ratelimit-remaining: the API budget is not watched")
-        return None
-    return budget
 
 
 def _summary(prepared: Prepared, settings: Settings) -> str:
@@ -373,7 +330,7 @@ def rollout(
         if held.stale is not None:
             report(f"took over a stale lock of {held.stale.describe()}")
         with open_terraform(settings) as tf:
-            budget = _budget(api_budget, report) if not dry_run else None
+            budget = workflow.api_budget(api_budget, report) if not dry_run else None
             prepared = prepare_rollout(
                 tf,
                 settings,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from scaler.cli.options import deprecated_name, option_group, tfvars_files
-from scaler.cli.rebake import cloud_from, load_bake_config
+from scaler.config import BakeConfig
 from scaler.errors import ScalerError
 from scaler.snapshots import (
     PrunePlan,
@@ -26,6 +26,7 @@ from scaler.snapshots import (
 )
 from scaler.state import State, load_state
 from scaler.tfvars import IMAGE_VAR, TfvarsError, get_tfvar, tfvars_holding
+from scaler.workflow import load_bake, open_cloud
 
 _options = option_group(
     click.option("--project", help="Snapshot name prefix <project>_ (default: the config's)."),
@@ -102,7 +103,9 @@ def _project(
             value = json.loads(packer_var_file.read_text()).get("project_name")
             if isinstance(value, str) and value:
                 return value, False
-    loaded = load_bake_config(config_path, template, packer_var_file)
+    loaded = load_bake(
+        config_path, template, var_files=[packer_var_file] if packer_var_file else []
+    )
     if loaded.explicit_project:
         return loaded.config.project, False
     # The stack names its droplets and snapshots after project_name in terraform.tfvars; as in
@@ -232,7 +235,7 @@ def list_command(
             + _NAME_IT,
             err=True,
         )
-    cloud = cloud_from(None)
+    cloud = open_cloud(BakeConfig())
     now = datetime.now(UTC)
     rows = [
         _row(s, now, in_use.get(s.id, ())) for s in project_snapshots(list_snapshots(cloud), name)
@@ -291,7 +294,7 @@ def prune(
             + _NAME_IT,
             err=True,
         )
-    cloud = cloud_from(None)
+    cloud = open_cloud(BakeConfig())
     now = datetime.now(UTC)
     mine = project_snapshots(list_snapshots(cloud), name)
     plan = plan_prune(mine, in_use, keep, age, now)

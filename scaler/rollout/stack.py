@@ -22,6 +22,7 @@ from scaler.cloud import (
     endpoint_from,
     token_from_env,
 )
+from scaler.localtarget import detect_local_target
 from scaler.rollout.plan import RolloutError, address_key, matches_target, pin_key
 from scaler.rollout.record import Node
 from scaler.rollout.settings import Settings
@@ -36,7 +37,7 @@ PROVIDER_ENV = ("SCALER_LOCAL_PROVIDER_POLL", "SCALER_POLL_TIMEOUT")
 
 @contextlib.contextmanager
 def open_terraform(settings: Settings) -> Iterator[Terraform]:
-    """A Terraform for the settings; against the local cloud when SCALER_LOCAL_URL is set.
+    """A Terraform for the settings; against the local cloud when the API end point is one.
 
     Every tfvars file must exist (a missing one is an error naming it, never created) and the one
     that sets image_slug must be known before Terraform runs.
@@ -46,7 +47,10 @@ def open_terraform(settings: Settings) -> Iterator[Terraform]:
             raise TfvarsNotFound(path)
     settings.tfvars  # noqa: B018 (which file holds image_slug: an error here when unclear)
     env = {**os.environ, **settings.env}
-    local = settings.local if settings.local is not None else bool(env.get("SCALER_LOCAL_URL"))
+    local = settings.local
+    if local is None:
+        # the built-in local cloud, known by what its end point says of itself
+        local = detect_local_target(endpoint_from(None, env)) is not None
     extra = dict(settings.env)
     if settings.workspace:
         extra["TF_WORKSPACE"] = settings.workspace
