@@ -47,6 +47,7 @@ from scaler.config import (
     default_snapshot_name,
 )
 from scaler.errors import ScalerError
+from scaler.events import Say
 from scaler.hostkey import new_host_key, with_host_key, write_known_hosts
 from scaler.localtarget import LocalTarget, detect_local_target
 from scaler.provision import (
@@ -61,7 +62,6 @@ from scaler.provision import (
     wait_for_first_boot,
 )
 
-Progress = Callable[[str], None]
 # Debian's wordpress package: WordPress for bakes on the local cloud, whose droplets reach
 # nothing but its package mirror.
 LOCAL_WORDPRESS_PACKAGE = "wordpress"
@@ -136,7 +136,7 @@ class _Entry:
 class CleanupStack:
     """Resources to remove, newest first; run() removes them and returns what is left."""
 
-    def __init__(self, on_progress: Progress) -> None:
+    def __init__(self, on_progress: Say) -> None:
         self._entries: list[_Entry] = []
         self._say = on_progress
 
@@ -486,7 +486,7 @@ class _Bake:
         config: BakeConfig,
         cloud: Cloud,
         inventory: Mapping[str, Any] | None,
-        on_progress: Progress,
+        on_progress: Say,
         on_error: OnError = "cleanup",
         ask: Ask | None = None,
     ) -> None:
@@ -967,7 +967,7 @@ def bake_image(
     cloud: Cloud,
     *,
     inventory: Mapping[str, Any] | None = None,
-    on_progress: Progress | None = None,
+    on_progress: Say | None = None,
     on_error: OnError = "cleanup",
     ask: Ask | None = None,
 ) -> BakeResult:

@@ -22,10 +22,10 @@ import requests
 from digitalocean.baseapi import BaseAPI
 
 from scaler.errors import ScalerError
+from scaler.events import Say
 
 JSON = dict[str, Any]
 Method = Literal["GET", "POST", "PUT", "DELETE"]
-Progress = Callable[[str], None]
 T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://api.digitalocean.com/v2/"
@@ -309,7 +309,7 @@ class Cloud:
         endpoint: str | None = None,
         *,
         pacing: Pacing | None = None,
-        on_progress: Progress | None = None,
+        on_progress: Say | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         if not token:

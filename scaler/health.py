@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scaler.errors import ScalerError
+from scaler.events import Clock
 
 Protocol = Literal["http", "https", "tcp"]
 LB_TYPE = "digitalocean_loadbalancer"
@@ -325,7 +326,7 @@ def wait_healthy(
     port_map: Mapping[int, int] | None = None,
     timeout: float = 300.0,
     grace: float = 0.0,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     private: Mapping[str, str] | None = None,
     balancer: BalancerView | None = None,

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import ansible_runner
 
 from scaler.errors import HostNotFound, ScalerError
+from scaler.events import Say
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ROLES_DIR = REPO_ROOT / "roles"
@@ -39,7 +40,6 @@ _CANCEL_POLL = 0.2
 _CONTROL_DIR_MAX = 48
 
 Status = Literal["successful", "failed", "timeout", "canceled"]
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def run_playbook(
     connection: Connection,
     extravars: Mapping[str, Any] | None = None,
     roles_path: Path = ROLES_DIR,
-    on_progress: Progress | None = None,
+    on_progress: Say | None = None,
     timeout: int | None = None,
     cancel: Callable[[], bool] | None = None,
     extra_var_files: Sequence[Path] = (),
@@ -622,7 +622,7 @@ class _Events:
         "runner_on_unreachable": "unreachable",
     }
 
-    def __init__(self, on_progress: Progress | None, forget: Sequence[Path] = ()) -> None:
+    def __init__(self, on_progress: Say | None, forget: Sequence[Path] = ()) -> None:
         self.on_progress = on_progress
         self.failure: TaskFailure | None = None
         self.pids: set[int] = set()
