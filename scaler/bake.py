@@ -14,7 +14,6 @@ import copy
 import hashlib
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -63,9 +62,6 @@ from scaler.provision import (
     wait_for_first_boot,
 )
 
-# Debian's wordpress package: WordPress for bakes on the local cloud, whose droplets reach
-# nothing but its package mirror.
-LOCAL_WORDPRESS_PACKAGE = "wordpress"
 P = ParamSpec("P")
 T = TypeVar("T")
 OnError = Literal["cleanup", "abort", "ask"]
@@ -959,18 +955,10 @@ class _Bake:
         fails here, before anything is created (on a real cloud), when the role uses one."""
         c = self.config
         extravars: dict[str, Any] = dict(c.extra_vars)
-        local = self.local is not None
-        has_source = any(
-            extravars.get(k)
-            for k in ("welp_wordpress_src_dir", "welp_wordpress_archive", "welp_wordpress_package")
-        )
-        if local and not has_source:
-            # droplets reach only the local cloud's package mirror: WordPress comes from Debian
-            extravars["welp_wordpress_package"] = LOCAL_WORDPRESS_PACKAGE
-            self.say(
-                f"local cloud: WordPress from Debian's {LOCAL_WORDPRESS_PACKAGE} package "
-                "(welp_wordpress_package)"
-            )
+        source = self.local.wordpress_source(extravars) if self.local is not None else {}
+        for name, package in source.items():
+            extravars[name] = package
+            self.say(f"local cloud: WordPress from Debian's {package} package ({name})")
         from_env = os.environ.get(DB_PASSWORD_ENV, "")
         if from_env and not str(extravars.get(DB_PASSWORD_VAR) or ""):
             # the documented way: the environment, so the password is in no argv and no file
@@ -982,10 +970,8 @@ class _Bake:
             return extravars  # it may come from there; the role says so if not
         if not role_uses(c.playbook, c.roles_path, DB_PASSWORD_VAR):
             return extravars  # the user's own role: scaler demands nothing of it
-        if local:
-            # no database behind the local cloud; a random password keeps the role's check
-            # honest without inventing a shared default (it is never printed)
-            extravars[DB_PASSWORD_VAR] = secrets.token_urlsafe(24)
+        if self.local is not None:
+            extravars[DB_PASSWORD_VAR] = self.local.stand_in_password()
             self.say(
                 f"local cloud: no {DB_PASSWORD_VAR} given; a random one goes into the "
                 "snapshot's wp-config.php"

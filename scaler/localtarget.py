@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -20,6 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from scaler.errors import ScalerError
+
+# Debian's wordpress package: WordPress for bakes here, whose droplets reach nothing but the
+# local cloud's package mirror.
+WORDPRESS_PACKAGE = "wordpress"
+# The role variables that say where WordPress comes from (scaler/roles/welp).
+WORDPRESS_SOURCES = ("welp_wordpress_src_dir", "welp_wordpress_archive", "welp_wordpress_package")
 
 # What `scaler local up` exports: the port each droplet's port 80 is served on (80 as root).
 WEB_PORT_ENV = "SCALER_LOCAL_WEB_PORT"
@@ -40,6 +47,18 @@ class LocalTarget:
     state_dir: Path | None
     real_images: tuple[str, ...]
     web_port: int = 80
+
+    def wordpress_source(self, extravars: Mapping[str, Any]) -> dict[str, str]:
+        """The role variable that gets WordPress here when `extravars` names no source:
+        Debian's package (the droplets reach only the package mirror); {} when one is named."""
+        if any(extravars.get(name) for name in WORDPRESS_SOURCES):
+            return {}
+        return {"welp_wordpress_package": WORDPRESS_PACKAGE}
+
+    def stand_in_password(self) -> str:
+        """A random database password: no database stands behind the local cloud, and a random
+        one keeps the role's check honest without a shared default (never print it)."""
+        return secrets.token_urlsafe(24)
 
     def port_map(self) -> dict[int, int]:
         """The check port -> the port to dial here (see scaler.health): {} when 80 is 80."""

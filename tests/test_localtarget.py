@@ -35,3 +35,19 @@ def test_detected_from_a_running_local_cloud(tmp_path: Path) -> None:
         assert found.ssh_port == 22  # directory droplets serve no SSH: the default stays
     # a cloud that is gone (or any other) is not a local target
     assert detect_local_target(cloud.endpoint) is None
+
+
+def test_wordpress_comes_from_debian_unless_a_source_is_named() -> None:
+    local = target(80)
+    assert local.wordpress_source({}) == {"welp_wordpress_package": "wordpress"}
+    assert local.wordpress_source({"welp_wordpress_archive": ""}) == {  # empty names nothing
+        "welp_wordpress_package": "wordpress"
+    }
+    assert local.wordpress_source({"welp_wordpress_src_dir": "/srv/wp"}) == {}
+    assert local.wordpress_source({"welp_wordpress_package": "wordpress-6"}) == {}
+
+
+def test_stand_in_passwords_differ() -> None:
+    local = target(80)
+    first, second = local.stand_in_password(), local.stand_in_password()
+    assert first != second and len(first) >= 32
