@@ -255,11 +255,6 @@ def run_playbook(
         # once ansible-playbook has parsed its extra vars, the file (the password) can go: a
         # kill -9 of scaler then leaves no secret in the temp folder
         events = _Events(on_progress, forget=[private / "env" / "extravars"])
-        user_args: list[str] = []
-        for path in extra_var_files:
-            user_args += ["-e", f"@{Path(path).resolve()}"]
-        for path in vault_password_files:
-            user_args += ["--vault-password-file", str(Path(path).resolve())]
         config = ansible_runner.RunnerConfig(
             private_data_dir=str(private),
             playbook=str(playbook.resolve()),
@@ -274,7 +269,7 @@ def run_playbook(
             quiet=True,
             timeout=timeout,
             suppress_env_files=True,
-            cmdline=shlex.join([*user_args, *extra_args]) if user_args or extra_args else None,
+            cmdline=_command_line(extra_var_files, vault_password_files, extra_args),
         )
         config.prepare()
         config.env = {k: v for k, v in config.env.items() if not _is_secret_env(k)}
@@ -329,6 +324,19 @@ def _write_runner_files(
     # a file, not RunnerConfig(settings=...): ansible-runner drops those without the file
     _write_private(private / "env" / "settings", json.dumps({"pexpect_timeout": _CANCEL_POLL}))
     return inventory_file
+
+
+def _command_line(
+    extra_var_files: Sequence[Path], vault_password_files: Sequence[Path], extra_args: Sequence[str]
+) -> str | None:
+    """ansible-playbook's added arguments: -e @FILE, --vault-password-file, then extra_args."""
+    args: list[str] = []
+    for path in extra_var_files:
+        args += ["-e", f"@{Path(path).resolve()}"]
+    for path in vault_password_files:
+        args += ["--vault-password-file", str(Path(path).resolve())]
+    args += extra_args
+    return shlex.join(args) if args else None
 
 
 def _ansible_settings(
