@@ -14,7 +14,6 @@ import copy
 import hashlib
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -26,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from scaler import cleanup as cleanup_mod
 from scaler import manifest as manifest_mod
@@ -34,6 +33,7 @@ from scaler.cloud import (
     ActionErrored,
     Cloud,
     CloudError,
+    Droplet,
     DropletSpec,
     NotFound,
     WaitTimeout,
@@ -47,7 +47,8 @@ from scaler.config import (
     default_snapshot_name,
 )
 from scaler.errors import ScalerError
-from scaler.hostkey import new_host_key, with_host_key, write_known_hosts
+from scaler.events import Say
+from scaler.hostkey import HostKey, new_host_key, with_host_key, write_known_hosts
 from scaler.localtarget import LocalTarget, detect_local_target
 from scaler.provision import (
     SshConnection,
@@ -61,10 +62,8 @@ from scaler.provision import (
     wait_for_first_boot,
 )
 
-Progress = Callable[[str], None]
-# Debian's wordpress package: WordPress for bakes on the local cloud, whose droplets reach
-# nothing but its package mirror.
-LOCAL_WORDPRESS_PACKAGE = "wordpress"
+P = ParamSpec("P")
+T = TypeVar("T")
 OnError = Literal["cleanup", "abort", "ask"]
 # What `--on-error ask` offers, as Packer does; ask(question, choices) returns one of them.
 Ask = Callable[[str, tuple[str, ...]], str]
@@ -96,6 +95,8 @@ class BakeResult:
     build_time: int
     duration: float
     custom_data: Mapping[str, Any] = field(default_factory=dict)
+    # seconds per named step (inputs, key, droplet, wait, provision, shutdown, snapshot, ...)
+    step_times: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def artifact_id(self) -> str:
@@ -136,7 +137,7 @@ class _Entry:
 class CleanupStack:
     """Resources to remove, newest first; run() removes them and returns what is left."""
 
-    def __init__(self, on_progress: Progress) -> None:
+    def __init__(self, on_progress: Say) -> None:
         self._entries: list[_Entry] = []
         self._say = on_progress
 
@@ -478,6 +479,47 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What the bake found before it made anything."""
+
+    steps: tuple[Step, ...]
+    extravars: Mapping[str, Any]
+    prov_sha: str
+    run_id: str
+    base_image_id: int
+
+
+@dataclass(frozen=True)
+class _KeyPair:
+    """The run's work folder (its run record in it) and the SSH key the droplet gets."""
+
+    folder: Path
+    record: cleanup_mod.RunRecord
+    private_key: Path
+    public_key: str
+    ids: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class _Host:
+    """The build droplet, active and reachable over SSH with the host key it was given."""
+
+    droplet: Droplet
+    connection: SshConnection
+    host_key: HostKey
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The finished snapshot in the droplet's region, and the run record naming it."""
+
+    id: int
+    name: str
+    region: str
+    record: cleanup_mod.RunRecord
+
+
 class _Bake:
     """One bake's run; state lives here so the cleanup stack sees every id."""
 
@@ -486,7 +528,7 @@ class _Bake:
         config: BakeConfig,
         cloud: Cloud,
         inventory: Mapping[str, Any] | None,
-        on_progress: Progress,
+        on_progress: Say,
         on_error: OnError = "cleanup",
         ask: Ask | None = None,
     ) -> None:
@@ -504,14 +546,61 @@ class _Bake:
         self.stack = CleanupStack(on_progress)
         # ids the stack holds (removed or listed): the sweep by run id leaves them alone
         self.known: set[int] = set()
-        self.step = "starting"
+        self.doing = "starting"
+        # seconds each named step took (see run)
+        self.times: dict[str, float] = {}
         self.started_wall = time.time()
         self.started = time.monotonic()
 
     def run(self) -> BakeResult:
+        """The bake, step by step (each timed, its resources on the stack as they appear)."""
+        inputs = self._step("inputs", self._check_inputs)
+        key = self._step("key", self._make_key, inputs)
+        droplet, host_key = self._step("droplet", self._create_droplet, inputs, key)
+        host = self._step("wait", self._wait_for_host, inputs, key, droplet.id, host_key)
+        self._step("provision", self._provision, inputs, key, host)
+        self._step("shutdown", self._shut_down, droplet.id)
+        snapshot = self._step("snapshot", self._snapshot, inputs, key, host)
+        regions = self._step("transfer", self._transfer_all, snapshot, host)
+        return self._step("record", self._record, inputs, key, snapshot, regions)
+
+    # -- the step helper
+
+    def _step(self, name: str, do: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run one named step, timed into self.times (also when it fails)."""
+        started = time.monotonic()
+        try:
+            return do(*args, **kwargs)
+        finally:
+            self.times[name] = round(time.monotonic() - started, 3)
+
+    def _doing(self, what: str, say: str | bool = False) -> None:
+        """What the bake does now (a failure says "while <what>"); say it, or `say` instead."""
+        self.doing = what
+        if say:
+            self.say(what if say is True else say)
+
+    def _made(
+        self,
+        kind: str,
+        ident: str,
+        undo: Callable[[], object],
+        command: str = "",
+        *,
+        cloud_id: int | None = None,
+    ) -> None:
+        """A resource now exists: on the stack, removed unless the bake keeps it; `cloud_id`
+        marks it as the stack's (the sweep by run id leaves it alone)."""
+        if cloud_id is not None:
+            self.known.add(cloud_id)
+        self.stack.push(kind, ident, undo, command)
+
+    # -- the steps
+
+    def _check_inputs(self) -> _Inputs:
         c = self.config
         manifest_mod.read_manifest(c.manifest)  # a broken manifest fails before anything exists
-        self.step = "checking the inputs"
+        self._doing("checking the inputs")
         steps: tuple[Step, ...] = c.steps or (AnsibleStep(),)
         has_ansible = any(isinstance(s, AnsibleStep) for s in steps)
         checks: list[tuple[str, Path, str]] = []
@@ -534,16 +623,17 @@ class _Bake:
         extravars = self._role_vars() if has_ansible else {}
         prov_sha = config_provisioning_hash(c)
         run_id = uuid.uuid4().hex[:8]
-        tag = cleanup_mod.run_tag(run_id)
-        cloud = self.cloud
         # The id behind the slug now, before the droplet is built from it: a rebake compares it
         # with the id behind the slug later to tell that the base image changed.
-        self.step = f"looking up the base image {c.image}"
-        base_image_id = cloud.get_image(c.image).id
+        self._doing(f"looking up the base image {c.image}")
+        base_image_id = self.cloud.get_image(c.image).id
+        return _Inputs(steps, extravars, prov_sha, run_id, base_image_id)
 
-        self.step = "creating the temporary SSH key"
+    def _make_key(self, inputs: _Inputs) -> _KeyPair:
+        c, cloud, run_id = self.config, self.cloud, inputs.run_id
+        self._doing("creating the temporary SSH key")
         folder = Path(tempfile.mkdtemp(prefix=f"scaler-bake-{run_id}-"))
-        self.stack.push(
+        self._made(
             "temporary key file",
             str(folder),
             lambda: shutil.rmtree(folder, ignore_errors=True),
@@ -553,51 +643,51 @@ class _Bake:
         record = cleanup_mod.new_run_record(run_id, c.manifest)
         cleanup_mod.write_run_record(folder, record)
         # Last to run: whatever a lost answer or a late create left under this run's id.
-        self.stack.push(
+        self._made(
             "resources of run",
             run_id,
             lambda: self._sweep(run_id),
             f"scaler cleanup --yes  # removes what run {run_id} left",
         )
-        key_ids: tuple[int | str, ...]
         if c.ssh_key_id and c.ssh_private_key_file:
             # the template's own key: used, never removed (Packer's ssh_key_id)
-            private_key, public_key = (
-                c.ssh_private_key_file,
-                public_key_line(c.ssh_private_key_file),
-            )
-            key_ids = (int(c.ssh_key_id) if c.ssh_key_id.isdigit() else c.ssh_key_id,)
+            private_key = c.ssh_private_key_file
+            public_key = public_key_line(private_key)
+            key_id = int(c.ssh_key_id) if c.ssh_key_id.isdigit() else c.ssh_key_id
             self.say(f"using SSH key {c.ssh_key_id} (ssh_key_id) with {private_key}")
-        else:
-            private_key, public_key = ed25519_key_pair(folder)
-            key = cloud.create_key(cleanup_mod.key_name(run_id), public_key)
-            self.known.add(key.id)
-            self.stack.push(
-                "ssh key",
-                str(key.id),
-                lambda: cloud.delete_key(key.id),
-                _curl(cloud, f"account/keys/{key.id}"),
-            )
-            key_ids = (key.id,)
-            self.say(f"registered temporary SSH key {key.id}")
+            return _KeyPair(folder, record, private_key, public_key, (key_id,))
+        private_key, public_key = ed25519_key_pair(folder)
+        key = cloud.create_key(cleanup_mod.key_name(run_id), public_key)
+        self._made(
+            "ssh key",
+            str(key.id),
+            lambda: cloud.delete_key(key.id),
+            _curl(cloud, f"account/keys/{key.id}"),
+            cloud_id=key.id,
+        )
+        self.say(f"registered temporary SSH key {key.id}")
+        return _KeyPair(folder, record, private_key, public_key, (key.id,))
 
-        self.step = "creating the build droplet"
+    def _create_droplet(self, inputs: _Inputs, key: _KeyPair) -> tuple[Droplet, HostKey]:
+        c, cloud = self.config, self.cloud
+        self._doing("creating the build droplet")
         user = c.ssh_username if c.ssh_username != "root" else "ansible"
         user_data = "#cloud-config\n"  # a template that sends none still gets the host key
         if c.user_data != "":  # "" is a template that sends none
             user_data = render_user_data(
-                public_key, user=user, template=c.user_data_file, text=c.user_data
+                key.public_key, user=user, template=c.user_data_file, text=c.user_data
             )
         # the droplet's identity, known before it exists (a bad user data fails here, before
         # the droplet is created)
         host_key = new_host_key()
         user_data = with_host_key(user_data, host_key, str(c.user_data_file))
+        tag = cleanup_mod.run_tag(inputs.run_id)
         spec = DropletSpec(
-            name=c.droplet_name or f"scaler-bake-{run_id}",
+            name=c.droplet_name or f"scaler-bake-{inputs.run_id}",
             region=c.region,
             size=c.size,
             image=int(c.image) if c.image.isdigit() else c.image,
-            ssh_keys=key_ids,
+            ssh_keys=key.ids,
             private_networking=c.private_networking,
             monitoring=c.monitoring,
             ipv6=c.ipv6,
@@ -608,18 +698,22 @@ class _Bake:
         )
         droplet = cloud.create_droplet(spec, run_tag=tag)
         droplet_id = droplet.id
-        self.known.add(droplet_id)
-        self.stack.push(
+        self._made(
             "droplet",
             str(droplet_id),
             lambda: cloud.delete_droplet(droplet_id),
             _curl(cloud, f"droplets/{droplet_id}"),
+            cloud_id=droplet_id,
         )
         self.say(f"created build droplet {droplet_id} ({c.image}, {c.region}, {c.size})")
+        return droplet, host_key
 
-        self.step = f"waiting for droplet {droplet_id} to become active"
-        self.say(self.step)
-        droplet = cloud.wait_for_droplet_active(droplet_id, c.timeouts.active)
+    def _wait_for_host(
+        self, inputs: _Inputs, key: _KeyPair, droplet_id: int, host_key: HostKey
+    ) -> _Host:
+        c = self.config
+        self._doing(f"waiting for droplet {droplet_id} to become active", say=True)
+        droplet = self.cloud.wait_for_droplet_active(droplet_id, c.timeouts.active)
         if c.connect_with_private_ip:
             address = droplet.private_ip
             if address is None:
@@ -633,35 +727,44 @@ class _Bake:
             raise BakeFailed(f"droplet {droplet_id} is active but has no IPv4 address")
         self.say(f"droplet {droplet_id} is active at {address}")
 
-        self.step = f"waiting for SSH on {address}:{c.ssh_port}"
-        self.say(self.step)
+        self._doing(f"waiting for SSH on {address}:{c.ssh_port}", say=True)
         wait_for_ssh(address, c.ssh_port, c.timeouts.ssh)
         connection = SshConnection(
             host=address,
             user=c.ssh_username,
-            private_key_file=private_key,
+            private_key_file=key.private_key,
             port=c.ssh_port,
-            known_hosts=write_known_hosts(folder, address, c.ssh_port, host_key),
+            known_hosts=write_known_hosts(key.folder, address, c.ssh_port, host_key),
         )
         # before anything runs there: the host at that address is the droplet scaler created
-        self.step = f"checking the SSH host key of droplet {droplet_id}"
+        self._doing(f"checking the SSH host key of droplet {droplet_id}")
         # cloud-init writes the key during first boot; a busy machine may take a while
         check_host_key(connection, host_key.key_text, f"droplet {droplet_id}", wait=c.timeouts.ssh)
         self.say(f"droplet {droplet_id} presents the host key scaler gave it")
-        self.step = f"waiting for cloud-init's first boot on droplet {droplet_id}"
-        self.say(self.step)
+        self._doing(f"waiting for cloud-init's first boot on droplet {droplet_id}", say=True)
         booted = wait_for_first_boot(connection, c.timeouts.ssh)
         if booted:
             self.say(f"cloud-init on droplet {droplet_id}: {booted}")
         self.ssh_hint = (
-            f"ssh -i {private_key} -p {c.ssh_port} -o StrictHostKeyChecking=no "
+            f"ssh -i {key.private_key} -p {c.ssh_port} -o StrictHostKeyChecking=no "
             f"-o UserKnownHostsFile=/dev/null {c.ssh_username}@{address}"
         )
+        return _Host(droplet, connection, host_key)
 
+    def _provision(self, inputs: _Inputs, key: _KeyPair, host: _Host) -> None:
+        steps, droplet_id = inputs.steps, host.droplet.id
         for n, step in enumerate(steps, 1):
             while True:
                 try:
-                    self._run_step(n, len(steps), step, droplet_id, connection, extravars, folder)
+                    self._run_step(
+                        n,
+                        len(steps),
+                        step,
+                        droplet_id,
+                        host.connection,
+                        inputs.extravars,
+                        key.folder,
+                    )
                     break
                 except ScalerError as err:
                     if self._decide(err, retry=True) != "retry":
@@ -669,42 +772,42 @@ class _Bake:
                     self.say(f"retrying provisioner {n}")
         # the snapshot must not keep a host key this machine knows (cloud-init on the new
         # droplets makes their own)
-        why = remove_host_keys(connection, host_key.key_text)
+        why = remove_host_keys(host.connection, host.host_key.key_text)
         if why:
             self.say(f"the build host key stays in the snapshot ({why}); cloud-init replaces it")
 
-        self.step = f"shutting down droplet {droplet_id}"
-        self.say(self.step)
-        self._shut_down(droplet_id)
-
-        self.step = "taking the snapshot"
+    def _snapshot(self, inputs: _Inputs, key: _KeyPair, host: _Host) -> _Snapshot:
+        c, cloud, droplet_id = self.config, self.cloud, host.droplet.id
+        self._doing("taking the snapshot")
         base = c.snapshot_name or default_snapshot_name(c.project, self.started_wall)
         name = unique_name(base, {i.name for i in cloud.snapshot_images()})
-        record = replace(record, snapshot_name=name)
-        cleanup_mod.write_run_record(folder, record)
+        record = replace(key.record, snapshot_name=name)
+        cleanup_mod.write_run_record(key.folder, record)
         action = cloud.droplet_action(droplet_id, "snapshot", name=name)
         # the image id is unknown until the action ends: undo finds it by name then
-        self.stack.push(
+        self._made(
             "snapshot",
             f"{name!r} (of droplet {droplet_id})",
             lambda: self._remove_pending_snapshot(droplet_id, name, action.id),
             f'curl -fsS -H "Authorization: Bearer $DIGITALOCEAN_TOKEN" '
             f"{cloud.endpoint}droplets/{droplet_id}/snapshots  # then DELETE images/<id>",
         )
-        self.step = f"waiting for snapshot {name}"
-        self.say(f"{self.step} (action {action.id})")
+        self._doing(
+            f"waiting for snapshot {name}", say=f"waiting for snapshot {name} (action {action.id})"
+        )
         cloud.wait_for_action(action.id, c.timeouts.snapshot, f"snapshot {name}")
         image = self._find_snapshot(droplet_id, name)
         self.stack.discard("snapshot")
-        self.stack.push(
+        self._made(
             "snapshot",
             str(image.id),
             lambda: cloud.delete_image(image.id),
             _curl(cloud, f"images/{image.id}"),
         )
-        self.say(f"snapshot {image.id} ({name}) is ready in {droplet.region or c.region}")
+        region = host.droplet.region or c.region
+        self.say(f"snapshot {image.id} ({name}) is ready in {region}")
         for tag in c.snapshot_tags:
-            self.step = f"tagging snapshot {image.id} with {tag}"
+            self._doing(f"tagging snapshot {image.id} with {tag}")
             cloud.tag_image(image.id, tag)
         if c.snapshot_tags:
             self.say(f"tagged snapshot {image.id}: {', '.join(c.snapshot_tags)}")
@@ -712,48 +815,53 @@ class _Bake:
         cloud.describe_image(
             image.id,
             name,
-            f"scaler bake: provisioning_sha256={prov_sha} base_image={c.image} "
-            f"base_image_id={base_image_id}",
+            f"scaler bake: provisioning_sha256={inputs.prov_sha} base_image={c.image} "
+            f"base_image_id={inputs.base_image_id}",
         )
+        return _Snapshot(image.id, name, region, record)
 
-        regions = [
-            r for r in dict.fromkeys(c.snapshot_regions) if r != (droplet.region or c.region)
-        ]
+    def _transfer_all(self, snapshot: _Snapshot, host: _Host) -> tuple[str, ...]:
+        """Copy the snapshot to the other snapshot_regions; every region it is in."""
+        regions = [r for r in dict.fromkeys(self.config.snapshot_regions) if r != snapshot.region]
         if regions:
-            self.step = f"transferring snapshot {image.id} to {', '.join(regions)}"
-            self.say(self.step)
-            self._transfer(image.id, regions)
-        all_regions = (*regions, droplet.region or c.region)
+            self._doing(f"transferring snapshot {snapshot.id} to {', '.join(regions)}", say=True)
+            self._transfer(snapshot.id, regions)
+        return (*regions, snapshot.region)
 
+    def _record(
+        self, inputs: _Inputs, key: _KeyPair, snapshot: _Snapshot, regions: tuple[str, ...]
+    ) -> BakeResult:
+        c = self.config
         custom: dict[str, Any] = {
-            "snapshot_name": name,
+            "snapshot_name": snapshot.name,
             "base_image": c.image,
-            "base_image_id": str(base_image_id),
+            "base_image_id": str(inputs.base_image_id),
             "region": c.region,
             "size": c.size,
-            "provisioning_sha256": prov_sha,
+            "provisioning_sha256": inputs.prov_sha,
         }
         custom = {**c.manifest_custom_data, **custom}
         build_time = int(time.time())
-        self.step = f"writing {c.manifest}"
+        self._doing(f"writing {c.manifest}")
         manifest_mod.append_build(
             c.manifest,
-            regions=all_regions,
-            image_id=image.id,
+            regions=regions,
+            image_id=snapshot.id,
             build_time=build_time,
             custom_data=custom,
             name=c.build_name,
             strip_time=c.manifest_strip_time,
         )
-        cleanup_mod.write_run_record(folder, replace(record, finished=True))
+        cleanup_mod.write_run_record(key.folder, replace(snapshot.record, finished=True))
         self.stack.discard("snapshot")
         return BakeResult(
-            id=image.id,
-            name=name,
-            regions=all_regions,
+            id=snapshot.id,
+            name=snapshot.name,
+            regions=regions,
             build_time=build_time,
             duration=time.monotonic() - self.started,
             custom_data=custom,
+            step_times=dict(self.times),
         )
 
     def _run_step(
@@ -777,12 +885,10 @@ class _Bake:
             roles: list[Path] = []
             if step.galaxy_file is not None:
                 into = step.galaxy_roles_path or folder / "galaxy-roles"
-                self.step = f"installing roles from {step.galaxy_file}"
-                self.say(self.step)
+                self._doing(f"installing roles from {step.galaxy_file}", say=True)
                 install_galaxy_roles(step.galaxy_file, into)
                 roles.append(into)
-            self.step = f"provisioning droplet {droplet_id} with {playbook.name}"
-            self.say(self.step)
+            self._doing(f"provisioning droplet {droplet_id} with {playbook.name}", say=True)
             result = run_playbook(
                 inventory,
                 playbook=playbook,
@@ -802,8 +908,7 @@ class _Bake:
             self.say(f"provisioned in {result.duration:.1f}s ({result.changed} changed)")
             return
         kind = "shell" if isinstance(step, ShellStep) else "file"
-        self.step = f"running provisioner {n}/{total} ({kind}) on droplet {droplet_id}"
-        self.say(self.step)
+        self._doing(f"running provisioner {n}/{total} ({kind}) on droplet {droplet_id}", say=True)
         work = Path(tempfile.mkdtemp(prefix=f"step-{n}-", dir=folder))  # one per attempt
         result = run_playbook(
             inventory,
@@ -824,7 +929,7 @@ class _Bake:
             self.decision = "abort" if self.on_error == "abort" else "cleanup"
             return self.decision
         choices = ("cleanup", "abort", "retry") if retry else ("cleanup", "abort")
-        answer = self.ask(f"bake failed while {self.step}: {_one_line(err)}", choices)
+        answer = self.ask(f"bake failed while {self.doing}: {_one_line(err)}", choices)
         if answer != "retry":
             self.decision = answer if answer in ("cleanup", "abort") else "cleanup"
         return answer
@@ -850,18 +955,10 @@ class _Bake:
         fails here, before anything is created (on a real cloud), when the role uses one."""
         c = self.config
         extravars: dict[str, Any] = dict(c.extra_vars)
-        local = self.local is not None
-        has_source = any(
-            extravars.get(k)
-            for k in ("welp_wordpress_src_dir", "welp_wordpress_archive", "welp_wordpress_package")
-        )
-        if local and not has_source:
-            # droplets reach only the local cloud's package mirror: WordPress comes from Debian
-            extravars["welp_wordpress_package"] = LOCAL_WORDPRESS_PACKAGE
-            self.say(
-                f"local cloud: WordPress from Debian's {LOCAL_WORDPRESS_PACKAGE} package "
-                "(welp_wordpress_package)"
-            )
+        source = self.local.wordpress_source(extravars) if self.local is not None else {}
+        for name, package in source.items():
+            extravars[name] = package
+            self.say(f"local cloud: WordPress from Debian's {package} package ({name})")
         from_env = os.environ.get(DB_PASSWORD_ENV, "")
         if from_env and not str(extravars.get(DB_PASSWORD_VAR) or ""):
             # the documented way: the environment, so the password is in no argv and no file
@@ -873,10 +970,8 @@ class _Bake:
             return extravars  # it may come from there; the role says so if not
         if not role_uses(c.playbook, c.roles_path, DB_PASSWORD_VAR):
             return extravars  # the user's own role: scaler demands nothing of it
-        if local:
-            # no database behind the local cloud; a random password keeps the role's check
-            # honest without inventing a shared default (it is never printed)
-            extravars[DB_PASSWORD_VAR] = secrets.token_urlsafe(24)
+        if self.local is not None:
+            extravars[DB_PASSWORD_VAR] = self.local.stand_in_password()
             self.say(
                 f"local cloud: no {DB_PASSWORD_VAR} given; a random one goes into the "
                 "snapshot's wp-config.php"
@@ -906,6 +1001,7 @@ class _Bake:
 
     def _shut_down(self, droplet_id: int) -> None:
         c, cloud = self.config, self.cloud
+        self._doing(f"shutting down droplet {droplet_id}", say=True)
         try:
             action = cloud.droplet_action(droplet_id, "shutdown")
             cloud.wait_for_action(action.id, c.timeouts.shutdown, f"shutdown of {droplet_id}")
@@ -967,7 +1063,7 @@ def bake_image(
     cloud: Cloud,
     *,
     inventory: Mapping[str, Any] | None = None,
-    on_progress: Progress | None = None,
+    on_progress: Say | None = None,
     on_error: OnError = "cleanup",
     ask: Ask | None = None,
 ) -> BakeResult:
@@ -993,7 +1089,7 @@ def bake_image(
             signum = signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT
             removed, leftovers = _unwind(bake)
             raise BakeInterrupted(
-                f"bake interrupted ({signum.name}) while {bake.step}; "
+                f"bake interrupted ({signum.name}) while {bake.doing}; "
                 + _summary(removed, leftovers),
                 signum,
             ) from None
@@ -1002,11 +1098,11 @@ def bake_image(
         except ScalerError as err:
             if bake.stack.kinds() and bake._decide(err, retry=False) == "abort":
                 raise BakeFailed(
-                    f"bake failed while {bake.step}: {_one_line(err)}; {bake.keep()}"
+                    f"bake failed while {bake.doing}: {_one_line(err)}; {bake.keep()}"
                 ) from err
             removed, leftovers = _unwind(bake)
             raise BakeFailed(
-                f"bake failed while {bake.step}: {_one_line(err)}; " + _summary(removed, leftovers)
+                f"bake failed while {bake.doing}: {_one_line(err)}; " + _summary(removed, leftovers)
             ) from err
         except BaseException:
             _unwind(bake)
@@ -1018,7 +1114,7 @@ class CleanupFailed(BakeFailed):
 
 
 def _finish(bake: _Bake, result: BakeResult) -> BakeResult:
-    bake.step = "removing the build droplet and key"
+    bake.doing = "removing the build droplet and key"
     removed, leftovers = _unwind(bake)
     if leftovers:
         why = "; ".join(f"{lo.kind} {lo.ident}: {lo.error}" for lo in leftovers if lo.error)
@@ -1109,41 +1205,7 @@ def describe_bake(config: BakeConfig, secrets: tuple[str, ...] = ()) -> list[str
     lines.append(hide(f"  snapshot  {name} in {regions}{tags}"))
     lines.append("would run on the build droplet, in order:")
     steps: tuple[Step, ...] = c.steps or (AnsibleStep(),)
-    for n, step in enumerate(steps, 1):
-        pause = f" (after a {step.pause_before:g}s pause)" if step.pause_before else ""
-        if isinstance(step, ShellStep):
-            env = " ".join(f"{k}={v}" for k, v in step.environment)
-            what = (
-                f"inline ({len(step.inline)} line{'s' if len(step.inline) != 1 else ''}, "
-                f"{step.shebang}): " + "; ".join(step.inline)
-                if step.inline
-                else "scripts " + ", ".join(str(p) for p in step.scripts)
-            )
-            codes = (
-                f"; exit codes {', '.join(map(str, step.valid_exit_codes))}"
-                if step.valid_exit_codes != (0,)
-                else ""
-            )
-            lines.append(
-                hide(f"  {n}. shell{pause}: {what}" + (f"; env {env}" if env else "") + codes)
-            )
-        elif isinstance(step, FileStep):
-            sources = ", ".join(step.sources) if step.sources else "inline content"
-            lines.append(hide(f"  {n}. file{pause}: {sources} -> {step.destination}"))
-        else:
-            parts = [
-                f"  {n}. ansible{pause}: {step.playbook or c.playbook} as {c.host_alias} in "
-                f"groups {', '.join(c.groups)}"
-            ]
-            if step.extra_arguments:
-                parts.append(f"extra arguments {' '.join(step.extra_arguments)}")
-            if step.env:
-                parts.append("env " + " ".join(f"{k}={v}" for k, v in step.env))
-            if step.galaxy_file:
-                parts.append(f"roles from {step.galaxy_file} first")
-            if step.inventory_directory:
-                parts.append(f"group_vars/host_vars from {step.inventory_directory}")
-            lines.append(hide("; ".join(parts)))
+    lines += [hide(_describe_step(n, step, c)) for n, step in enumerate(steps, 1)]
     lines.append("then: shut down, snapshot, remove the droplet and the temporary key")
     extras = []
     if c.manifest_custom_data:
@@ -1157,3 +1219,38 @@ def describe_bake(config: BakeConfig, secrets: tuple[str, ...] = ()) -> list[str
         + (f" ({'; '.join(extras)})" if extras else "")
     )
     return lines
+
+
+def _describe_step(n: int, step: Step, c: BakeConfig) -> str:
+    """One provisioner step as `bake --dry-run` lists it."""
+    pause = f" (after a {step.pause_before:g}s pause)" if step.pause_before else ""
+    if isinstance(step, ShellStep):
+        env = " ".join(f"{k}={v}" for k, v in step.environment)
+        what = (
+            f"inline ({len(step.inline)} line{'s' if len(step.inline) != 1 else ''}, "
+            f"{step.shebang}): " + "; ".join(step.inline)
+            if step.inline
+            else "scripts " + ", ".join(str(p) for p in step.scripts)
+        )
+        codes = (
+            f"; exit codes {', '.join(map(str, step.valid_exit_codes))}"
+            if step.valid_exit_codes != (0,)
+            else ""
+        )
+        return f"  {n}. shell{pause}: {what}" + (f"; env {env}" if env else "") + codes
+    if isinstance(step, FileStep):
+        sources = ", ".join(step.sources) if step.sources else "inline content"
+        return f"  {n}. file{pause}: {sources} -> {step.destination}"
+    parts = [
+        f"  {n}. ansible{pause}: {step.playbook or c.playbook} as {c.host_alias} in "
+        f"groups {', '.join(c.groups)}"
+    ]
+    if step.extra_arguments:
+        parts.append(f"extra arguments {' '.join(step.extra_arguments)}")
+    if step.env:
+        parts.append("env " + " ".join(f"{k}={v}" for k, v in step.env))
+    if step.galaxy_file:
+        parts.append(f"roles from {step.galaxy_file} first")
+    if step.inventory_directory:
+        parts.append(f"group_vars/host_vars from {step.inventory_directory}")
+    return "; ".join(parts)

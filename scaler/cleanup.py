@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scaler.cloud import Cloud, CloudError, Droplet, created_at_epoch
+from scaler.events import Say
 from scaler.fsutil import write_atomic
 
 BAKE_TAG = "scaler-bake"
@@ -391,9 +392,7 @@ def _rollout_leftovers(directory: Path) -> list[Leftover]:
     return found
 
 
-def remove_leftovers(
-    leftovers: Sequence[Leftover], say: Callable[[str], None]
-) -> list[tuple[Leftover, str]]:
+def remove_leftovers(leftovers: Sequence[Leftover], say: Say) -> list[tuple[Leftover, str]]:
     """Remove each; returns those that failed with the reason (one line)."""
     failed: list[tuple[Leftover, str]] = []
     for item in leftovers:

@@ -4,6 +4,16 @@ It retries what the API asks to be retried: 429 (sleeping `retry-after`, else un
 `ratelimit-reset`), 5xx and dropped connections (exponential backoff) and 422 "pending event"
 (an action still running on the droplet). Polls are paced (see Pacing) so a bake stays far
 under the 250 requests/minute budget. The token is never logged or put in messages.
+
+Why python-digitalocean's resource classes (Droplet, Image, SSHKey, Action, Manager, ...) are
+not used: every call they make goes through `BaseAPI.get_data`, which turns a failure into an
+exception without its status (so 429, 5xx, 422 "pending event", 401 and 404 cannot be told
+apart and nothing can be retried), drops the response headers (retry-after, ratelimit-reset,
+ratelimit-remaining), follows pagination itself and sends its own paths (`droplets/`,
+`images/<id>/`) and query (`per_page`), so our retry, lag and lost-answer handling and every
+message naming `METHOD /v2/path` would change. What fits is its request layer (URL joining,
+the bearer token, the user agent, the timeout hook), reached in one place, `_Transport.send`,
+through the request method `get_data` itself uses, which returns the raw response.
 """
 
 from __future__ import annotations
@@ -22,10 +32,10 @@ import requests
 from digitalocean.baseapi import BaseAPI
 
 from scaler.errors import ScalerError
+from scaler.events import Say
 
 JSON = dict[str, Any]
 Method = Literal["GET", "POST", "PUT", "DELETE"]
-Progress = Callable[[str], None]
 T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://api.digitalocean.com/v2/"
@@ -294,8 +304,7 @@ class _Transport(BaseAPI):  # type: ignore[misc]
         return self.request_timeout
 
     def send(self, method: Method, path: str, params: JSON | None) -> requests.Response:
-        # BaseAPI.get_data drops the status and headers a retry needs; its private
-        # request method keeps them and still builds the URL, auth and user agent.
+        """The raw response (status and headers kept) of one request: see the module doc."""
         response: requests.Response = self._BaseAPI__perform_request(path, method, params or {})
         return response
 
@@ -309,7 +318,7 @@ class Cloud:
         endpoint: str | None = None,
         *,
         pacing: Pacing | None = None,
-        on_progress: Progress | None = None,
+        on_progress: Say | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         if not token:
@@ -352,6 +361,29 @@ class Cloud:
 
     def request(self, method: Method, path: str, body: JSON | None = None) -> JSON:
         """One API call with retries; returns the JSON body ({} for 204)."""
+        response = self._send(method, path, body)
+        status = response.status_code
+        if status == 204 or not response.content:
+            return {}
+        try:
+            data = response.json()
+        except ValueError:
+            raise CloudError(
+                f"{method} /v2/{path}: the API answered {status} with no JSON"
+            ) from None
+        return data if isinstance(data, dict) else {}
+
+    def remaining_requests(self) -> int | None:
+        """What the API's ratelimit-remaining says is left of the token's budget, read from one
+        GET /v2/account; None when the API does not say (or says something unreadable)."""
+        value = self._send("GET", "account", None).headers.get("ratelimit-remaining")
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def _send(self, method: Method, path: str, body: JSON | None) -> requests.Response:
+        """One API call with retries: the first answer under 400, else the CloudError."""
         p = self.pacing
         attempt = pending = 0
         what = f"{method} /v2/{path}"
@@ -374,13 +406,7 @@ class Cloud:
                 continue
             status = response.status_code
             if status < 400:
-                if status == 204 or not response.content:
-                    return {}
-                try:
-                    data = response.json()
-                except ValueError:
-                    raise CloudError(f"{what}: the API answered {status} with no JSON") from None
-                return data if isinstance(data, dict) else {}
+                return response
             message = _error_message(response)
             if status == 429 and attempt < p.retries:
                 attempt += 1

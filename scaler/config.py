@@ -16,7 +16,7 @@ import re
 import time
 import tomllib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -522,61 +522,67 @@ def read_packer_template(
     at = started or time.time()
     ctx = _Context({}, Path(template_path).resolve().parent, at, run_uuid or str(uuid.uuid4()))
     if is_hcl_template(Path(template_path)):
-        try:
-            hcl = read_hcl_build(
-                Path(template_path), var_files=var_files, variables=variables, started=at
-            )
-        except TemplateError as err:
-            raise ConfigError(str(err)) from None
-        ctx = replace(ctx, template_dir=hcl.template_dir)
-        # Packer's plugins still fill the legacy {{timestamp}}-style functions in their fields.
-        builder = {k: _fill(v, ctx, f"source.{hcl.source}.{k}") for k, v in hcl.builder.items()}
-        secrets = tuple(
-            str(hcl.variables[n]) for n in hcl.sensitive if str(hcl.variables.get(n, ""))
+        return _hcl_build(Path(template_path), var_files, variables, ctx)
+    return _json_build(template_path, var_files, variables, ctx)
+
+
+def _hcl_build(
+    template_path: Path,
+    var_files: list[Path],
+    variables: Mapping[str, str] | None,
+    ctx: _Context,
+) -> PackerBuild:
+    try:
+        hcl = read_hcl_build(
+            template_path, var_files=var_files, variables=variables, started=ctx.started
         )
-        name = hcl.source.partition(".")[2]
-        return PackerBuild(
-            Path(template_path),
-            {"name": name, **builder},
-            hcl.provisioners,
-            hcl.post_processors,
-            dict(hcl.variables),
-            hcl.template_dir,
-            hcl.build_name,
-            secrets,
-            hcl.warnings,
-            at,
-        )
+    except TemplateError as err:
+        raise ConfigError(str(err)) from None
+    ctx = replace(ctx, template_dir=hcl.template_dir)
+    # Packer's plugins still fill the legacy {{timestamp}}-style functions in their fields.
+    builder = {k: _fill(v, ctx, f"source.{hcl.source}.{k}") for k, v in hcl.builder.items()}
+    secrets = tuple(str(hcl.variables[n]) for n in hcl.sensitive if str(hcl.variables.get(n, "")))
+    name = hcl.source.partition(".")[2]
+    return PackerBuild(
+        template_path,
+        {"name": name, **builder},
+        hcl.provisioners,
+        hcl.post_processors,
+        dict(hcl.variables),
+        hcl.template_dir,
+        hcl.build_name,
+        secrets,
+        hcl.warnings,
+        ctx.started,
+    )
+
+
+_JSON_KEYS = (
+    "variables",
+    "builders",
+    "provisioners",
+    "post-processors",
+    "description",
+    "min_packer_version",
+    "sensitive-variables",
+)
+
+
+def _json_build(
+    template_path: Path,
+    var_files: list[Path],
+    variables: Mapping[str, str] | None,
+    ctx: _Context,
+) -> PackerBuild:
     template = _load_json(template_path, "Packer template")
     for key in template:
-        if key not in (
-            "variables",
-            "builders",
-            "provisioners",
-            "post-processors",
-            "description",
-            "min_packer_version",
-            "sensitive-variables",
-        ):
+        if key not in _JSON_KEYS:
             raise ConfigError(
                 f"{template_path}: the template key {key!r} is not supported by scaler"
             )
     user = user_variables(template, var_files, variables or {}, ctx)
     ctx = replace(ctx, user=user)
-    builders = [b for b in template.get("builders") or [] if isinstance(b, dict)]
-    ocean = [b for b in builders if b.get("type") == "digitalocean"]
-    if not ocean:
-        kinds = ", ".join(sorted({str(b.get("type")) for b in builders})) or "none"
-        raise ConfigError(
-            f"{template_path} has no digitalocean builder (have: {kinds}); scaler bakes "
-            "DigitalOcean snapshots"
-        )
-    if len(ocean) > 1:
-        raise ConfigError(
-            f"{template_path} has {len(ocean)} digitalocean builders; scaler bakes one per "
-            "run: keep one"
-        )
-    raw = dict(ocean[0])
+    raw = _digitalocean_builder(template, template_path)
     # Packer's builder falls back to the environment when the template's token is empty,
     # an undefined user variable included
     token_text = raw.pop("api_token", None)
@@ -605,8 +611,26 @@ def read_packer_template(
         "",
         secrets,
         (),
-        at,
+        ctx.started,
     )
+
+
+def _digitalocean_builder(template: Mapping[str, Any], template_path: Path) -> dict[str, Any]:
+    """The template's one digitalocean builder (a copy); ConfigError for none or several."""
+    builders = [b for b in template.get("builders") or [] if isinstance(b, dict)]
+    ocean = [b for b in builders if b.get("type") == "digitalocean"]
+    if not ocean:
+        kinds = ", ".join(sorted({str(b.get("type")) for b in builders})) or "none"
+        raise ConfigError(
+            f"{template_path} has no digitalocean builder (have: {kinds}); scaler bakes "
+            "DigitalOcean snapshots"
+        )
+    if len(ocean) > 1:
+        raise ConfigError(
+            f"{template_path} has {len(ocean)} digitalocean builders; scaler bakes one per "
+            "run: keep one"
+        )
+    return dict(ocean[0])
 
 
 def load_packer_template(
@@ -731,112 +755,140 @@ def _env_pairs(items: tuple[str, ...], where: str, key: str) -> tuple[tuple[str,
     return tuple(pairs)
 
 
+@dataclass(frozen=True)
+class _Provisioner:
+    """One provisioner of a template, as the step readers see it."""
+
+    raw: Mapping[str, Any]
+    what: str  # "provisioner 2 (shell)"
+    where: str
+    pause: float
+    tdir: Path
+
+    def only(self, allowed: Collection[str]) -> None:
+        """Refuse a key scaler does not support for this kind."""
+        for key in self.raw:
+            if key != "__index__" and key not in allowed:
+                raise _unsupported(self.where, self.what, key)
+
+
 def _step(
     prov: Mapping[str, Any], build: PackerBuild, where: str, *, first_ansible: bool
 ) -> tuple[Step, dict[str, Any]]:
+    """One Packer provisioner as a bake step, and the bake settings the first ansible one gives."""
     kind = str(prov.get("type"))
     what = f"provisioner {prov.get('__index__', '?')} ({kind})"
-    keys = [k for k in prov if k != "__index__"]
     pause = _seconds(prov.get("pause_before", 0), "pause_before", where)
-    tdir = build.template_dir
+    p = _Provisioner(prov, what, where, pause, build.template_dir)
     if kind == "shell":
-        for key in keys:
-            if key not in _SHELL_KEYS:
-                raise _unsupported(where, what, key)
-        inline = _strings(prov.get("inline") or [], where, "inline")
-        scripts = list(_strings(prov["script"], where, "script")) if prov.get("script") else []
-        scripts += _strings(prov.get("scripts") or [], where, "scripts")
-        if bool(inline) == bool(scripts):
-            raise ConfigError(
-                f"{where}: {what} needs exactly one of inline, script or scripts (as in Packer)"
-            )
-        env = _env_pairs(
-            _strings(prov.get("environment_vars") or [], where, "environment_vars"),
-            where,
-            "environment_vars",
-        )
-        extra = prov.get("env") or {}
-        if not isinstance(extra, Mapping):
-            raise ConfigError(f"{where}: {what} env must be a map of names to values")
-        env += tuple((str(k), str(v)) for k, v in extra.items())
-        codes = prov.get("valid_exit_codes") or [0]
-        return ShellStep(
-            inline=inline,
-            scripts=tuple(Path(_packer_path(s, tdir)) for s in scripts),
-            environment=env,
-            shebang=str(prov.get("inline_shebang") or "/bin/sh -e"),
-            valid_exit_codes=tuple(_int(c, "valid_exit_codes", where) for c in codes),
-            pause_before=pause,
-        ), {}
+        return _shell_step(p), {}
     if kind == "file":
-        for key in keys:
-            if key not in _FILE_KEYS:
-                raise _unsupported(where, what, key)
-        if prov.get("direction", "upload") != "upload":
-            raise ConfigError(
-                f"{where}: {what} direction {prov['direction']!r} is not supported by scaler "
-                "(only upload)"
-            )
-        sources = list(_strings(prov["source"], where, "source")) if prov.get("source") else []
-        sources += _strings(prov.get("sources") or [], where, "sources")
-        content = prov.get("content")
-        if not prov.get("destination") or bool(sources) == (content is not None):
-            raise ConfigError(
-                f"{where}: {what} needs a destination and one of source, sources or content"
-            )
-        return FileStep(
-            sources=tuple(
-                _packer_path(s, tdir) + ("/" if s.endswith("/") and len(s) > 1 else "")
-                for s in sources
-            ),
-            destination=str(prov["destination"]),
-            content=None if content is None else str(content),
-            generated=_bool(prov.get("generated", False), "generated", where),
-            pause_before=pause,
-        ), {}
+        return _file_step(p), {}
     if kind == "ansible":
-        for key in keys:
-            if key not in _ANSIBLE_KEYS:
-                raise _unsupported(where, what, key)
-        settings: dict[str, Any] = {}
-        playbook = (
-            Path(_packer_path(prov["playbook_file"], tdir)) if prov.get("playbook_file") else None
-        )
-        if first_ansible:
-            if playbook is not None:
-                settings["playbook"] = str(playbook)
-            if prov.get("host_alias"):
-                settings["host_alias"] = prov["host_alias"]
-            if prov.get("groups"):
-                settings["groups"] = list(_strings(prov["groups"], where, "groups"))
-            if prov.get("user"):
-                settings["ansible_user"] = prov["user"]
-        elif playbook is None:
-            raise ConfigError(f"{where}: {what} has no playbook_file")
-        env = tuple(
-            (name, _unquoted(value))
-            for name, value in _env_pairs(
-                _strings(prov.get("ansible_env_vars") or [], where, "ansible_env_vars"),
-                where,
-                "ansible_env_vars",
-            )
-        )
-        inv = prov.get("inventory_directory")
-        return AnsibleStep(
-            playbook=None if first_ansible else playbook,
-            extra_arguments=_strings(prov.get("extra_arguments") or [], where, "extra_arguments"),
-            env=env,
-            galaxy_file=Path(_packer_path(prov["galaxy_file"], tdir))
-            if prov.get("galaxy_file")
-            else None,
-            galaxy_roles_path=Path(_packer_path(prov["roles_path"], tdir))
-            if prov.get("roles_path")
-            else None,
-            inventory_directory=Path(_packer_path(inv, tdir)) if inv else None,
-            pause_before=pause,
-        ), settings
+        return _ansible_step(p, first_ansible=first_ansible)
     hint = " (use 'ansible', which runs from this machine)" if kind == "ansible-local" else ""
     raise ConfigError(f"{where}: {what}: provisioner {kind!r} is not supported by scaler{hint}")
+
+
+def _shell_step(p: _Provisioner) -> ShellStep:
+    """A shell provisioner (inline, script or scripts) as a ShellStep."""
+    p.only(_SHELL_KEYS)
+    prov, what, where, pause, tdir = p.raw, p.what, p.where, p.pause, p.tdir
+    inline = _strings(prov.get("inline") or [], where, "inline")
+    scripts = list(_strings(prov["script"], where, "script")) if prov.get("script") else []
+    scripts += _strings(prov.get("scripts") or [], where, "scripts")
+    if bool(inline) == bool(scripts):
+        raise ConfigError(
+            f"{where}: {what} needs exactly one of inline, script or scripts (as in Packer)"
+        )
+    env = _env_pairs(
+        _strings(prov.get("environment_vars") or [], where, "environment_vars"),
+        where,
+        "environment_vars",
+    )
+    extra = prov.get("env") or {}
+    if not isinstance(extra, Mapping):
+        raise ConfigError(f"{where}: {what} env must be a map of names to values")
+    env += tuple((str(k), str(v)) for k, v in extra.items())
+    codes = prov.get("valid_exit_codes") or [0]
+    return ShellStep(
+        inline=inline,
+        scripts=tuple(Path(_packer_path(s, tdir)) for s in scripts),
+        environment=env,
+        shebang=str(prov.get("inline_shebang") or "/bin/sh -e"),
+        valid_exit_codes=tuple(_int(c, "valid_exit_codes", where) for c in codes),
+        pause_before=pause,
+    )
+
+
+def _file_step(p: _Provisioner) -> FileStep:
+    """A file provisioner (uploads only) as a FileStep."""
+    p.only(_FILE_KEYS)
+    prov, what, where, pause, tdir = p.raw, p.what, p.where, p.pause, p.tdir
+    if prov.get("direction", "upload") != "upload":
+        raise ConfigError(
+            f"{where}: {what} direction {prov['direction']!r} is not supported by scaler "
+            "(only upload)"
+        )
+    sources = list(_strings(prov["source"], where, "source")) if prov.get("source") else []
+    sources += _strings(prov.get("sources") or [], where, "sources")
+    content = prov.get("content")
+    if not prov.get("destination") or bool(sources) == (content is not None):
+        raise ConfigError(
+            f"{where}: {what} needs a destination and one of source, sources or content"
+        )
+    return FileStep(
+        sources=tuple(
+            _packer_path(s, tdir) + ("/" if s.endswith("/") and len(s) > 1 else "") for s in sources
+        ),
+        destination=str(prov["destination"]),
+        content=None if content is None else str(content),
+        generated=_bool(prov.get("generated", False), "generated", where),
+        pause_before=pause,
+    )
+
+
+def _ansible_step(p: _Provisioner, *, first_ansible: bool) -> tuple[AnsibleStep, dict[str, Any]]:
+    """An ansible provisioner as an AnsibleStep; the first one's settings apply to the bake."""
+    p.only(_ANSIBLE_KEYS)
+    prov, what, where, pause, tdir = p.raw, p.what, p.where, p.pause, p.tdir
+    settings: dict[str, Any] = {}
+    playbook = (
+        Path(_packer_path(prov["playbook_file"], tdir)) if prov.get("playbook_file") else None
+    )
+    if first_ansible:
+        if playbook is not None:
+            settings["playbook"] = str(playbook)
+        if prov.get("host_alias"):
+            settings["host_alias"] = prov["host_alias"]
+        if prov.get("groups"):
+            settings["groups"] = list(_strings(prov["groups"], where, "groups"))
+        if prov.get("user"):
+            settings["ansible_user"] = prov["user"]
+    elif playbook is None:
+        raise ConfigError(f"{where}: {what} has no playbook_file")
+    env = tuple(
+        (name, _unquoted(value))
+        for name, value in _env_pairs(
+            _strings(prov.get("ansible_env_vars") or [], where, "ansible_env_vars"),
+            where,
+            "ansible_env_vars",
+        )
+    )
+    inv = prov.get("inventory_directory")
+    return AnsibleStep(
+        playbook=None if first_ansible else playbook,
+        extra_arguments=_strings(prov.get("extra_arguments") or [], where, "extra_arguments"),
+        env=env,
+        galaxy_file=Path(_packer_path(prov["galaxy_file"], tdir))
+        if prov.get("galaxy_file")
+        else None,
+        galaxy_roles_path=Path(_packer_path(prov["roles_path"], tdir))
+        if prov.get("roles_path")
+        else None,
+        inventory_directory=Path(_packer_path(inv, tdir)) if inv else None,
+        pause_before=pause,
+    ), settings
 
 
 def _unquoted(value: str) -> str:

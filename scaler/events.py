@@ -20,11 +20,16 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+
+# A progress callback: one human line at a time (the CLI prints it on stderr).
+Say = Callable[[str], None]
+# Seconds from a fixed start: time.monotonic for waits and deadlines, time.time for stamps.
+Clock = Callable[[], float]
 
 LogFormat = Literal["text", "json"]
 Outcome = Literal["ok", "failed", "skipped", "info"]
@@ -104,7 +109,7 @@ class EventLog:
         *,
         secrets: Sequence[str] | None = None,
         context: Mapping[str, Any] | None = None,
-        clock: Any = time.time,
+        clock: Clock = time.time,
     ) -> None:
         if fmt not in LOG_FORMATS:
             raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")

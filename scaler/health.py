@@ -12,8 +12,10 @@ names the droplet, the URL, the status or error and the first bytes of the body.
 
 Port mapping: the local cloud serves each droplet's port 80 on Machines.web_port(): 80 when it
 runs as root, else 8080 (documented in scaler/local/machines.py). `port_map` maps a check's port
-to the port to dial; `port_map_from_env()` reads it from SCALER_LOCAL_WEB_PORT (`8080`, meaning
-80 -> 8080) or SCALER_PORT_MAP (`80=8080,443=8443`). Against real DigitalOcean it is empty.
+to the port to dial; `port_map_from_env()` reads it from SCALER_PORT_MAP (`80=8080,443=8443`), else
+from the local cloud's web port (`8080`, meaning 80 -> 8080, as scaler.localtarget reads it). A
+caller that detected the local cloud can pass LocalTarget.port_map(). Against real DigitalOcean it
+is empty.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scaler.errors import ScalerError
+from scaler.events import Clock
+from scaler.localtarget import web_port_setting
 
 Protocol = Literal["http", "https", "tcp"]
 LB_TYPE = "digitalocean_loadbalancer"
-LOCAL_WEB_PORT_ENV = "SCALER_LOCAL_WEB_PORT"
 PORT_MAP_ENV = "SCALER_PORT_MAP"
 
 
@@ -133,13 +136,12 @@ def parse_port_map(text: str) -> dict[int, int]:
 
 
 def port_map_from_env(env: Mapping[str, str] | None = None) -> dict[int, int]:
-    """The port map from SCALER_PORT_MAP, else SCALER_LOCAL_WEB_PORT (port 80 only); {} for none."""
+    """The port map from SCALER_PORT_MAP, else the local cloud's web port; {} for none."""
     env = os.environ if env is None else env
     if env.get(PORT_MAP_ENV):
         return parse_port_map(env[PORT_MAP_ENV])
-    if env.get(LOCAL_WEB_PORT_ENV):
-        return parse_port_map(env[LOCAL_WEB_PORT_ENV])
-    return {}
+    local = web_port_setting(env)
+    return parse_port_map(local) if local else {}
 
 
 def port_map_from(option: str | None) -> dict[int, int]:
@@ -325,7 +327,7 @@ def wait_healthy(
     port_map: Mapping[int, int] | None = None,
     timeout: float = 300.0,
     grace: float = 0.0,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     private: Mapping[str, str] | None = None,
     balancer: BalancerView | None = None,

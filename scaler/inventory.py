@@ -313,16 +313,7 @@ def build_inventory(state: State, private: bool = False) -> Inventory:
             name = f"{plain}-{suffix}"
         if suffix > 1:
             warnings.append(f"{tf_address} is host {name} (host {plain} is another resource)")
-        hostvars = dict(res.attributes)
-        for key in ANSIBLE_RESERVED.intersection(hostvars):
-            hostvars[f"terraform_{key}"] = hostvars.pop(key)
-        hostvars["ansible_host"] = address
-        hostvars["terraform_address"] = tf_address
-        hostvars["terraform_type"] = res.type
-        hostvars["terraform_resource"] = res.name
-        hostvars["terraform_module"] = res.module
-        hostvars["terraform_index"] = res.index
-        hosts[name] = hostvars
+        hosts[name] = _hostvars(res, address)
         addresses[name] = tf_address
         index = _index_group(res.index)
         claim(res.name, _NAME, res.name, name)
@@ -336,6 +327,42 @@ def build_inventory(state: State, private: bool = False) -> Inventory:
         for tag in _tags(res):
             claim(f"tag_{tag}", _TAG, tag, name)
 
+    groups = _settle_groups(claims, addresses, hosts, warnings)
+    for status, count in skipped.items():
+        if count:
+            warnings.append(f"{count} {status} resource instance(s) left out (not live hosts)")
+    all_vars = {
+        (f"terraform_{o.name}" if o.name in ANSIBLE_RESERVED else o.name): o.value
+        for o in state.outputs
+        if not o.sensitive
+    }
+    hidden = tuple(o.name for o in state.outputs if o.sensitive)
+    return Inventory(hosts, dict(sorted(groups.items())), all_vars, hidden, tuple(warnings))
+
+
+def _hostvars(res: Resource, address: str) -> dict[str, Any]:
+    """A host's variables: its attributes (Ansible's reserved names as terraform_<name>), where
+    to reach it and which Terraform instance it is."""
+    hostvars = dict(res.attributes)
+    for key in ANSIBLE_RESERVED.intersection(hostvars):
+        hostvars[f"terraform_{key}"] = hostvars.pop(key)
+    hostvars["ansible_host"] = address
+    hostvars["terraform_address"] = res.address
+    hostvars["terraform_type"] = res.type
+    hostvars["terraform_resource"] = res.name
+    hostvars["terraform_module"] = res.module
+    hostvars["terraform_index"] = res.index
+    return hostvars
+
+
+def _settle_groups(
+    claims: dict[str, dict[tuple[int, str], list[str]]],
+    addresses: dict[str, str],
+    hosts: dict[str, dict[str, Any]],
+    warnings: list[str],
+) -> dict[str, list[str]]:
+    """Each group's hosts once every claim is in: one origin has it, or the best rank wins (a
+    warning says who lost); Ansible's own all and ungrouped go to nobody."""
     groups: dict[str, list[str]] = {}
     for group, by_origin in claims.items():
         if group in ("all", "ungrouped"):
@@ -347,17 +374,7 @@ def build_inventory(state: State, private: bool = False) -> Inventory:
         winner = _resolve(group, by_origin, addresses, hosts, warnings)
         if winner is not None:
             groups[group] = winner
-
-    for status, count in skipped.items():
-        if count:
-            warnings.append(f"{count} {status} resource instance(s) left out (not live hosts)")
-    all_vars = {
-        (f"terraform_{o.name}" if o.name in ANSIBLE_RESERVED else o.name): o.value
-        for o in state.outputs
-        if not o.sensitive
-    }
-    hidden = tuple(o.name for o in state.outputs if o.sensitive)
-    return Inventory(hosts, dict(sorted(groups.items())), all_vars, hidden, tuple(warnings))
+    return groups
 
 
 def _resolve(

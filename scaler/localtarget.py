@@ -3,19 +3,33 @@
 Against DigitalOcean this is None and nothing changes. Against a local cloud (an endpoint on
 loopback that answers `/_local/health`), it says what kind of droplets that cloud runs: `real`
 ones (Linux hosts of their own, which a bake provisions over SSH exactly as on DigitalOcean) or
-`directory` stand-ins (which nothing may provision), and which base images it builds for real.
+`directory` stand-ins (which nothing may provision), which base images it builds for real, and
+on which loopback ports it serves the droplets' SSH and web ports. The core reads no
+SCALER_LOCAL_* variable itself: what `scaler local up` exports is read here.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaler.errors import ScalerError
+
+# Debian's wordpress package: WordPress for bakes here, whose droplets reach nothing but the
+# local cloud's package mirror.
+WORDPRESS_PACKAGE = "wordpress"
+# The role variables that say where WordPress comes from (scaler/roles/welp).
+WORDPRESS_SOURCES = ("welp_wordpress_src_dir", "welp_wordpress_archive", "welp_wordpress_package")
+
+# What `scaler local up` exports: the port each droplet's port 80 is served on (80 as root).
+WEB_PORT_ENV = "SCALER_LOCAL_WEB_PORT"
 
 
 class NeedsRealDroplets(ScalerError):
@@ -32,6 +46,23 @@ class LocalTarget:
     ssh_port: int
     state_dir: Path | None
     real_images: tuple[str, ...]
+    web_port: int = 80
+
+    def wordpress_source(self, extravars: Mapping[str, Any]) -> dict[str, str]:
+        """The role variable that gets WordPress here when `extravars` names no source:
+        Debian's package (the droplets reach only the package mirror); {} when one is named."""
+        if any(extravars.get(name) for name in WORDPRESS_SOURCES):
+            return {}
+        return {"welp_wordpress_package": WORDPRESS_PACKAGE}
+
+    def stand_in_password(self) -> str:
+        """A random database password: no database stands behind the local cloud, and a random
+        one keeps the role's check honest without a shared default (never print it)."""
+        return secrets.token_urlsafe(24)
+
+    def port_map(self) -> dict[int, int]:
+        """The check port -> the port to dial here (see scaler.health): {} when 80 is 80."""
+        return {} if self.web_port == 80 else {80: self.web_port}
 
     def require_real_droplets(self, what: str) -> None:
         """Refuse `what` (e.g. "a bake") unless the droplets are real hosts of their own."""
@@ -60,7 +91,7 @@ def detect_local_target(endpoint: str) -> LocalTarget | None:
     health = local_health(endpoint)
     if health is None:
         return None
-    port = health.get("ssh_port")
+    port, web = health.get("ssh_port"), health.get("web_port")
     state_dir = health.get("state_dir")
     images = health.get("real_images")
     return LocalTarget(
@@ -70,7 +101,14 @@ def detect_local_target(endpoint: str) -> LocalTarget | None:
         ssh_port=port if isinstance(port, int) and not isinstance(port, bool) else 22,
         state_dir=Path(state_dir) if isinstance(state_dir, str) else None,
         real_images=tuple(str(i) for i in images) if isinstance(images, list) else (),
+        web_port=web if isinstance(web, int) and not isinstance(web, bool) else 80,
     )
+
+
+def web_port_setting(environ: Mapping[str, str] | None = None) -> str | None:
+    """SCALER_LOCAL_WEB_PORT as `scaler local up` exported it (a port map's text), if set."""
+    env = os.environ if environ is None else environ
+    return env.get(WEB_PORT_ENV) or None
 
 
 def local_health(endpoint: str) -> dict[str, Any] | None:

@@ -86,24 +86,9 @@ def _parse_file(path: Path) -> dict[str, Any]:
         raise TemplateError(str(err).removesuffix(_UNPARSEABLE_TAIL) + "; fix it") from None
 
 
-def read_hcl_build(
-    template: Path,
-    *,
-    var_files: Sequence[Path] = (),
-    variables: Mapping[str, str] | None = None,
-    started: float,
-    environ: Mapping[str, str] | None = None,
-) -> HclBuild:
-    """Read an HCL2 template (file or folder) into the build Packer would run."""
-    template = Path(template)
-    env = os.environ if environ is None else environ
-    if template.is_dir():
-        files = sorted(template.glob("*.pkr.hcl"))
-        auto = sorted(template.glob("*.auto.pkrvars.hcl"))
-        root = template.resolve()
-    else:
-        files, auto, root = [template], [], template.resolve().parent
-    where = str(template)
+def _merged_blocks(files: Sequence[Path], where: str) -> dict[str, list[Any]]:
+    """The top-level blocks of every template file, by kind; TemplateError for what scaler
+    does not read (top-level attributes, data sources, other blocks)."""
     merged: dict[str, list[Any]] = {}
     for path in files:
         for key, value in _parse_file(path).items():
@@ -120,15 +105,27 @@ def read_hcl_build(
                 f"{where}: {kind} {key!r} is not supported by scaler "
                 f"(have: {', '.join(sorted(known))})"
             )
-    scope = Scope({}, root, started, allow_vars=False)
-    declared, sensitive, types = _declare(merged, scope, where)
-    warnings: list[str] = []
+    return merged
+
+
+def _variable_values(
+    declared: Mapping[str, Any],
+    types: Mapping[str, Any],
+    env: Mapping[str, str],
+    var_files: Sequence[Path],
+    variables: Mapping[str, str],
+    scope: Scope,
+    where: str,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Each declared variable's value as Packer picks it: the default, then PKR_VAR_<name>,
+    then the var files in order, then -var; TemplateError when one is left without a value."""
     values: dict[str, Any] = dict(declared)
     for name in list(declared):
         raw = env.get(f"PKR_VAR_{name}")
         if raw is not None:
             values[name] = _typed(raw, types.get(name), scope, f"PKR_VAR_{name}")
-    for path in [*auto, *var_files]:
+    for path in var_files:
         for name, value in _read_var_file(Path(path), scope).items():
             if name not in declared:
                 warnings.append(
@@ -136,7 +133,7 @@ def read_hcl_build(
                 )
                 continue
             values[name] = value
-    for name, raw in (variables or {}).items():
+    for name, raw in variables.items():
         if name not in declared:
             have = ", ".join(sorted(declared)) or "none"
             raise TemplateError(f"-var {name}: no such variable in {where} (have: {have})")
@@ -148,18 +145,13 @@ def read_hcl_build(
             f"{where}: variable {name!r} has no value; pass -var {name}=VALUE, set it in a "
             f"-var-file, or set PKR_VAR_{name}"
         )
-    locals_raw: dict[str, Any] = {}
-    for block in merged.get("locals", []):
-        locals_raw.update(_attrs(block))
-    for block in merged.get("local", []):
-        for (name,), body in _labelled(block, 1):
-            if "expression" not in body:
-                raise TemplateError(f"{where}: local {name!r} has no expression")
-            locals_raw[name] = body["expression"]
-            if _eval(body.get("sensitive", False), scope, where):
-                sensitive.add(f"local.{name}")
-    full = Scope(values, root, started, locals_raw=locals_raw)
+    return values
 
+
+def _chosen_source(
+    merged: Mapping[str, list[Any]], full: Scope, where: str
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The one digitalocean source the builds use: its name, its block and its build block."""
     sources: dict[str, dict[str, Any]] = {}
     for block in merged.get("source", []):
         for (kind, name), body in _labelled(block, 2):
@@ -194,7 +186,47 @@ def read_hcl_build(
             f"{where} builds {len(chosen)} digitalocean sources ({names}); scaler bakes one "
             "per run: keep one in the build's sources"
         )
-    source_name, source_body, build = chosen[0]
+    return chosen[0]
+
+
+def read_hcl_build(
+    template: Path,
+    *,
+    var_files: Sequence[Path] = (),
+    variables: Mapping[str, str] | None = None,
+    started: float,
+    environ: Mapping[str, str] | None = None,
+) -> HclBuild:
+    """Read an HCL2 template (file or folder) into the build Packer would run."""
+    template = Path(template)
+    env = os.environ if environ is None else environ
+    if template.is_dir():
+        files = sorted(template.glob("*.pkr.hcl"))
+        auto = sorted(template.glob("*.auto.pkrvars.hcl"))
+        root = template.resolve()
+    else:
+        files, auto, root = [template], [], template.resolve().parent
+    where = str(template)
+    merged = _merged_blocks(files, where)
+    scope = Scope({}, root, started, allow_vars=False)
+    declared, sensitive, types = _declare(merged, scope, where)
+    warnings: list[str] = []
+    values = _variable_values(
+        declared, types, env, [*auto, *var_files], variables or {}, scope, where, warnings
+    )
+    locals_raw: dict[str, Any] = {}
+    for block in merged.get("locals", []):
+        locals_raw.update(_attrs(block))
+    for block in merged.get("local", []):
+        for (name,), body in _labelled(block, 1):
+            if "expression" not in body:
+                raise TemplateError(f"{where}: local {name!r} has no expression")
+            locals_raw[name] = body["expression"]
+            if _eval(body.get("sensitive", False), scope, where):
+                sensitive.add(f"local.{name}")
+    full = Scope(values, root, started, locals_raw=locals_raw)
+
+    source_name, source_body, build = _chosen_source(merged, full, where)
     builder: dict[str, Any] = {"type": "digitalocean"}
     for key, raw in _attrs(source_body).items():
         if isinstance(raw, list) and raw and all(isinstance(b, dict) for b in raw):

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import ansible_runner
 
 from scaler.errors import HostNotFound, ScalerError
+from scaler.events import Say
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ROLES_DIR = REPO_ROOT / "roles"
@@ -39,7 +40,6 @@ _CANCEL_POLL = 0.2
 _CONTROL_DIR_MAX = 48
 
 Status = Literal["successful", "failed", "timeout", "canceled"]
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def run_playbook(
     connection: Connection,
     extravars: Mapping[str, Any] | None = None,
     roles_path: Path = ROLES_DIR,
-    on_progress: Progress | None = None,
+    on_progress: Say | None = None,
     timeout: int | None = None,
     cancel: Callable[[], bool] | None = None,
     extra_var_files: Sequence[Path] = (),
@@ -251,24 +251,10 @@ def run_playbook(
         # ansible-runner starts ansible-playbook ignoring SIGHUP in a session of its own: after
         # a kill -9 of scaler it would play on; under setpriv it dies with us
         wrapped = _dying_ansible_playbook(private, bin_dir)
-        inventory_file = private / "inventory" / "hosts.json"
-        _write_private(inventory_file, json.dumps(static))
-        if inventory_vars_dir is not None:
-            for sub in ("group_vars", "host_vars"):
-                if (inventory_vars_dir / sub).is_dir():
-                    (private / "inventory" / sub).symlink_to((inventory_vars_dir / sub).resolve())
-        # Extra vars (the database password among them) go in a file, not on the command line.
-        _write_private(private / "env" / "extravars", json.dumps(dict(extravars or {})))
-        # a file, not RunnerConfig(settings=...): ansible-runner drops those without the file
-        _write_private(private / "env" / "settings", json.dumps({"pexpect_timeout": _CANCEL_POLL}))
+        inventory_file = _write_runner_files(private, static, extravars, inventory_vars_dir)
         # once ansible-playbook has parsed its extra vars, the file (the password) can go: a
         # kill -9 of scaler then leaves no secret in the temp folder
         events = _Events(on_progress, forget=[private / "env" / "extravars"])
-        user_args: list[str] = []
-        for path in extra_var_files:
-            user_args += ["-e", f"@{Path(path).resolve()}"]
-        for path in vault_password_files:
-            user_args += ["--vault-password-file", str(Path(path).resolve())]
         config = ansible_runner.RunnerConfig(
             private_data_dir=str(private),
             playbook=str(playbook.resolve()),
@@ -277,24 +263,13 @@ def run_playbook(
             envvars={
                 # ansible-playbook and its helpers come from the same environment as scaler.
                 "PATH": os.pathsep.join([*wrapped, bin_dir, os.environ.get("PATH", os.defpath)]),
-                # the user's roles first, scaler's after: never hide a role they installed
-                "ANSIBLE_ROLES_PATH": os.pathsep.join(searched),
-                **({"ANSIBLE_CONFIG": str(ansible_cfg)} if ansible_cfg else {}),
-                "ANSIBLE_PIPELINING": "True",
-                # off, Ansible puts StrictHostKeyChecking=no first, and ssh takes the first
-                "ANSIBLE_HOST_KEY_CHECKING": str(_checks_host_key(connection)),
-                "ANSIBLE_INVENTORY_ENABLED": "yaml",
-                "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
-                "ANSIBLE_NOCOLOR": "True",
-                "ANSIBLE_RETRY_FILES_ENABLED": "False",
-                # ~/.ansible/cp breaks with a long $HOME (ssh's 108-byte socket path limit)
-                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
+                **_ansible_settings(searched, ansible_cfg, connection, private, control),
                 **dict(env or {}),
             },
             quiet=True,
             timeout=timeout,
             suppress_env_files=True,
-            cmdline=shlex.join([*user_args, *extra_args]) if user_args or extra_args else None,
+            cmdline=_command_line(extra_var_files, vault_password_files, extra_args),
         )
         config.prepare()
         config.env = {k: v for k, v in config.env.items() if not _is_secret_env(k)}
@@ -328,6 +303,64 @@ def run_playbook(
     if not result.ok:
         raise ProvisionFailed(_failure_message(result, timeout), result)
     return result
+
+
+def _write_runner_files(
+    private: Path,
+    static: Mapping[str, Any],
+    extravars: Mapping[str, Any] | None,
+    inventory_vars_dir: Path | None,
+) -> Path:
+    """ansible-runner's private data folder: the inventory (with the group_vars/host_vars of
+    `inventory_vars_dir` beside it), the extra vars and the runner settings; the inventory file."""
+    inventory_file = private / "inventory" / "hosts.json"
+    _write_private(inventory_file, json.dumps(static))
+    if inventory_vars_dir is not None:
+        for sub in ("group_vars", "host_vars"):
+            if (inventory_vars_dir / sub).is_dir():
+                (private / "inventory" / sub).symlink_to((inventory_vars_dir / sub).resolve())
+    # Extra vars (the database password among them) go in a file, not on the command line.
+    _write_private(private / "env" / "extravars", json.dumps(dict(extravars or {})))
+    # a file, not RunnerConfig(settings=...): ansible-runner drops those without the file
+    _write_private(private / "env" / "settings", json.dumps({"pexpect_timeout": _CANCEL_POLL}))
+    return inventory_file
+
+
+def _command_line(
+    extra_var_files: Sequence[Path], vault_password_files: Sequence[Path], extra_args: Sequence[str]
+) -> str | None:
+    """ansible-playbook's added arguments: -e @FILE, --vault-password-file, then extra_args."""
+    args: list[str] = []
+    for path in extra_var_files:
+        args += ["-e", f"@{Path(path).resolve()}"]
+    for path in vault_password_files:
+        args += ["--vault-password-file", str(Path(path).resolve())]
+    args += extra_args
+    return shlex.join(args) if args else None
+
+
+def _ansible_settings(
+    searched: Sequence[str],
+    ansible_cfg: Path | None,
+    connection: Connection,
+    private: Path,
+    control: Path,
+) -> dict[str, str]:
+    """The ANSIBLE_* environment of a run."""
+    return {
+        # the user's roles first, scaler's after: never hide a role they installed
+        "ANSIBLE_ROLES_PATH": os.pathsep.join(searched),
+        **({"ANSIBLE_CONFIG": str(ansible_cfg)} if ansible_cfg else {}),
+        "ANSIBLE_PIPELINING": "True",
+        # off, Ansible puts StrictHostKeyChecking=no first, and ssh takes the first
+        "ANSIBLE_HOST_KEY_CHECKING": str(_checks_host_key(connection)),
+        "ANSIBLE_INVENTORY_ENABLED": "yaml",
+        "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        # ~/.ansible/cp breaks with a long $HOME (ssh's 108-byte socket path limit)
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control),
+    }
 
 
 def _dying_ansible_playbook(private: Path, bin_dir: str) -> list[str]:
@@ -622,7 +655,7 @@ class _Events:
         "runner_on_unreachable": "unreachable",
     }
 
-    def __init__(self, on_progress: Progress | None, forget: Sequence[Path] = ()) -> None:
+    def __init__(self, on_progress: Say | None, forget: Sequence[Path] = ()) -> None:
         self.on_progress = on_progress
         self.failure: TaskFailure | None = None
         self.pids: set[int] = set()

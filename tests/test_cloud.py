@@ -111,6 +111,28 @@ def test_429_without_retry_after_waits_until_ratelimit_reset() -> None:
     assert re.fullmatch(r"rate limited on GET /v2/account; retrying in [123]\.\ds", line), line
 
 
+def test_remaining_requests_reads_ratelimit_remaining() -> None:
+    answers = (
+        (429, {"retry-after": "0"}),  # retried like any request, then read
+        (200, {"ratelimit-remaining": "4321"}),
+        (200, {}),
+        (200, {"ratelimit-remaining": "soon"}),
+    )
+    with answering(*answers) as (url, seen):
+        c = Cloud(SECRET_TOKEN, url, pacing=Pacing.fast(0.05))
+        assert c.remaining_requests() == 4321
+        assert c.remaining_requests() is None  # the API did not say
+        assert c.remaining_requests() is None  # nor anything readable
+    assert len(seen) == 4 and c.requests_made == 4
+
+
+def test_remaining_requests_on_the_local_cloud(bake_cloud: LocalCloud) -> None:
+    bake_cloud.faults.clear()
+    remaining = client(bake_cloud).remaining_requests()
+    # the local cloud sends DigitalOcean's headers: 5000 an hour, less what this token spent
+    assert remaining is not None and 0 < remaining < 5000, remaining
+
+
 def test_pending_event_is_retried_and_actions_wait(bake_cloud: LocalCloud) -> None:
     bake_cloud.faults.clear()
     c = client(bake_cloud)

@@ -54,12 +54,13 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from scaler.errors import ScalerError
+from scaler.events import Say
 from scaler.fsutil import write_atomic
 
 RUNTIME = Path("/run/scaler/balancers")
@@ -292,7 +293,7 @@ def parse_stat(text: str) -> list[TargetHealth]:
 class Balancers:
     """The HAProxy processes of one local cloud's balancers (see the module doc)."""
 
-    def __init__(self, network: int, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, network: int, warn: Say | None = None) -> None:
         self.network = network
         self.root = RUNTIME / str(network)
         self._warn = warn or (lambda message: None)

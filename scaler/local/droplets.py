@@ -48,12 +48,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from scaler.events import Say
 from scaler.fsutil import write_atomic
 from scaler.local import firewall, images, mirror, netns
 from scaler.local.machines import MachineError, tree_size
@@ -87,7 +87,7 @@ def unavailable() -> str | None:
     return None
 
 
-def prepare_base_image(progress: Callable[[str], None]) -> Path:
+def prepare_base_image(progress: Say) -> Path:
     """Build the default base image now if it is not cached (with the mirror up meanwhile)."""
     use = mirror.Mirror()
     proxy = use.acquire()
@@ -110,9 +110,7 @@ class RealMachines:
 
     kind = "real"
 
-    def __init__(
-        self, state_dir: Path, network: int, *, warn: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, state_dir: Path, network: int, *, warn: Say | None = None) -> None:
         self.base = Path(state_dir).resolve() / "machines"
         (self.base / "droplets").mkdir(parents=True, exist_ok=True)
         (self.base / "images").mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from scaler.errors import ScalerError
+from scaler.events import Say
 
 REAL_IMAGES: dict[str, str] = {"debian-12-x64": "bookworm"}
 """Slugs built for real here, and their Debian suite."""
@@ -81,7 +81,7 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "scaler" / "images"
 
 
-def real_slug(slug: str, warn: Callable[[str], None]) -> str:
+def real_slug(slug: str, warn: Say) -> str:
     """The slug built here for `slug`: itself, or the nearest real image with a warning."""
     if slug in REAL_IMAGES:
         return slug
@@ -126,7 +126,7 @@ def recipe_key(slug: str, mirror_proxy: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def ensure_base_image(slug: str, *, mirror_proxy: str, progress: Callable[[str], None]) -> Path:
+def ensure_base_image(slug: str, *, mirror_proxy: str, progress: Say) -> Path:
     """The cached tree for `slug` (a key of REAL_IMAGES), built first if it is not there yet.
 
     `mirror_proxy` is the http://host:port the droplets' apt goes through (written into the image)
