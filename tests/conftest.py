@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -64,6 +66,26 @@ def free_network() -> int:
     from scaler.local.netclaim import reserve_network
 
     return reserve_network()
+
+
+@pytest.fixture
+def readable_checkout() -> Iterator[Path]:
+    """A copy of the package and the inventory script that every user can read, removed afterwards.
+
+    For tests that run code as user nobody: the checkout's own folders may be closed to other
+    users, and so is pytest's base temp; /tmp is open to all.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="scaler-readable-", dir="/tmp"))
+    try:
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for part in ("scaler", "inventory"):
+            shutil.copytree(ROOT / part, folder / part, ignore=ignore, symlinks=True)
+        for path in [folder, *folder.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        yield folder
+    finally:
+        shutil.rmtree(folder)
 
 
 # The local provider polls at the real provider's cadence (10 s before the first look); tests run
