@@ -230,18 +230,32 @@ def stop_loopback(server: ThreadingHTTPServer) -> None:
 
 
 # --- real droplets --------------------------------------------------------------------------------
-# Tests that provision run on real droplets (Linux hosts of their own in namespaces). They share
-# one local cloud per test session and run in one pytest-xdist group ("real", see
-# pytest_collection_modifyitems), so the session's one baked snapshot is made once.
+# Tests that provision run on real droplets (Linux hosts of their own in namespaces). They run in
+# two pytest-xdist groups (see pytest_collection_modifyitems), each on one worker with that
+# worker's own local cloud; the two clouds claim different network numbers (netclaim), so they
+# run side by side as two test runs on one machine do. "real" holds every user of the session's
+# WordPress bake, so that snapshot is baked once; "real-2" holds long modules that need no bake.
 
 REAL_FIXTURES = {"real_cloud", "real_droplet", "baked_wordpress"}
+REAL_2_MODULES = {"test_tutorial_local.py", "test_stack_e2e.py", "test_balancer.py"}
+
+
+def real_group(item: pytest.Item) -> str | None:
+    """The xdist group of a test that uses real droplets ("real" or "real-2"), else None."""
+    used = set(getattr(item, "fixturenames", ()))
+    if not REAL_FIXTURES & used:
+        return None
+    if item.path.name in REAL_2_MODULES and "baked_wordpress" not in used:
+        return "real-2"
+    return "real"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses a real droplet joins the xdist group "real" (one worker runs it)."""
+    """Every test that uses a real droplet joins its xdist group (one worker runs a group)."""
     for item in items:
-        if REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("real"))
+        group = real_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def need_real_droplets() -> None:
@@ -254,7 +268,7 @@ def need_real_droplets() -> None:
 
 @pytest.fixture(scope="session")
 def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    """The session's local cloud with real droplets: 0.2 s delays, no rate limit.
+    """This worker's local cloud with real droplets: 0.2 s delays, no rate limit.
 
     Torn down at the end, and checked: no namespace or veth of its network is left.
     """
