@@ -234,10 +234,17 @@ def stop_loopback(server: ThreadingHTTPServer) -> None:
 # two pytest-xdist groups (see pytest_collection_modifyitems), each on one worker with that
 # worker's own local cloud; the two clouds claim different network numbers (netclaim), so they
 # run side by side as two test runs on one machine do. "real" holds every user of the session's
-# WordPress bake, so that snapshot is baked once; "real-2" holds long modules that need no bake.
+# WordPress bake, so that snapshot is baked once; "real-2" holds long modules that need no bake
+# (balanced by the figures of `pytest --durations`).
 
 REAL_FIXTURES = {"real_cloud", "real_droplet", "baked_wordpress"}
-REAL_2_MODULES = {"test_tutorial_local.py", "test_stack_e2e.py", "test_balancer.py"}
+REAL_2_MODULES = {
+    "test_tutorial_local.py",
+    "test_stack_e2e.py",
+    "test_balancer.py",
+    "test_bake_faults.py",
+    "test_cleanup.py",
+}
 
 
 def real_group(item: pytest.Item) -> str | None:
