@@ -257,6 +257,9 @@ def real_group(item: pytest.Item) -> str | None:
     return "real"
 
 
+# tryfirst: xdist's worker reads the groups in its own pytest_collection_modifyitems, which would
+# otherwise run before this one and see no group at all (every worker then ran real tests).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses a real droplet joins its xdist group (one worker runs a group)."""
     for item in items:
