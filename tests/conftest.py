@@ -230,42 +230,74 @@ def stop_loopback(server: ThreadingHTTPServer) -> None:
 
 
 # --- real droplets --------------------------------------------------------------------------------
-# Tests that provision run on real droplets (Linux hosts of their own in namespaces). They run in
-# two pytest-xdist groups (see pytest_collection_modifyitems), each on one worker with that
-# worker's own local cloud; the two clouds claim different network numbers (netclaim), so they
-# run side by side as two test runs on one machine do. "real" holds every user of the session's
-# WordPress bake, so that snapshot is baked once; "real-2" holds long modules that need no bake
-# (balanced by the figures of `pytest --durations`).
+# Tests that provision run on real droplets (Linux hosts of their own in namespaces). Their modules
+# run in two groups under `-n 2 --dist loadgroup`, each group on one worker with that worker's own
+# local cloud; the two clouds claim different network numbers (netclaim), so they run side by side
+# as two test runs on one machine do. "real" holds every user of the session's WordPress bake, so
+# that snapshot is baked once; "real-2" holds long modules that need no such snapshot (balanced by
+# the figures of `pytest --durations`). Groups go by module: xdist's own `xdist_group` marker no
+# longer reaches its scheduler under pytest 9.2 (it renames the node id, which pytest now derives
+# from its own structured id), so pytest_xdist_make_scheduler below groups by the test's file.
 
 REAL_FIXTURES = {"real_cloud", "real_droplet", "baked_wordpress"}
-REAL_2_MODULES = {
-    "test_tutorial_local.py",
-    "test_stack_e2e.py",
-    "test_balancer.py",
-    "test_bake_faults.py",
-    "test_cleanup.py",
+REAL_GROUPS = {
+    **dict.fromkeys(
+        (
+            "test_bake.py",
+            "test_bake_packer.py",
+            "test_cloud.py",
+            "test_local_ansible.py",
+            "test_local_machines.py",
+            "test_local_packer.py",
+            "test_lost_answers.py",
+            "test_provision.py",
+            "test_rebake_local.py",
+            "test_role.py",
+            "test_secrets.py",
+            "test_wordpress_db.py",
+        ),
+        "real",
+    ),
+    **dict.fromkeys(
+        (
+            "test_bake_faults.py",
+            "test_balancer.py",
+            "test_cleanup.py",
+            "test_stack_e2e.py",
+            "test_tutorial_local.py",
+        ),
+        "real-2",
+    ),
 }
 
 
-def real_group(item: pytest.Item) -> str | None:
-    """The xdist group of a test that uses real droplets ("real" or "real-2"), else None."""
-    used = set(getattr(item, "fixturenames", ()))
-    if not REAL_FIXTURES & used:
-        return None
-    if item.path.name in REAL_2_MODULES and "baked_wordpress" not in used:
-        return "real-2"
-    return "real"
-
-
-# tryfirst: xdist's worker reads the groups in its own pytest_collection_modifyitems, which would
-# otherwise run before this one and see no group at all (every worker then ran real tests).
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses a real droplet joins its xdist group (one worker runs a group)."""
+    """Every module with a test that uses a real droplet is in REAL_GROUPS (else a usage error)."""
     for item in items:
-        group = real_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        used = set(getattr(item, "fixturenames", ()))
+        if not REAL_FIXTURES & used:
+            continue
+        group = REAL_GROUPS.get(item.path.name)
+        if group is None or ("baked_wordpress" in used and group != "real"):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses real droplets: put {item.path.name} in REAL_GROUPS "
+                'in tests/conftest.py ("real" if it uses baked_wordpress)'
+            )
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under --dist loadgroup: xdist's scope scheduling with a scope per REAL_GROUPS group."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RealGroups(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return REAL_GROUPS.get(module, nodeid)
+
+    return RealGroups(config, log)
 
 
 def need_real_droplets() -> None:
