@@ -4,13 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench clean lock
 
-$(STAMP): pyproject.toml
+# Every dependency at the version constraints.txt pins (the one the tests passed with).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[local,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[local,dev]'
 	touch $(STAMP)
+
+# Refresh constraints.txt: the newest versions pyproject.toml allows, resolved by pip-tools (in a
+# venv of its own, so it is no dependency of scaler). Run `make test` on the result, then commit it.
+LOCK_VENV := .venv-lock
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || \
+	  { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install -q pip-tools; }
+	CUSTOM_COMPILE_COMMAND='make lock' $(LOCK_VENV)/bin/pip-compile -q --upgrade --strip-extras \
+	  --extra local --extra dev --no-emit-index-url --no-emit-find-links \
+	  --output-file constraints.txt pyproject.toml
 
 # What real local droplets need on this machine (namespaces and veths: iproute2, util-linux;
 # their base image: mmdebstrap; their package mirror: apt-cacher-ng; SSH into them: openssh-client;
@@ -48,4 +59,4 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/rollout.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .scaler
+	rm -rf $(VENV) $(LOCK_VENV) .mypy_cache .pytest_cache .ruff_cache .scaler

@@ -24,11 +24,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from scaler.terraform import summarize_plan
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(".scaler") / "demo"
 # The balancer checks the page only a working WordPress with its database answers with a 2xx
 # (roles/ansible-welp/README.md, "Health checks").
 HEALTH_PATH = "/scaler-wp-health.php"
+# The stack's first plan, saved so that the demo shows its summary and applies exactly it.
+PLAN_FILE = "demo.tfplan"
 
 
 def _scaler() -> list[str]:
@@ -57,6 +61,11 @@ class Demo:
         if done.returncode != 0:
             raise SystemExit(f"demo: `scaler {shlex.join(args)}` failed (exit {done.returncode})")
         return done.stdout
+
+    def terraform(self, *args: str, show: bool = True) -> str:
+        """`scaler local terraform -C stack -- ARGS` against the demo's local cloud."""
+        return self.run("local", "terraform", "-C", "stack", "--state-dir", "cloud", "--", *args,
+                        show=show)  # fmt: skip
 
     def shell(self, *argv: str, env: dict[str, str] | None = None) -> None:
         """Run another tool a user would run (ssh-keygen, ansible-playbook), printing it."""
@@ -199,11 +208,12 @@ def _story(demo: Demo) -> int:
         "# database only from the web droplets.\n"
     )
     demo.say("terraform apply: 3 web droplets on the base image, load balancer, Galera + ha_db_fip")
-    for command in (("init",), ("apply", "-auto-approve")):
-        demo.run(
-            "local", "terraform", "-C", "stack", "--state-dir", "cloud", "--",
-            *command, "-input=false", "-no-color",
-        )  # fmt: skip
+    demo.terraform("init", "-input=false", "-no-color")
+    demo.terraform("plan", "-input=false", "-no-color", f"-out={PLAN_FILE}", show=False)
+    plan = json.loads(demo.terraform("show", "-json", PLAN_FILE, show=False))
+    print("\n".join(summarize_plan(plan).lines()), flush=True)
+    applied = demo.terraform("apply", "-input=false", "-no-color", PLAN_FILE, show=False)
+    print(next((line for line in applied.splitlines() if "Apply complete" in line), ""))
     demo.droplets("Before: the web droplets run the base image: no web server at all")
     demo.balancer("The load balancer (HAProxy on its own address): every droplet DOWN, so 503")
 

@@ -605,4 +605,3 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "pathexpand": lambda s, p: os.path.expanduser(p),
     "uuidv4": lambda s: str(uuid.uuid4()),
 }
-FUNCTIONS = frozenset(_FUNCTIONS)

@@ -208,12 +208,6 @@ def _base_name(module: str, rtype: str, name: str) -> str:
     return base if _HOST_TEXT.fullmatch(base) else _NOT_HOST_CHAR.sub("_", base)
 
 
-def host_name(resource: Resource) -> str:
-    """The host name of a resource: its address with `[i]`/`["k"]` written as `.i`/`.k`."""
-    base = _base_name(resource.module, resource.type, resource.name)
-    return base if resource.index is None else f"{base}.{_key_text(resource.index)}"
-
-
 def _dig(attributes: Mapping[str, Any], path: Sequence[str | int]) -> Any:
     value: Any = attributes
     for step in path:

@@ -93,6 +93,52 @@ class Result:
     stderr: str
 
 
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a plan does, by resource address, counted as Terraform counts it (`Plan: ...`)."""
+
+    create: tuple[str, ...] = ()
+    update: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """To add, to change, to destroy: a replacement adds one and destroys one."""
+        replaced = len(self.replace)
+        return len(self.create) + replaced, len(self.update), len(self.delete) + replaced
+
+    def lines(self) -> list[str]:
+        """Terraform's own count line, then one line per resource with Terraform's symbol."""
+        add, change, destroy = self.counts
+        if not add + change + destroy:
+            return ["No changes."]
+        out = [f"Plan: {add} to add, {change} to change, {destroy} to destroy."]
+        for symbol, addresses in (
+            ("  + create ", self.create),
+            ("  ~ update ", self.update),
+            ("-/+ replace", self.replace),
+            ("  - destroy", self.delete),
+        ):
+            out += [f"{symbol} {address}" for address in addresses]
+        return out
+
+
+def summarize_plan(plan_json: Mapping[str, Any]) -> PlanSummary:
+    """The changes of `terraform show -json PLANFILE` by kind, in the plan's order."""
+    kinds: dict[str, list[str]] = {"create": [], "update": [], "replace": [], "delete": []}
+    for item in plan_json.get("resource_changes") or ():
+        actions = set(item["change"]["actions"])
+        address = str(item["address"])
+        # An old copy that a failed create-before-destroy left behind, to be deleted.
+        if item.get("deposed"):
+            address += f" (deposed {item['deposed']})"
+        kind = "replace" if actions == {"create", "delete"} else "+".join(sorted(actions))
+        if kind in kinds:
+            kinds[kind].append(address)
+    return PlanSummary(*(tuple(kinds[k]) for k in ("create", "update", "replace", "delete")))
+
+
 def _scrub(text: str, secrets: Sequence[str]) -> str:
     for secret in secrets:
         if secret:

@@ -303,11 +303,6 @@ class _Scanner:
         raise _SyntaxProblem(f"heredoc <<{marker} is never closed", start.start())
 
 
-def scan_attributes(text: str) -> list[Attribute]:
-    """Top-level `NAME = value` attributes of tfvars text, with each value's exact span."""
-    return _Scanner(text).attributes()
-
-
 # ---------------------------------------------------------------------------------------------
 # Values: Python <-> HCL text
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -64,6 +66,26 @@ def free_network() -> int:
     from scaler.local.netclaim import reserve_network
 
     return reserve_network()
+
+
+@pytest.fixture
+def readable_checkout() -> Iterator[Path]:
+    """A copy of the package and the inventory script that every user can read, removed afterwards.
+
+    For tests that run code as user nobody: the checkout's own folders may be closed to other
+    users, and so is pytest's base temp; /tmp is open to all.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="scaler-readable-", dir="/tmp"))
+    try:
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for part in ("scaler", "inventory"):
+            shutil.copytree(ROOT / part, folder / part, ignore=ignore, symlinks=True)
+        for path in [folder, *folder.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        yield folder
+    finally:
+        shutil.rmtree(folder)
 
 
 # The local provider polls at the real provider's cadence (10 s before the first look); tests run
@@ -208,18 +230,74 @@ def stop_loopback(server: ThreadingHTTPServer) -> None:
 
 
 # --- real droplets --------------------------------------------------------------------------------
-# Tests that provision run on real droplets (Linux hosts of their own in namespaces). They share
-# one local cloud per test session and run in one pytest-xdist group ("real", see
-# pytest_collection_modifyitems), so the session's one baked snapshot is made once.
+# Tests that provision run on real droplets (Linux hosts of their own in namespaces). Their modules
+# run in two groups under `-n 2 --dist loadgroup`, each group on one worker with that worker's own
+# local cloud; the two clouds claim different network numbers (netclaim), so they run side by side
+# as two test runs on one machine do. "real" holds every user of the session's WordPress bake, so
+# that snapshot is baked once; "real-2" holds long modules that need no such snapshot (balanced by
+# the figures of `pytest --durations`). Groups go by module: xdist's own `xdist_group` marker no
+# longer reaches its scheduler under pytest 9.2 (it renames the node id, which pytest now derives
+# from its own structured id), so pytest_xdist_make_scheduler below groups by the test's file.
 
 REAL_FIXTURES = {"real_cloud", "real_droplet", "baked_wordpress"}
+REAL_GROUPS = {
+    **dict.fromkeys(
+        (
+            "test_bake.py",
+            "test_bake_packer.py",
+            "test_cloud.py",
+            "test_local_ansible.py",
+            "test_local_machines.py",
+            "test_local_packer.py",
+            "test_lost_answers.py",
+            "test_provision.py",
+            "test_rebake_local.py",
+            "test_role.py",
+            "test_secrets.py",
+            "test_wordpress_db.py",
+        ),
+        "real",
+    ),
+    **dict.fromkeys(
+        (
+            "test_bake_faults.py",
+            "test_balancer.py",
+            "test_cleanup.py",
+            "test_stack_e2e.py",
+            "test_tutorial_local.py",
+        ),
+        "real-2",
+    ),
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses a real droplet joins the xdist group "real" (one worker runs it)."""
+    """Every module with a test that uses a real droplet is in REAL_GROUPS (else a usage error)."""
     for item in items:
-        if REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("real"))
+        used = set(getattr(item, "fixturenames", ()))
+        if not REAL_FIXTURES & used:
+            continue
+        group = REAL_GROUPS.get(item.path.name)
+        if group is None or ("baked_wordpress" in used and group != "real"):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses real droplets: put {item.path.name} in REAL_GROUPS "
+                'in tests/conftest.py ("real" if it uses baked_wordpress)'
+            )
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under --dist loadgroup: xdist's scope scheduling with a scope per REAL_GROUPS group."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RealGroups(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return REAL_GROUPS.get(module, nodeid)
+
+    return RealGroups(config, log)
 
 
 def need_real_droplets() -> None:
@@ -232,7 +310,7 @@ def need_real_droplets() -> None:
 
 @pytest.fixture(scope="session")
 def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    """The session's local cloud with real droplets: 0.2 s delays, no rate limit.
+    """This worker's local cloud with real droplets: 0.2 s delays, no rate limit.
 
     Torn down at the end, and checked: no namespace or veth of its network is left.
     """

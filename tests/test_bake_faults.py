@@ -228,7 +228,7 @@ def test_signal_during_provisioning(
     temp.mkdir()
     env = {**bake_env(cloud, tmp_path), "TMPDIR": str(temp)}
     bake = BakeProcess(_cli_args(cloud), tmp_path, env)
-    bake.wait_for(r"provisioning droplet \d+")
+    bake.wait_for(r"provisioning droplet \d+", timeout=300)  # a loaded machine boots slowly
     deadline = time.monotonic() + 60
     while not processes_naming(marker):
         assert time.monotonic() < deadline and bake.proc.poll() is None, "\n".join(bake.lines)

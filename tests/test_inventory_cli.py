@@ -346,21 +346,21 @@ def test_cli_verbose_with_state_option(runner: CliRunner, tmp_path: Path) -> Non
     )
 
 
-def test_script_unreadable_state(tmp_path: Path) -> None:
+def test_script_unreadable_state(readable_checkout: Path) -> None:
     # As root, permissions do not stop reads: run the script as user nobody, with the system
-    # interpreter (nobody cannot enter root's own Python installation), as Ansible would run it.
+    # interpreter (nobody cannot enter root's own Python installation), as Ansible would run it,
+    # from a copy nobody can read wherever the checkout is.
     need(os.geteuid() == 0, "needs root to run the script as another user")
     python = Path("/usr/bin/python3")
     need(python.is_file(), f"{python} is needed to run the script as user nobody")
-    path = tmp_path / "terraform.tfstate"
+    path = readable_checkout / "terraform.tfstate"
     path.write_bytes(EXAMPLE.read_bytes())
     path.chmod(0o000)
-    tmp_path.chmod(0o755)
     done = subprocess.run(
-        [str(python), str(SCRIPT), "--list"],
+        [str(python), str(readable_checkout / SCRIPT.relative_to(ROOT)), "--list"],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=readable_checkout,
         env={"PATH": "/usr/bin:/bin", "TF_STATE": str(path)},
         preexec_fn=lambda: os.setuid(65534),
     )

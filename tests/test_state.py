@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, need, shared_files
+from conftest import need, shared_files
 
 from scaler.errors import StateError, StateNotFound
 from scaler.state import (
@@ -489,13 +489,13 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
     assert str(err.value) == (f"{binary} is not a Terraform state (not UTF-8 text; from --state)")
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
+def test_unreadable_file(readable_checkout: Path) -> None:
     # As root, permissions do not stop reads: run the read as user nobody, with the system
-    # interpreter (nobody cannot enter root's own Python installation).
-    path = tmp_path / "secret.tfstate"
+    # interpreter (nobody cannot enter root's own Python installation), from a copy of the
+    # package nobody can read wherever the checkout is.
+    path = readable_checkout / "secret.tfstate"
     path.write_text('{"version": 4}')
     path.chmod(0o000)
-    tmp_path.chmod(0o755)
     root = os.geteuid() == 0
     python = "/usr/bin/python3" if root else sys.executable
     need(Path(python).is_file(), f"{python} is needed to read as another user")
@@ -509,8 +509,8 @@ def test_unreadable_file(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         preexec_fn=(lambda: os.setuid(65534)) if root else None,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=readable_checkout,
+        env={**os.environ, "PYTHONPATH": str(readable_checkout)},
         check=True,
     ).stdout
     assert out == f"cannot read Terraform state {path} (from --state): Permission denied\n"

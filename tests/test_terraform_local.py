@@ -22,6 +22,7 @@ from scaler.terraform import (
     find_engine,
     local_provider,
     state_pull,
+    summarize_plan,
 )
 
 ENGINES = ["embedded", "path"]
@@ -189,6 +190,56 @@ def test_dev_overrides_fallback(cloud: LocalCloud, stack: Path) -> None:
         assert len(droplets(cloud, "wp_node")) == 1
         assert tf.plan(vars={"wp_node_count": 1, "db_node_count": 1}).changed is False
         tf.destroy(vars={"wp_node_count": 1, "db_node_count": 1})
+    assert cloud.summary()["droplets"] == 0
+
+
+def plan_line(tf: Terraform, planfile: Path) -> str:
+    """Terraform's own `Plan: ...` (or `No changes.`) line for a saved plan."""
+    shown = tf.run("show", "-no-color", str(planfile)).stdout.splitlines()
+    return next(line for line in shown if line.startswith(("Plan:", "No changes.")))
+
+
+@pytest.mark.slow
+def test_plan_summary_counts_and_names_what_terraform_plans(cloud: LocalCloud, stack: Path) -> None:
+    cloud.reset()
+    small = {"wp_node_count": 2, "db_node_count": 1}
+    with local_provider(cloud.env()) as env:
+        tf = Terraform(stack, env=env, engine="embedded")
+        tf.init()
+        try:
+            plan = tf.plan(vars=small)
+            created = summarize_plan(tf.show_plan_json(plan.file))
+            assert created.lines()[0] == plan_line(tf, plan.file)
+            assert created.create == (
+                *WEB[:2],
+                "digitalocean_firewall.wp_node[0]",
+                LB,
+                "digitalocean_tag.project",
+                "digitalocean_tag.wp_node",
+                "module.galera.digitalocean_droplet.db_node[0]",
+                "module.galera.digitalocean_firewall.db_node[0]",
+                "module.galera.digitalocean_reserved_ip.ha_db_fip",
+                "module.galera.digitalocean_reserved_ip_assignment.ha_db_fip",
+                "module.galera.digitalocean_tag.db_node",
+            )
+            assert (created.update, created.replace, created.delete) == ((), (), ())
+            tf.apply(plan.file)
+
+            assert summarize_plan(tf.show_plan_json(tf.plan(vars=small).file)).lines() == [
+                "No changes."
+            ]
+            # A new image on one droplet fewer: one replaced, one destroyed, the balancer updated.
+            plan = tf.plan(vars={**small, "wp_node_count": 1, "image_slug": "ubuntu-22-04-x64"})
+            summary = summarize_plan(tf.show_plan_json(plan.file))
+            assert summary.lines() == [
+                "Plan: 1 to add, 1 to change, 2 to destroy.",
+                f"  ~ update  {LB}",
+                f"-/+ replace {WEB[0]}",
+                f"  - destroy {WEB[1]}",
+            ]
+            assert summary.lines()[0] == plan_line(tf, plan.file)
+        finally:
+            tf.destroy(vars=small)
     assert cloud.summary()["droplets"] == 0
 
 

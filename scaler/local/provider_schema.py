@@ -1093,24 +1093,3 @@ DS_LOADBALANCER = Spec(
         ),
     ),
 )
-
-RESOURCES: dict[str, Spec] = {
-    s.name: s
-    for s in (
-        DROPLET,
-        LOADBALANCER,
-        FLOATING_IP,
-        FLOATING_IP_ASSIGNMENT,
-        RESERVED_IP,
-        RESERVED_IP_ASSIGNMENT,
-        SSH_KEY,
-        TAG,
-        FIREWALL,
-        VPC,
-        PROJECT,
-        DROPLET_SNAPSHOT,
-    )
-}
-DATA_SOURCES: dict[str, Spec] = {
-    s.name: s for s in (DS_IMAGE, DS_IMAGES, DS_DROPLET, DS_DROPLETS, DS_SSH_KEY, DS_LOADBALANCER)
-}

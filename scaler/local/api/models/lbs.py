@@ -94,9 +94,6 @@ def droplet_ids(cloud: CloudState, value: Any, *, must_exist: bool = True) -> li
     return ids
 
 
-RULE_DEFAULTS: JSON = {"certificate_id": "", "tls_passthrough": False}
-
-
 def parse_rules(value: Any) -> list[JSON]:
     """A body's forwarding_rules, checked and with their defaults."""
     if not isinstance(value, list) or not value:
