@@ -551,6 +551,8 @@ def rollout(
                         for batch, changes in plan_batches(tf, settings, prepared, report):
                             shown = ", ".join(f"{c.kind} {c.address}" for c in changes)
                             click.echo(f"  plan up to {batch[-1]}: {shown}")
+                except PlanRefused as err:
+                    raise _Refused(str(err)) from err
                 finally:
                     undo_prepare()
                 click.echo("dry run: nothing was changed")

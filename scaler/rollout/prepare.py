@@ -141,12 +141,16 @@ def prepare_rollout(
                 f"is recorded in {settings.record_file}; --resume or --abort it before --undo"
             )
         last = last_done(read_history(settings.history_file))
-        if last is None:
+        if last is not None:
+            image = last.from_image
+        elif progress is not None and progress.status == "done":
+            image = progress.previous_image  # a rollout from before the history was kept
+        else:
             raise RolloutError(
                 f"nothing to undo: no finished rollout in {settings.history_file}; "
                 "pass --image ID to roll out an image"
             )
-        image, kind = last.from_image, "undo"
+        kind = "undo"
     if resume:
         if progress is None or progress.finished:
             raise RolloutError(
