@@ -288,8 +288,8 @@ def _render(result: RolloutResult, as_json: bool) -> None:
     callback=_duration,
     help="How long a batch's old droplets are out of the load balancer before their apply "
     "destroys them, so requests in flight finish [default: the balancer's "
-    "http_idle_timeout_seconds, 60s on DigitalOcean; none on a local cloud of directory "
-    "droplets].",
+    "http_idle_timeout_seconds, 60s on DigitalOcean; 5s on scaler's local cloud, none "
+    "where its droplets are directories].",
 )
 @click.option(
     "--min-healthy-time",

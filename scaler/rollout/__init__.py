@@ -67,7 +67,7 @@ from scaler.rollout.budget import (
     ApiUse,
     remaining_requests,
 )
-from scaler.rollout.drain import DEFAULT_IDLE_TIMEOUT, take_out
+from scaler.rollout.drain import DEFAULT_IDLE_TIMEOUT, LOCAL_DRAIN, put_back, take_out
 from scaler.rollout.plan import (
     DEFAULT_BATCH,
     DEFAULT_TARGET,
@@ -159,6 +159,7 @@ __all__ = [
     "LB_BUSY_TIMEOUT",
     "LB_BUSY_WAIT",
     "LEGACY_RECORD_NAME",
+    "LOCAL_DRAIN",
     "PIN_VAR",
     "PROVIDER_ENV",
     "RECORD_NAME",
@@ -214,6 +215,7 @@ __all__ = [
     "plan_changes",
     "plan_rollout",
     "prepare_rollout",
+    "put_back",
     "quiet",
     "read_history",
     "read_now",

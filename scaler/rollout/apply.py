@@ -21,7 +21,7 @@ from scaler.cloud import (
 )
 from scaler.errors import ScalerError
 from scaler.rollout.budget import ApiBudget
-from scaler.rollout.drain import DEFAULT_IDLE_TIMEOUT, carries_traffic, take_out
+from scaler.rollout.drain import default_drain, put_back, take_out
 from scaler.rollout.plan import (
     PlanRefused,
     RolloutPlan,
@@ -344,14 +344,14 @@ class _Run:
             expect = [a for a in batch if now.images.get(a) != self.plan.target_image]
             check_plan(plan_json, settings.targets, expect=expect)
             self.report(f"{label}: applying")
-        self.replaced.extend(batch)
         before = read_now(tf, settings)
+        self.drain(label, batch, before)
+        self.replaced.extend(batch)
         since = time.time()
         self.creating = tuple(
             Creating(a, before.ids.get(a, ""), before.names.get(a, ""), since) for a in batch
         )
         self.save("running")  # written before the apply: a kill -9 during it is found later
-        self.drain(label, batch, before)
         try:
             self.apply_batch(label, planfile, pins)
         finally:
@@ -421,9 +421,7 @@ class _Run:
         settings = self.settings
         if settings.drain is not None:
             return settings.drain
-        if not carries_traffic({**os.environ, **settings.env}):
-            return None
-        return now.idle_timeout or DEFAULT_IDLE_TIMEOUT
+        return default_drain({**os.environ, **settings.env}, now.idle_timeout)
 
     def drain(self, label: str, batch: Sequence[str], now: Now) -> None:
         """Take the batch's old droplets out of the balancer, then wait for their requests."""
@@ -453,6 +451,14 @@ class _Run:
         )
         until = self.clock() + seconds
         while (left := until - self.clock()) > 0:
+            if self.should_stop():
+                # stopped before the apply: the droplets serve again, nothing changed
+                try:
+                    put_back(cloud, lb, ids)
+                except CloudError as err:
+                    self.report(f"{label}: could not put the droplets back: {err}")
+                self.report(f"{label}: stopped while draining; the droplets are back in it")
+                raise _Stopped()
             time.sleep(min(left, 0.5))
 
     def probe(self, ip: str, now: Now, check: health.HealthCheck) -> health.ProbeResult:

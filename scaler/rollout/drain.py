@@ -30,6 +30,10 @@ from scaler.localtarget import detect_local_target
 DEFAULT_IDLE_TIMEOUT = 60.0
 """DigitalOcean's http_idle_timeout_seconds when the balancer does not say."""
 
+LOCAL_DRAIN = 5.0
+"""The default drain on scaler's local cloud: its balancers run on this machine, requests through
+them are short, and a demo should not wait a minute a batch (--drain 60s waits as DigitalOcean)."""
+
 
 def take_out(cloud: Cloud, balancer: Balancer, droplet_ids: Sequence[str]) -> str:
     """Take the droplets out of the balancer's targets through the API; how, in words."""
@@ -42,8 +46,21 @@ def take_out(cloud: Cloud, balancer: Balancer, droplet_ids: Sequence[str]) -> st
     return "removed them from its droplet_ids"
 
 
-def carries_traffic(env: dict[str, str]) -> bool:
-    """False for a local cloud of directory droplets: its balancers are API records that
-    carry no request, so there is nothing to drain."""
+def put_back(cloud: Cloud, balancer: Balancer, droplet_ids: Sequence[str]) -> None:
+    """Undo take_out: the droplets are the balancer's targets again."""
+    ids = [int(i) for i in droplet_ids if i.isdigit()]
+    if balancer.tag:
+        resources = [{"resource_id": str(i), "resource_type": "droplet"} for i in ids]
+        cloud.request("POST", f"tags/{balancer.tag}/resources", {"resources": resources})
+    else:
+        cloud.request("POST", f"load_balancers/{balancer.id}/droplets", {"droplet_ids": ids})
+
+
+def default_drain(env: dict[str, str], idle_timeout: float | None) -> float | None:
+    """The drain when --drain is not given: the balancer's idle timeout on DigitalOcean,
+    LOCAL_DRAIN on a local cloud of real droplets, None (no drain) on one of directory
+    droplets, whose balancers are API records that carry no request."""
     local = detect_local_target(endpoint_from(None, env))
-    return local is None or local.droplet_kind == "real"
+    if local is None:
+        return idle_timeout or DEFAULT_IDLE_TIMEOUT
+    return LOCAL_DRAIN if local.droplet_kind == "real" else None
