@@ -286,7 +286,7 @@ def test_rollback_waits_for_a_load_balancer_still_busy_with_the_canary(stack: St
         result = stack.rollout("--image", stack.bad, "--canary", "--yes", *FAST)
     finally:
         stack.cloud.delays = before
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 4, result.output  # rolled back, healthy
     assert "rollback: the load balancer is still applying its last change; waiting" in (
         result.stderr
     )
@@ -311,7 +311,7 @@ def test_rollback_waits_for_a_load_balancer_still_busy_with_the_canary(stack: St
 def test_unhealthy_image_stops_at_the_canary_and_rolls_back(stack: Stack) -> None:
     with Sampler(stack.cloud) as sampler:
         result = stack.rollout("--image", stack.bad, "--canary", "--yes", "--json", *FAST)
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # rolled back, healthy
     summary = json.loads(result.stdout)
     assert summary["status"] == "rolled-back"
     assert re.fullmatch(
@@ -358,7 +358,7 @@ def test_guard_refuses_a_plan_that_replaces_the_load_balancer(stack: Stack) -> N
     )
     before = stack.tfvars.read_bytes()
     result = stack.rollout("--image", stack.good2, "--yes", *FAST)
-    assert result.exit_code == 1
+    assert result.exit_code == 7  # refused by the guard
     assert result.stderr.splitlines()[-1] == (
         "Error: refusing to roll out: the plan would replace digitalocean_loadbalancer.wp_lb; "
         "a rollout may only replace digitalocean_droplet.wp_node (and update a load balancer in "
@@ -519,7 +519,7 @@ def test_second_rollout_is_refused_while_one_holds_the_lock(stack: Stack) -> Non
 def test_failed_apply_rolls_back(stack: Stack) -> None:
     stack.cloud.faults.error_action(action_type="create")
     result = stack.rollout("--image", stack.good2, "--batch-size", "1", "--yes", *FAST)
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # rolled back, healthy
     first = result.stdout.splitlines()[0]
     assert first.startswith(
         "rolled-back: batch 1: terraform apply failed (exit 1): Error: action "
@@ -533,7 +533,7 @@ def test_failed_apply_rolls_back(stack: Stack) -> None:
 
 def test_no_rollback_leaves_the_failed_batch(stack: Stack) -> None:
     result = stack.rollout("--image", stack.bad, "--canary", "--no-rollback", "--yes", *FAST)
-    assert result.exit_code == 1
+    assert result.exit_code == 5  # failed, left for a person
     assert re.fullmatch(
         re.escape(f"failed: batch 1/3: {WEB[0]} failed its health check (")
         + failed_404(WEB[0], "/")
@@ -553,7 +553,7 @@ def test_no_rollback_leaves_the_failed_batch(stack: Stack) -> None:
 
 def test_deadline_passed_puts_the_old_image_back(stack: Stack) -> None:
     result = stack.rollout("--image", stack.good2, "--deadline", "1ms", "--yes", *FAST)
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # rolled back, healthy
     assert result.stdout.splitlines()[0] == (
         "rolled-back: the deadline passed before batch 1; rolled back 0 droplets to image "
         f"{stack.good} (healthy)"
@@ -597,7 +597,7 @@ def test_low_capacity_stops_before_the_batch_and_resumes(stack: Stack) -> None:
         "--health-timeout",
         "1s",
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 5  # waiting for capacity: a person fixes it
     message = (
         "batch 1/3: only 1 healthy droplets would stay behind the load balancer wordpress-lb "
         f"(digitalocean_loadbalancer.wp_lb) while {WEB[0]} is replaced, under the floor of 2 "
@@ -642,7 +642,7 @@ def test_the_load_balancers_health_path_decides(stack: Stack) -> None:
         Terraform(stack.dir, env=env).apply()  # the balancer's check changes in place
     no_login = make_image(stack.cloud, "no-login", "<?php /* WordPress, no login */ ?>\n")
     result = stack.rollout("--image", no_login, "--canary", "--yes", *FAST)
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # rolled back, healthy
     assert "waiting for 1 droplets to pass http:80/wp-login.php 3 times" in result.stderr
     assert re.fullmatch(
         re.escape(f"rolled-back: batch 1/3: {WEB[0]} failed its health check (")

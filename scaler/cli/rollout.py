@@ -6,8 +6,10 @@ import json
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import click
 
@@ -15,19 +17,26 @@ from scaler import health, lock, workflow
 from scaler.cli.options import rollout_options, stack_options, tfvars_files
 from scaler.cli.rolevars import role_var_options, with_role_vars
 from scaler.errors import ScalerError
+from scaler.exitcodes import ExitCode, help_text
 from scaler.rollout import (
     DEFAULT_API_BUDGET,
     DEFAULT_TARGET,
     PIN_VAR,
+    Gate,
+    HistoryEntry,
+    PlanRefused,
     Prepared,
+    RolloutError,
     RolloutResult,
     Settings,
     Strategy,
     apply_rollout,
     open_terraform,
     parse_duration,
+    parse_gate,
     plan_batches,
     prepare_rollout,
+    read_history,
     restore_tfvars,
 )
 from scaler.tfvars import IMAGE_VAR, image_id_from
@@ -105,6 +114,87 @@ def _bake(
     return str(result.id)
 
 
+EXIT_CODES = (
+    ExitCode.DONE,
+    ExitCode.ROLLED_BACK,
+    ExitCode.NEEDS_PERSON,
+    ExitCode.REFUSED,
+    ExitCode.USAGE,
+    ExitCode.ERROR,
+    ExitCode.INTERRUPTED,
+)
+
+
+class _Refused(click.ClickException):
+    """The guard refused the plan: `Error: refusing to roll out: ...`, exit 7."""
+
+    exit_code = ExitCode.REFUSED
+
+
+def _duration(_: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except RolloutError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _gates(_: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[Gate, ...]:
+    try:
+        return tuple(parse_gate(v) for v in value)
+    except RolloutError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _check_combination(
+    *,
+    image: bool,
+    resume: bool,
+    abort: bool,
+    undo: bool,
+    history: bool,
+    dry_run: bool,
+    gates: bool,
+    on_gate_failure: str | None,
+    pause_after: str | None,
+    strategy: str | None,
+) -> None:
+    """Options that cannot go together: a one-line usage error (exit 2)."""
+    acts = [name for name, on in (("--resume", resume), ("--abort", abort), ("--undo", undo)) if on]
+    if len(acts) > 1:
+        raise click.UsageError(
+            f"give one of --resume, --abort and --undo, not {' and '.join(acts)}"
+        )
+    if history and (acts or image or dry_run):
+        given = [*acts, *(["--image"] if image else []), *(["--dry-run"] if dry_run else [])]
+        raise click.UsageError(f"--history only lists the rollouts; drop {', '.join(given)}")
+    if (abort or undo) and image:
+        raise click.UsageError(
+            f"{acts[0]} rolls back to the recorded previous image; drop --image/--from-manifest"
+        )
+    if on_gate_failure is not None and not gates:
+        raise click.UsageError("--on-gate-failure needs at least one --gate PATH[=STATUS]")
+    if pause_after is not None and strategy == "all":
+        raise click.UsageError("--pause-after stops between batches; --strategy all has one")
+
+
+def _render_history(entries: tuple[HistoryEntry, ...], where: Path, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([e.__dict__ for e in entries], indent=2))
+        return
+    if not entries:
+        click.echo(f"no rollouts recorded in {where}")
+        return
+    for entry in entries:
+        when = datetime.fromtimestamp(entry.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        took = max(0.0, entry.ended - entry.started)
+        click.echo(
+            f"{when}  {entry.kind:<7}  {entry.from_image} -> {entry.to_image}  {entry.status}  "
+            f"({entry.replaced} droplets, {took:.0f}s)"
+        )
+
+
 def _summary(prepared: Prepared, settings: Settings) -> str:
     plan = prepared.plan
     lines = [
@@ -157,7 +247,7 @@ def _render(result: RolloutResult, as_json: bool) -> None:
     click.echo(f"  elapsed: {result.elapsed:.1f}s")
 
 
-@click.command()
+@click.command(epilog=f"Exit codes: {help_text(EXIT_CODES)}")
 @click.option("--image", help="Snapshot id (or Packer artifact_id) to roll out; skips the bake.")
 @click.option(
     "--from-manifest",
@@ -174,7 +264,61 @@ def _render(result: RolloutResult, as_json: bool) -> None:
 )
 @rollout_options
 @click.option("--no-rollback", is_flag=True, help="On failure leave things as they are.")
-@click.option("--resume", is_flag=True, help="Continue the interrupted rollout.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted or paused rollout.")
+@click.option(
+    "--abort",
+    is_flag=True,
+    help="Roll the unfinished (paused, failed, interrupted) rollout back to its previous "
+    "image, in the same guarded, health-checked batches.",
+)
+@click.option(
+    "--undo",
+    is_flag=True,
+    help="Roll the last finished rollout back to the image it replaced (see --history), in "
+    "the same guarded batches.",
+)
+@click.option(
+    "--history",
+    is_flag=True,
+    help="List the recorded rollouts (when, from which image to which, how each ended).",
+)
+@click.option(
+    "--drain",
+    metavar="DURATION",
+    callback=_duration,
+    help="How long a batch's old droplets are out of the load balancer before their apply "
+    "destroys them, so requests in flight finish [default: the balancer's "
+    "http_idle_timeout_seconds, 60s on DigitalOcean; 5s on scaler's local cloud, none "
+    "where its droplets are directories].",
+)
+@click.option(
+    "--min-healthy-time",
+    metavar="DURATION",
+    default="0s",
+    show_default=True,
+    callback=_duration,
+    help="Warm-up: a new droplet must pass every check this long in a row before it counts.",
+)
+@click.option(
+    "--pause-after",
+    metavar="N|N%",
+    help="Stop after batch N (or once N% of the droplets are done): status paused, exit 5; "
+    "then --resume or --abort.",
+)
+@click.option(
+    "--gate",
+    "gates",
+    multiple=True,
+    metavar="PATH[=STATUS]",
+    callback=_gates,
+    help="An HTTP check each new droplet must pass on the health check's port, beyond the "
+    "check itself (repeatable; STATUS default any 2xx), e.g. /wp-login.php or /wp-json/=200.",
+)
+@click.option(
+    "--on-gate-failure",
+    type=click.Choice(["abort", "pause"]),
+    help="When a --gate fails: abort (roll back; the default) or pause (exit 5).",
+)
 @click.option("--dry-run", is_flag=True, help="Show every batch's plan; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -229,6 +373,14 @@ def rollout(
     deadline: str | None,
     no_rollback: bool,
     resume: bool,
+    abort: bool,
+    undo: bool,
+    history: bool,
+    drain: float | None,
+    min_healthy_time: float,
+    pause_after: str | None,
+    gates: tuple[Gate, ...],
+    on_gate_failure: Literal["abort", "pause"] | None,
     dry_run: bool,
     yes: bool,
     as_json: bool,
@@ -288,6 +440,15 @@ def rollout(
     apart by its `version`) or `embedded`; by default the terraform on PATH,
     then tofu, then scaler's embedded engine.
 
+    Controls. Before a batch's apply destroys its old droplets they leave the
+    load balancer (removed from its droplet_ids, or untagged for a droplet_tag
+    balancer) and drain for --drain. A new droplet counts once it passed the
+    balancer's check, stayed healthy --min-healthy-time and passed every --gate.
+    --pause-after N stops after batch N (status paused); --resume goes on and
+    --abort rolls back through the same guarded batches; --undo does that for
+    the last finished rollout. Every run is recorded: --history lists them.
+    After any of these a plain `terraform plan` shows no changes.
+
     \b
     Examples:
       WELP_DB_PASSWORD=... scaler rollout --yes        # bake, then roll out
@@ -296,12 +457,31 @@ def rollout(
       scaler rollout --image 170000001 --backend-config conn_str=postgres://db/tf
       scaler rollout --from-manifest manifest.json --batch-size 2 --dry-run
       scaler rollout --resume --yes
+      scaler rollout --image 170000001 --pause-after 1 --gate /wp-login.php --yes
+      scaler rollout --abort --yes
+      scaler rollout --history
     """
+    _check_combination(
+        image=image is not None or manifest is not None,
+        resume=resume,
+        abort=abort,
+        undo=undo,
+        history=history,
+        dry_run=dry_run,
+        gates=bool(gates),
+        on_gate_failure=on_gate_failure,
+        pause_after=pause_after,
+        strategy=strategy,
+    )
     report = _Clock(quiet)
     chosen = _image_from(image, manifest)
     if not terraform_dir.is_dir():
         raise ScalerError(f"no directory {terraform_dir}; pass --terraform-dir DIR")
-    if chosen is None and not resume:
+    if history:
+        where = Settings(terraform_dir=terraform_dir).history_file
+        _render_history(read_history(where), where, as_json)
+        return
+    if chosen is None and not (resume or abort or undo):
         chosen = _bake(
             report, terraform_dir, bake_config, extra_vars, vault_password_files, terraform_bin
         )
@@ -322,8 +502,14 @@ def rollout(
         health_grace=parse_duration(health_grace),
         port_map=health.port_map_from(port_map),
         deadline=parse_duration(deadline) if deadline else None,
-        rollback=not no_rollback,
+        # an abort that fails is left for a person: rolling "back" would roll forward again
+        rollback=not (no_rollback or abort),
         probe_ssh=(probe_ssh_user, probe_ssh_key) if probe_ssh_key else None,
+        drain=drain,
+        min_healthy_time=min_healthy_time or 0.0,
+        gates=gates,
+        on_gate_failure=on_gate_failure or "abort",
+        pause_after=pause_after,
     )
     flag = _StopFlag()
     with lock.hold(terraform_dir, "rollout") as held:
@@ -331,18 +517,29 @@ def rollout(
             report(f"took over a stale lock of {held.stale.describe()}")
         with open_terraform(settings) as tf:
             budget = workflow.api_budget(api_budget, report) if not dry_run else None
-            prepared = prepare_rollout(
-                tf,
-                settings,
-                chosen,
-                resume=resume,
-                strategy=strategy,
-                batch_size=batch_size,
-                max_unavailable=max_unavailable,
-                canary=canary,
-                report=report,
-            )
-            if prepared.plan.nothing_to_do and not prepared.resumed:
+            try:
+                prepared = prepare_rollout(
+                    tf,
+                    settings,
+                    chosen,
+                    resume=resume,
+                    abort=abort,
+                    undo=undo,
+                    strategy=strategy,
+                    batch_size=batch_size,
+                    max_unavailable=max_unavailable,
+                    canary=canary,
+                    report=report,
+                )
+            except PlanRefused as err:
+                raise _Refused(str(err)) from err
+
+            def undo_prepare() -> None:
+                """Put tfvars (and an aborted rollout's record) back: nothing was applied."""
+                if not prepared.resumed:
+                    restore_tfvars(settings, prepared.tfvars_before, prepared.replaces)
+
+            if prepared.plan.nothing_to_do and not prepared.resumed and prepared.kind != "abort":
                 click.echo(
                     f"nothing to do: every target already runs image {prepared.plan.target_image}"
                 )
@@ -354,22 +551,22 @@ def rollout(
                         for batch, changes in plan_batches(tf, settings, prepared, report):
                             shown = ", ".join(f"{c.kind} {c.address}" for c in changes)
                             click.echo(f"  plan up to {batch[-1]}: {shown}")
+                except PlanRefused as err:
+                    raise _Refused(str(err)) from err
                 finally:
-                    if not prepared.resumed:
-                        restore_tfvars(settings, prepared.tfvars_before)
+                    undo_prepare()
                 click.echo("dry run: nothing was changed")
                 return
             if not yes:
                 if not sys.stdin.isatty():
-                    if not prepared.resumed:
-                        restore_tfvars(settings, prepared.tfvars_before)
+                    undo_prepare()
                     raise ScalerError(
                         "refusing to roll out without confirmation: stdin is not a terminal; "
                         "pass --yes"
                     )
-                if not click.confirm("Roll out?", err=True):
-                    if not prepared.resumed:
-                        restore_tfvars(settings, prepared.tfvars_before)
+                question = {"abort": "Roll back?", "undo": "Undo?"}.get(prepared.kind, "Roll out?")
+                if not click.confirm(question, err=True):
+                    undo_prepare()
                     raise ScalerError("rollout cancelled; nothing was changed")
             previous = signal.signal(signal.SIGINT, flag.handler)
             try:
@@ -379,6 +576,7 @@ def rollout(
             finally:
                 signal.signal(signal.SIGINT, previous)
     _render(result, as_json)
-    if not result.ok:
+    if not result.ok and result.status != "paused":
         click.echo(f"Error: rollout {result.status}: {result.message}", err=True)
-        raise click.exceptions.Exit(130 if result.status == "interrupted" else 1)
+    if result.exit_code != ExitCode.DONE:
+        raise click.exceptions.Exit(int(result.exit_code))

@@ -3,9 +3,20 @@
 Shape (as pip-tools' sync): `plan_rollout()` is pure and says what must change; `prepare_rollout()`
 sets image_slug, plans with Terraform and runs the guard; `apply_rollout()` does the work.
 
-Modules: `plan` (pure: batches, the floor, the guard over a plan), `record` (the rollout record
-and how a rollout ended), `settings`, `budget` (the API budget), `stack` (Terraform runs, what
-the targets run now, the image check), `prepare` and `apply`.
+Modules: `plan` (pure: batches, the floor, the guard over a plan, gates, pause points),
+`record` (the rollout record, the history and how a rollout ended), `settings`, `budget` (the
+API budget), `stack` (the Terraform runner Protocol, Terraform runs, what the targets run now,
+the image check), `drain` (old droplets out of the balancer before they go), `prepare` and
+`apply`.
+
+Controls (as AWS instance refresh, Nomad's update block and Argo Rollouts have them): a batch's
+old droplets are drained (`drain`); each new droplet must stay healthy `min_healthy_time` in a
+row (warm-up) and pass the `gates` (HTTP checks beyond the balancer's; on failure roll back or
+pause); `pause_after` stops after a batch with status "paused" (`--resume` goes on, `--abort`
+rolls back through the same guarded batches: a rollout of kind "abort" to the previous image);
+`--undo` rolls the last finished rollout back the same way (kind "undo"). Each run is added to
+`.scaler/history.json`. A result carries a timeline: each batch's start and end (seconds since
+the run began) and the healthy capacity behind the balancer where the rollout counted it.
 
 How a batch is replaced. With image_slug changed Terraform wants to replace every droplet at
 once, and `-target` cannot help: targeting the load balancer pulls in all droplets it depends
@@ -56,11 +67,13 @@ from scaler.rollout.budget import (
     ApiUse,
     remaining_requests,
 )
+from scaler.rollout.drain import DEFAULT_IDLE_TIMEOUT, LOCAL_DRAIN, put_back, take_out
 from scaler.rollout.plan import (
     DEFAULT_BATCH,
     DEFAULT_TARGET,
     PIN_VAR,
     Change,
+    Gate,
     PlanRefused,
     RolloutError,
     RolloutPlan,
@@ -72,6 +85,8 @@ from scaler.rollout.plan import (
     matches_target,
     parse_count,
     parse_duration,
+    parse_gate,
+    pause_batch,
     pin_key,
     pin_lookup,
     pin_var_missing,
@@ -86,15 +101,21 @@ from scaler.rollout.prepare import (
     restore_tfvars,
 )
 from scaler.rollout.record import (
+    HISTORY_NAME,
     LEGACY_RECORD_NAME,
     RECORD_NAME,
     RECORD_VERSION,
     BatchResult,
     Creating,
+    HistoryEntry,
+    Kind,
     Node,
     RolloutRecord,
     RolloutResult,
     Status,
+    append_history,
+    last_done,
+    read_history,
     read_record,
     read_record_file,
     stale_rollout_files,
@@ -114,6 +135,7 @@ from scaler.rollout.stack import (
     VIEW_PERIOD,
     BalancerViews,
     Now,
+    Runner,
     api_client,
     check_image,
     declares_variable,
@@ -130,11 +152,14 @@ from scaler.rollout.stack import (
 __all__ = [
     "DEFAULT_API_BUDGET",
     "DEFAULT_BATCH",
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_TARGET",
+    "HISTORY_NAME",
     "LB_BUSY",
     "LB_BUSY_TIMEOUT",
     "LB_BUSY_WAIT",
     "LEGACY_RECORD_NAME",
+    "LOCAL_DRAIN",
     "PIN_VAR",
     "PROVIDER_ENV",
     "RECORD_NAME",
@@ -147,6 +172,9 @@ __all__ = [
     "BatchResult",
     "Change",
     "Creating",
+    "Gate",
+    "HistoryEntry",
+    "Kind",
     "Node",
     "Now",
     "PlanRefused",
@@ -156,11 +184,13 @@ __all__ = [
     "RolloutPlan",
     "RolloutRecord",
     "RolloutResult",
+    "Runner",
     "Settings",
     "Status",
     "Strategy",
     "address_key",
     "api_client",
+    "append_history",
     "apply_rollout",
     "check_image",
     "check_plan",
@@ -168,12 +198,15 @@ __all__ = [
     "describe_changes",
     "droplet_ids_in_state",
     "ignores_image",
+    "last_done",
     "lock_holder",
     "matches_target",
     "nodes_of",
     "open_terraform",
     "parse_count",
     "parse_duration",
+    "parse_gate",
+    "pause_batch",
     "pin_key",
     "pin_lookup",
     "pin_var_missing",
@@ -182,13 +215,16 @@ __all__ = [
     "plan_changes",
     "plan_rollout",
     "prepare_rollout",
+    "put_back",
     "quiet",
+    "read_history",
     "read_now",
     "read_record",
     "read_record_file",
     "remaining_requests",
     "restore_tfvars",
     "stale_rollout_files",
+    "take_out",
     "tf_apply",
     "tf_plan",
     "uses_for_each",

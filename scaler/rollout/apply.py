@@ -7,6 +7,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from scaler import health
@@ -20,15 +21,25 @@ from scaler.cloud import (
 )
 from scaler.errors import ScalerError
 from scaler.rollout.budget import ApiBudget
-from scaler.rollout.plan import PlanRefused, RolloutPlan, check_plan, describe_changes, pin_key
+from scaler.rollout.drain import default_drain, put_back, take_out
+from scaler.rollout.plan import (
+    PlanRefused,
+    RolloutPlan,
+    check_plan,
+    describe_changes,
+    pause_batch,
+    pin_key,
+)
 from scaler.rollout.prepare import Prepared
 from scaler.rollout.record import (
     BatchResult,
     Creating,
+    HistoryEntry,
     Node,
     RolloutRecord,
     RolloutResult,
     Status,
+    append_history,
     read_record,
     write_record,
 )
@@ -39,6 +50,7 @@ from scaler.rollout.stack import (
     LB_BUSY_WAIT,
     BalancerViews,
     Now,
+    Runner,
     api_client,
     declares_variable,
     droplet_ids_in_state,
@@ -47,7 +59,7 @@ from scaler.rollout.stack import (
     tf_apply,
     tf_plan,
 )
-from scaler.terraform import Terraform, TerraformFailed
+from scaler.terraform import TerraformFailed
 from scaler.tfvars import (
     get_tfvar,
     set_tfvar,
@@ -59,7 +71,7 @@ class _Run:
 
     def __init__(
         self,
-        tf: Terraform,
+        tf: Runner,
         settings: Settings,
         prepared: Prepared,
         report: Report,
@@ -84,7 +96,10 @@ class _Run:
         self.old = old
         self.done: list[str] = list(old.done) if old else []
         self.started = old.started if old else time.time()
-        self.creating: tuple[Creating, ...] = old.creating if old else ()
+        self.creating: tuple[Creating, ...] = old.creating if old else prepared.creating
+        self.kind = prepared.kind
+        self.capacity: list[tuple[float, int]] = []
+        self.drain_note = False
         # droplet ids seen passing the health check: a resume checks every other one
         self.healthy: set[str] = set(old.healthy) if old else set()
         self.replace_each = prepared.replace_each
@@ -115,6 +130,7 @@ class _Run:
                 updated=time.time(),
                 creating=self.creating,
                 healthy=tuple(sorted(self.healthy)),
+                kind=self.kind,
             ),
         )
 
@@ -189,8 +205,13 @@ class _Run:
         except CloudError:
             return None
 
+    def offset(self) -> float:
+        """Seconds since this run began (the timeline's x)."""
+        return round(self.clock() - self.start, 3)
+
     def observe(self, count: int) -> None:
         self.min_healthy = count if self.min_healthy is None else min(self.min_healthy, count)
+        self.capacity.append((self.offset(), count))
 
     def result(
         self,
@@ -221,6 +242,8 @@ class _Run:
             after=after,
             api_requests=used,
             rollback_healthy=rollback_healthy,
+            kind=self.kind,
+            capacity=tuple(self.capacity),
         )
 
     def pace(self, number: int, batch: Sequence[str]) -> None:
@@ -295,6 +318,7 @@ class _Run:
     def run_batch(self, number: int, batch: tuple[str, ...]) -> BatchResult:
         settings, tf = self.settings, self.tf
         began = self.clock()
+        began_at = self.offset()
         label = f"batch {number}/{len(self.plan.batches)}"
         planfile = settings.bookkeeping / "batch.tfplan"
         pins: dict[str, str] | None = None
@@ -320,8 +344,9 @@ class _Run:
             expect = [a for a in batch if now.images.get(a) != self.plan.target_image]
             check_plan(plan_json, settings.targets, expect=expect)
             self.report(f"{label}: applying")
-        self.replaced.extend(batch)
         before = read_now(tf, settings)
+        self.drain(label, batch, before)
+        self.replaced.extend(batch)
         since = time.time()
         self.creating = tuple(
             Creating(a, before.ids.get(a, ""), before.names.get(a, ""), since) for a in batch
@@ -362,16 +387,160 @@ class _Run:
             )
         )
         ids = tuple(now.ids[a] for a in batch)
-        self.healthy.update(now.ids[a] for a in batch if now.ips[a] in outcome.healthy)
-        result = BatchResult(batch, ids, outcome.ok, round(self.clock() - began, 3))
-        self.batches.append(result)
+        failure = ""
         if not outcome.ok:
             sick = [a for a in batch if now.ips[a] in outcome.unhealthy + outcome.pending]
             how = "failed its health check" if outcome.unhealthy else "did not become healthy"
             details = "; ".join(outcome.why(now.ips[a], a) for a in sick)
-            raise _BatchFailed(f"{label}: {', '.join(sick)} {how} ({details})")
+            failure = f"{label}: {', '.join(sick)} {how} ({details})"
+        else:
+            failure = self.warm_up(label, batch, now)
+        if not failure:
+            self.healthy.update(now.ids[a] for a in batch)
+        result = BatchResult(
+            batch,
+            ids,
+            not failure,
+            round(self.clock() - began, 3),
+            start=began_at,
+            end=self.offset(),
+        )
+        self.batches.append(result)
+        if failure:
+            raise _BatchFailed(failure)
+        gates = self.run_gates(label, batch, now)
+        if gates:
+            if settings.on_gate_failure == "pause":
+                raise _GatePause(gates)
+            raise _BatchFailed(gates)
         self.report(f"{label}: healthy ({result.seconds:.1f}s)")
         return result
+
+    def drain_time(self, now: Now) -> float | None:
+        """Seconds the batch's old droplets drain; None: no drain (nothing to drain)."""
+        settings = self.settings
+        if settings.drain is not None:
+            return settings.drain
+        return default_drain({**os.environ, **settings.env}, now.idle_timeout)
+
+    def drain(self, label: str, batch: Sequence[str], now: Now) -> None:
+        """Take the batch's old droplets out of the balancer, then wait for their requests."""
+        if self.plan.strategy == "all":
+            return  # every droplet goes at once: no one would serve the drained requests
+        seconds = self.drain_time(now)
+        lb = now.balancer
+        ids = [now.ids[a] for a in batch if a in now.ids and now.ips.get(a) in now.lb_ips]
+        if seconds is None or lb is None or not ids:
+            return
+        cloud = api_client(self.settings)
+        if cloud is None or not lb.id:
+            if not self.drain_note:
+                self.report(
+                    "no API token: old droplets leave the balancer in the batch's apply, undrained"
+                )
+                self.drain_note = True
+            return
+        try:
+            how = take_out(cloud, lb, ids)
+        except CloudError as err:
+            self.report(f"{label}: could not take the old droplets out of the balancer: {err}")
+            return
+        self.report(
+            f"{label}: took {', '.join(a for a in batch if a in now.ids)} out of the "
+            f"{lb.describe()} ({how}); draining {seconds:g}s before the apply destroys them"
+        )
+        until = self.clock() + seconds
+        while (left := until - self.clock()) > 0:
+            if self.should_stop():
+                # stopped before the apply: the droplets serve again, nothing changed
+                try:
+                    put_back(cloud, lb, ids)
+                except CloudError as err:
+                    self.report(f"{label}: could not put the droplets back: {err}")
+                self.report(f"{label}: stopped while draining; the droplets are back in it")
+                raise _Stopped()
+            time.sleep(min(left, 0.5))
+
+    def probe(self, ip: str, now: Now, check: health.HealthCheck) -> health.ProbeResult:
+        """One check of the droplet at `ip` over its private address (through SSH if need be)."""
+        dial = now.private.get(ip) or ip
+        result = health.check_droplet(dial, check, self.settings.port_map)
+        if result.status is None and not result.ok and self.via is not None:
+            return self.via(ip, dial, check)
+        return result
+
+    def warm_up(self, label: str, batch: Sequence[str], now: Now) -> str:
+        """Every new droplet stays healthy --min-healthy-time in a row; the failure, or ""."""
+        settings = self.settings
+        wanted = settings.min_healthy_time
+        if wanted <= 0:
+            return ""
+        check = now.check
+        self.report(f"{label}: warming up: each new droplet must pass every check for {wanted:g}s")
+        start = self.clock()
+        limit = start + wanted + max(0.0, min(settings.health_timeout, self.remaining()))
+        since: dict[str, float | None] = {a: start for a in batch}
+        fails = dict.fromkeys(batch, 0)
+        while True:
+            for address in batch:
+                seen = self.probe(now.ips[address], now, check)
+                if seen.ok:
+                    fails[address] = 0
+                    if since[address] is None:
+                        since[address] = self.clock()
+                    continue
+                fails[address] += 1
+                since[address] = None
+                if fails[address] >= check.unhealthy_threshold:
+                    return (
+                        f"{label}: {address} failed its health check during the warm-up "
+                        f"(--min-healthy-time {wanted:g}s): {seen.describe()}"
+                    )
+            at = self.clock()
+            if all(t is not None and at - t >= wanted for t in since.values()):
+                self.observe(
+                    health.count_healthy(
+                        list(now.lb_ips),
+                        check,
+                        settings.port_map,
+                        private=now.private,
+                        via=self.via,
+                    )
+                )
+                return ""
+            if at >= limit:
+                short = [a for a, t in since.items() if t is None or at - t < wanted]
+                return (
+                    f"{label}: {', '.join(short)} did not stay healthy for "
+                    f"--min-healthy-time {wanted:g}s in a row"
+                )
+            time.sleep(check.interval)
+
+    def run_gates(self, label: str, batch: Sequence[str], now: Now) -> str:
+        """Each new droplet passes every --gate (a few tries, the check's interval apart);
+        the failures in one line, or ""."""
+        gates = self.settings.gates
+        if not gates:
+            return ""
+        protocol = "http" if now.check.protocol == "tcp" else now.check.protocol
+        failed: list[str] = []
+        for address in batch:
+            ip = now.ips[address]
+            for gate in gates:
+                check = replace(now.check, protocol=protocol, path=gate.path)
+                for attempt in range(max(1, check.unhealthy_threshold)):
+                    if attempt:
+                        time.sleep(check.interval)
+                    seen = self.probe(ip, now, check)
+                    if gate.passes(seen.status):
+                        break
+                else:
+                    failed.append(f"{address} ({ip}): {seen.describe()}")
+        if not failed:
+            self.report(f"{label}: gates passed ({', '.join(g.describe() for g in gates)})")
+            return ""
+        wants = ", ".join(g.describe() for g in gates)
+        return f"{label}: gate failed (want {wants}): {'; '.join(failed)}"
 
     def apply_batch(self, label: str, planfile: Path, pins: dict[str, str] | None) -> None:
         """Apply; while the load balancer refuses the change because it is still applying the
@@ -514,8 +683,12 @@ class _Stopped(Exception):
     pass
 
 
+class _GatePause(Exception):
+    pass
+
+
 def apply_rollout(
-    tf: Terraform,
+    tf: Runner,
     settings: Settings,
     prepared: Prepared,
     *,
@@ -527,15 +700,44 @@ def apply_rollout(
     """Replace the planned batches, each checked healthy; roll back on failure.
 
     With `budget`, each batch first waits until its projected API requests fit the budget.
+    Every run that changed something is added to the history (`.scaler/history.json`).
     """
+    started = time.time()
     run = _Run(tf, settings, prepared, report, should_stop, clock, budget)
+    result = _apply(run)
+    if result.status not in ("nothing-to-do", "dry-run"):
+        append_history(
+            settings.history_file,
+            HistoryEntry(
+                started=started,
+                ended=time.time(),
+                kind=result.kind,
+                from_image=result.previous_image,
+                to_image=result.target_image,
+                status=result.status,
+                strategy=result.strategy,
+                replaced=len(result.replaced),
+                message=result.message,
+            ),
+        )
+    return result
+
+
+def _apply(run: _Run) -> RolloutResult:
+    tf, settings, prepared, report = run.tf, run.settings, run.prepared, run.report
+    should_stop = run.should_stop
     plan = prepared.plan
-    if plan.nothing_to_do and not prepared.resumed:
+    if plan.nothing_to_do and not prepared.resumed and prepared.kind != "abort":
         return run.result(
             "nothing-to-do",
             f"every target already runs image {plan.target_image}; nothing changed",
         )
-    if prepared.resumed:
+    pause_at = (
+        pause_batch(plan, settings.pause_after)
+        if settings.pause_after is not None and plan.batches
+        else None
+    )
+    if prepared.resumed or run.creating:
         run.reconcile()
     run.before = nodes_of(read_now(tf, settings))
     run.save("running")
@@ -567,6 +769,14 @@ def apply_rollout(
         except _Stopped:
             run.save("interrupted")
             return run.result("interrupted", _interrupted(run))
+        except _GatePause as gate:
+            run.save("paused")
+            return run.result(
+                "paused",
+                f"{gate}; paused (--on-gate-failure pause): look at the new droplets, then "
+                "run scaler rollout --resume to check them again and go on, or "
+                "scaler rollout --abort to roll back",
+            )
         except _CapacityLow as low:
             # Nothing of this batch was touched and the batches before it are healthy: no
             # rollback; the record stays resumable.
@@ -582,6 +792,16 @@ def apply_rollout(
             return run.rollback(f"batch {number}: {err}")
         run.done.extend(batch)
         run.save("running")
+        if pause_at == number and number < len(plan.batches):
+            run.save("paused")
+            left = run.left_in_tfvars()
+            return run.result(
+                "paused",
+                f"paused after batch {number}/{len(plan.batches)} (--pause-after "
+                f"{settings.pause_after}): {len(run.done)} of {len(plan.replacing)} droplets run "
+                f"image {plan.target_image}; look, then run scaler rollout --resume to go on "
+                "or scaler rollout --abort to roll back" + (f"; {left}" if left else ""),
+            )
     # Verify: every target runs the image and passes the check, and nothing is left to do.
     now = read_now(tf, settings)
     wrong = [a for a in plan.targets if now.images.get(a) != plan.target_image]
@@ -608,10 +828,20 @@ def apply_rollout(
     run.healthy.update(now.ids[a] for a in plan.targets)
     if run.pinned:
         set_tfvar(settings.tfvars, settings.pin_var, {})  # every droplet runs image_slug now
+    if run.kind == "abort":
+        run.save("rolled-back")
+        return run.result(
+            "rolled-back",
+            f"aborted: {len(run.replaced)} droplets rolled back to image {plan.target_image} "
+            "in batches, all healthy",
+            run.replaced,
+            rollback_healthy=True,
+        )
     run.save("done")
+    what = "undone: " if run.kind == "undo" else ""
     return run.result(
         "done",
-        f"{len(run.replaced)} droplets now run image {plan.target_image}, all healthy",
+        f"{what}{len(run.replaced)} droplets now run image {plan.target_image}, all healthy",
     )
 
 

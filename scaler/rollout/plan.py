@@ -290,3 +290,63 @@ def uses_for_each(targets: Sequence[str]) -> bool:
 
 def describe_changes(changes: Sequence[Change]) -> str:
     return ", ".join(f"{c.kind} {c.address}" + (" (deposed)" if c.deposed else "") for c in changes)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """An HTTP check each new droplet must pass beyond the balancer's: GET `path` on the
+    check's port answers `status` (None: any 2xx)."""
+
+    path: str
+    status: int | None = None
+
+    def passes(self, status: int | None) -> bool:
+        """True when an answer with `status` passes the gate."""
+        if status is None:
+            return False
+        return status == self.status if self.status is not None else 200 <= status < 300
+
+    def describe(self) -> str:
+        return f"{self.path} -> {self.status if self.status is not None else '2xx'}"
+
+
+_GATE = re.compile(r"(/[^\s=]*)(?:=([1-5][0-9][0-9]))?")
+
+
+def parse_gate(text: str) -> Gate:
+    """`/wp-login.php` or `/wp-json/=200` as a Gate."""
+    match = _GATE.fullmatch(text.strip())
+    if match is None:
+        raise RolloutError(
+            f"--gate {text!r} is not PATH[=STATUS]; give e.g. /wp-login.php or /wp-json/=200"
+        )
+    return Gate(match.group(1), int(match.group(2)) if match.group(2) else None)
+
+
+def pause_batch(plan: RolloutPlan, spec: str) -> int:
+    """The batch after which `--pause-after` stops: `N` (batch N) or `N%` (the first batch
+    after which that share of the droplets to replace is done)."""
+    total = len(plan.batches)
+    text = spec.strip()
+    if text.endswith("%"):
+        share = parse_count(text, len(plan.replacing) or 1, "--pause-after")
+        done = 0
+        for number, batch in enumerate(plan.batches, 1):
+            done += len(batch)
+            if done >= share:
+                return number
+        return total
+    if not text.isdigit() or int(text) <= 0:
+        raise RolloutError(
+            f"--pause-after {spec!r} is not a batch number or share; give N (like 1) or N% "
+            "(like 50%)"
+        )
+    number = int(text)
+    if number >= total:
+        raise RolloutError(
+            f"--pause-after {number}: the rollout has {total} batches, so there is nothing "
+            f"after batch {number} to pause before; give 1 to {total - 1}"
+            if total > 1
+            else f"--pause-after {number}: the rollout has one batch; nothing to pause between"
+        )
+    return number

@@ -17,16 +17,26 @@ from scaler.rollout.plan import (
     Strategy,
     check_plan,
     ignores_image,
+    pause_batch,
     pin_key,
     pin_var_missing,
     plan_rollout,
     uses_for_each,
 )
-from scaler.rollout.record import RolloutRecord, read_record, write_record
+from scaler.rollout.record import (
+    Creating,
+    Kind,
+    RolloutRecord,
+    last_done,
+    read_history,
+    read_record,
+    write_record,
+)
 from scaler.rollout.settings import Report, Settings, quiet
 from scaler.rollout.stack import (
     STATE_LOCKED,
     Now,
+    Runner,
     check_image,
     declares_variable,
     lock_holder,
@@ -34,7 +44,7 @@ from scaler.rollout.stack import (
     read_now,
     tf_plan,
 )
-from scaler.terraform import Terraform, TerraformFailed
+from scaler.terraform import TerraformFailed
 from scaler.tfvars import (
     TfvarsNotFound,
     VariableNotFound,
@@ -54,6 +64,11 @@ class Prepared:
     resumed: bool
     # the droplets ignore image changes: each batch is replaced with `-replace=ADDRESS`
     replace_each: bool = False
+    kind: Kind = "rollout"
+    # droplets an aborted rollout's killed apply was creating (removed before the abort runs)
+    creating: tuple[Creating, ...] = ()
+    # the unfinished record an abort replaces (put back when the abort goes no further)
+    replaces: RolloutRecord | None = None
 
 
 def _previous_image(settings: Settings, now: Now) -> str:
@@ -69,8 +84,11 @@ def _previous_image(settings: Settings, now: Now) -> str:
         ) from None
 
 
-def restore_tfvars(settings: Settings, before: bytes | None) -> None:
-    """Put the tfvars file back as it was before prepare_rollout (then forget its record)."""
+def restore_tfvars(
+    settings: Settings, before: bytes | None, replaces: RolloutRecord | None = None
+) -> None:
+    """Put the tfvars file back as it was before prepare_rollout (then forget its record, or
+    put back the record it `replaces`)."""
     if before is None:
         with contextlib.suppress(FileNotFoundError):
             settings.tfvars.unlink()
@@ -80,22 +98,59 @@ def restore_tfvars(settings: Settings, before: bytes | None) -> None:
         progress = read_record(settings.record_file)
         if progress is not None and progress.status == "planning":
             settings.record_file.unlink(missing_ok=True)
+            if replaces is not None:
+                write_record(settings.record_file, replaces)
 
 
 def prepare_rollout(
-    tf: Terraform,
+    tf: Runner,
     settings: Settings,
     image: str | None,
     *,
     resume: bool = False,
+    abort: bool = False,
+    undo: bool = False,
     strategy: Strategy | None = None,
     batch_size: str | int = DEFAULT_BATCH,
     max_unavailable: str | int | None = None,
     canary: bool = False,
     report: Report = quiet,
 ) -> Prepared:
-    """Set image_slug, plan the whole change and guard it; on refusal tfvars are put back."""
+    """Set image_slug, plan the whole change and guard it; on refusal tfvars are put back.
+
+    `abort`: roll an unfinished rollout back to its previous image, batch by batch; `undo`: roll
+    back the last finished rollout (from the history) the same way.
+    """
     progress = read_record(settings.record_file)
+    kind: Kind = "rollout"
+    creating: tuple[Creating, ...] = ()
+    aborted: RolloutRecord | None = None
+    if abort:
+        if progress is None or progress.finished or progress.status == "planning":
+            raise RolloutError(f"nothing to abort: no unfinished rollout in {settings.record_file}")
+        if progress.kind == "abort":
+            resume = True  # an abort that stopped half way: continue it
+        else:
+            image, strategy, kind = progress.previous_image, progress.strategy, "abort"
+            creating, aborted = progress.creating, progress
+            progress = None
+    elif undo:
+        if progress is not None and not progress.finished:
+            raise RolloutError(
+                f"an unfinished rollout to image {progress.target_image} ({progress.status}) "
+                f"is recorded in {settings.record_file}; --resume or --abort it before --undo"
+            )
+        last = last_done(read_history(settings.history_file))
+        if last is not None:
+            image = last.from_image
+        elif progress is not None and progress.status == "done":
+            image = progress.previous_image  # a rollout from before the history was kept
+        else:
+            raise RolloutError(
+                f"nothing to undo: no finished rollout in {settings.history_file}; "
+                "pass --image ID to roll out an image"
+            )
+        kind = "undo"
     if resume:
         if progress is None or progress.finished:
             raise RolloutError(
@@ -108,6 +163,7 @@ def prepare_rollout(
             )
         image = progress.target_image
         strategy = progress.strategy
+        kind = progress.kind
     elif progress is not None and not progress.finished:
         raise RolloutError(
             f"an unfinished rollout to image {progress.target_image} ({progress.status}, "
@@ -134,10 +190,12 @@ def prepare_rollout(
         max_unavailable=max_unavailable,
         canary=canary,
     )
+    if settings.pause_after is not None and not plan.nothing_to_do:
+        pause_batch(plan, settings.pause_after)  # an impossible pause point: said before planning
     before = settings.tfvars.read_bytes() if settings.tfvars.exists() else None
     planfile = settings.bookkeeping / "rollout.tfplan"
-    if plan.nothing_to_do and not resume:
-        return Prepared(plan, (), planfile, before, resume)
+    if plan.nothing_to_do and not resume and kind != "abort":
+        return Prepared(plan, (), planfile, before, resume, kind=kind, replaces=aborted)
     pinned = plan.strategy == "rolling" and declares_variable(
         settings.terraform_dir, settings.pin_var
     )
@@ -155,6 +213,7 @@ def prepare_rollout(
                 "planning",
                 now_time,
                 now_time,
+                kind=kind,
             ),
         )
     if pinned and not resume:
@@ -198,13 +257,13 @@ def prepare_rollout(
             )
     except BaseException:
         if not resume:
-            restore_tfvars(settings, before)
+            restore_tfvars(settings, before, aborted)
         raise
-    return Prepared(plan, changes, planfile, before, resume, replace_each)
+    return Prepared(plan, changes, planfile, before, resume, replace_each, kind, creating, aborted)
 
 
 def plan_batches(
-    tf: Terraform, settings: Settings, prepared: Prepared, report: Report = quiet
+    tf: Runner, settings: Settings, prepared: Prepared, report: Report = quiet
 ) -> list[tuple[tuple[str, ...], tuple[Change, ...]]]:
     """Each batch's own plan, as if the batches before it were done (for --dry-run)."""
     plan = prepared.plan

@@ -7,12 +7,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from scaler.exitcodes import ExitCode
 from scaler.fsutil import BOOKKEEPING_DIR, bookkeeping_dir, write_atomic
 from scaler.rollout.plan import RolloutError, Strategy
 
 Status = Literal[
-    "done", "nothing-to-do", "dry-run", "rolled-back", "failed", "interrupted", "refused"
+    "done", "nothing-to-do", "dry-run", "rolled-back", "failed", "interrupted", "refused", "paused"
 ]
+
+# What a rollout record is for: a rollout to a new image, an --abort of an unfinished one back
+# to its previous image, or an --undo of the last finished one.
+Kind = Literal["rollout", "abort", "undo"]
 
 
 RECORD_NAME = "rollout.json"
@@ -22,6 +27,9 @@ LEGACY_RECORD_NAME = ".scaler-rollout.json"
 
 
 RECORD_VERSION = 2
+
+
+HISTORY_NAME = "history.json"
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class RolloutRecord:
     updated: float
     creating: tuple[Creating, ...] = ()
     healthy: tuple[str, ...] = ()
+    kind: Kind = "rollout"
 
     @property
     def finished(self) -> bool:
@@ -99,6 +108,7 @@ def _record_from(raw: Any, path: Path) -> RolloutRecord:
                 for c in raw.get("creating") or ()
             ),
             healthy=tuple(str(h) for h in raw.get("healthy") or ()),
+            kind=raw.get("kind") or "rollout",
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise RolloutError(f"{path} is not a rollout record ({err}); move it away") from err
@@ -124,6 +134,9 @@ class BatchResult:
     droplet_ids: tuple[str, ...]
     healthy: bool
     seconds: float
+    # seconds since the rollout began (this run of it), for a timeline
+    start: float = 0.0
+    end: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -156,16 +169,32 @@ class RolloutResult:
     api_requests: int | None = None
     # Only for status "rolled-back": did the droplets put back pass the health check?
     rollback_healthy: bool | None = None
+    kind: Kind = "rollout"
+    # healthy droplets behind the balancer over time, (seconds since the start, healthy), as
+    # counted where the rollout counts them (before each batch, after it, at the end)
+    capacity: tuple[tuple[float, int], ...] = ()
 
     @property
     def ok(self) -> bool:
         """True when the rollout did what was asked (or there was nothing to do)."""
         return self.status in ("done", "nothing-to-do", "dry-run")
 
+    @property
+    def exit_code(self) -> ExitCode:
+        """What `scaler rollout` exits with after this result (scaler.exitcodes)."""
+        if self.ok:
+            return ExitCode.DONE
+        if self.status == "rolled-back":
+            return ExitCode.ROLLED_BACK if self.rollback_healthy else ExitCode.NEEDS_PERSON
+        if self.status == "interrupted":
+            return ExitCode.INTERRUPTED
+        return ExitCode.NEEDS_PERSON  # failed (the rollback too), paused
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready summary."""
+        """A JSON-ready summary (with the timeline: batches' start and end, capacity)."""
         data = asdict(self)
         data["ok"] = self.ok
+        data["exit_code"] = int(self.exit_code)
         return data
 
 
@@ -194,3 +223,64 @@ def stale_rollout_files(directory: Path) -> list[tuple[Path, str, bool]]:
             )
         )
     return found
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One run of `scaler rollout` as `--history` lists it (`.scaler/history.json`)."""
+
+    started: float
+    ended: float
+    kind: Kind
+    from_image: str
+    to_image: str
+    status: str
+    strategy: str
+    replaced: int
+    message: str
+
+
+HISTORY_KEEP = 500
+"""Entries the history keeps (the oldest go first)."""
+
+
+def read_history(path: Path) -> tuple[HistoryEntry, ...]:
+    """The rollout history, oldest first (empty when there is none)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return ()
+    except (OSError, json.JSONDecodeError) as err:
+        raise RolloutError(f"cannot read {path} ({err}); move it away to start afresh") from err
+    try:
+        return tuple(
+            HistoryEntry(
+                started=float(e["started"]),
+                ended=float(e["ended"]),
+                kind=e.get("kind") or "rollout",
+                from_image=str(e["from_image"]),
+                to_image=str(e["to_image"]),
+                status=str(e["status"]),
+                strategy=str(e.get("strategy") or ""),
+                replaced=int(e.get("replaced") or 0),
+                message=str(e.get("message") or ""),
+            )
+            for e in raw["entries"]
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise RolloutError(f"{path} is not a rollout history ({err}); move it away") from err
+
+
+def append_history(path: Path, entry: HistoryEntry) -> None:
+    """Add one entry to the history, atomically (the whole file is rewritten)."""
+    path = Path(path)
+    if path.parent.name == BOOKKEEPING_DIR:
+        bookkeeping_dir(path.parent.parent)
+    entries = [*read_history(path), entry][-HISTORY_KEEP:]
+    data = {"version": 1, "entries": [asdict(e) for e in entries]}
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def last_done(history: tuple[HistoryEntry, ...]) -> HistoryEntry | None:
+    """The newest run that finished with every target on its image (what --undo undoes)."""
+    return next((e for e in reversed(history) if e.status == "done"), None)

@@ -6,10 +6,11 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from scaler.fsutil import BOOKKEEPING_DIR, bookkeeping_dir
-from scaler.rollout.plan import DEFAULT_TARGET, PIN_VAR
-from scaler.rollout.record import RECORD_NAME
+from scaler.rollout.plan import DEFAULT_TARGET, PIN_VAR, Gate
+from scaler.rollout.record import HISTORY_NAME, RECORD_NAME
 from scaler.tfvars import (
     IMAGE_VAR,
     tfvars_holding,
@@ -43,6 +44,16 @@ class Settings:
     rollback: bool = True
     # (user, private key): check droplets this machine cannot reach through SSH to them
     probe_ssh: tuple[str, Path] | None = None
+    # seconds an old droplet is out of the balancer before its batch destroys it; None: the
+    # balancer's http_idle_timeout_seconds (0 where the balancer carries no traffic)
+    drain: float | None = None
+    # seconds a new droplet must pass every check in a row before it counts
+    min_healthy_time: float = 0.0
+    # HTTP checks each new droplet must pass beyond the balancer's own
+    gates: tuple[Gate, ...] = ()
+    on_gate_failure: Literal["abort", "pause"] = "abort"
+    # stop after this batch ("N") or once this share of the droplets is done ("N%")
+    pause_after: str | None = None
 
     def __post_init__(self) -> None:
         # Terraform runs inside terraform_dir: plan files named under it must not be relative.
@@ -72,6 +83,11 @@ class Settings:
     def record_file(self) -> Path:
         """The rollout record: `.scaler/rollout.json` in the Terraform directory."""
         return self.terraform_dir / BOOKKEEPING_DIR / RECORD_NAME
+
+    @property
+    def history_file(self) -> Path:
+        """The rollout history: `.scaler/history.json` in the Terraform directory."""
+        return self.terraform_dir / BOOKKEEPING_DIR / HISTORY_NAME
 
     @property
     def bookkeeping(self) -> Path:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from scaler import health
 from scaler.balancer import Balancer, find_balancer, member_ips
@@ -27,12 +27,28 @@ from scaler.rollout.plan import RolloutError, address_key, matches_target, pin_k
 from scaler.rollout.record import Node
 from scaler.rollout.settings import Settings
 from scaler.state import Resource, parse_state
-from scaler.terraform import NoState, Terraform, local_provider
+from scaler.terraform import NoState, Result, Terraform, local_provider
 from scaler.tfvars import (
     TfvarsNotFound,
 )
 
 PROVIDER_ENV = ("SCALER_LOCAL_PROVIDER_POLL", "SCALER_POLL_TIMEOUT")
+
+
+class Runner(Protocol):
+    """What a rollout uses of scaler.terraform.Terraform (a test hands in a fake)."""
+
+    def run(self, command: str, *args: str, ok: Sequence[int] = (0,), **options: Any) -> Result:
+        """Run `terraform COMMAND [options] [args]`; TerraformFailed outside `ok`."""
+        ...
+
+    def show_plan_json(self, planfile: Path) -> dict[str, Any]:
+        """The saved plan as Terraform's JSON plan representation."""
+        ...
+
+    def state_pull(self) -> str:
+        """The state as JSON text; NoState when there is none."""
+        ...
 
 
 @contextlib.contextmanager
@@ -77,7 +93,7 @@ def open_terraform(settings: Settings) -> Iterator[Terraform]:
 
 
 def tf_plan(
-    tf: Terraform,
+    tf: Runner,
     settings: Settings,
     out: Path,
     pins: Mapping[str, str] | None,
@@ -114,7 +130,7 @@ LB_BUSY_WAIT = 5.0
 LB_BUSY_TIMEOUT = 180.0
 
 
-def tf_apply(tf: Terraform, settings: Settings, planfile: Path) -> None:
+def tf_apply(tf: Runner, settings: Settings, planfile: Path) -> None:
     tf.run(
         "apply",
         str(planfile),
@@ -143,9 +159,11 @@ class Now:
     private: dict[str, str] = field(default_factory=dict)
     droplet_by_ip: dict[str, str] = field(default_factory=dict)
     lb_id: str | None = None
+    # the balancer's http_idle_timeout_seconds where the state says (the default drain)
+    idle_timeout: float | None = None
 
 
-def read_now(tf: Terraform, settings: Settings) -> Now:
+def read_now(tf: Runner, settings: Settings) -> Now:
     try:
         state_json = json.loads(tf.state_pull())
     except NoState:
@@ -170,6 +188,14 @@ def read_now(tf: Terraform, settings: Settings) -> Now:
         check = lb.check
     else:
         check = health.healthcheck_from_state(state_json, lb.address)
+    idle = next(
+        (
+            r.attributes.get("http_idle_timeout_seconds")
+            for r in state.resources
+            if lb.address is not None and r.address == lb.address
+        ),
+        None,
+    )
     return Now(
         images={r.address: str(r.attributes.get("image")) for r in targets},
         ids={r.address: str(r.attributes.get("id")) for r in targets},
@@ -192,6 +218,7 @@ def read_now(tf: Terraform, settings: Settings) -> Now:
         },
         droplet_by_ip={ip: droplet_id for droplet_id, ip in by_id.items()},
         lb_id=lb.id or None,
+        idle_timeout=float(idle) if isinstance(idle, int | float) and idle > 0 else None,
     )
 
 
@@ -249,7 +276,7 @@ class BalancerViews:
         return view
 
 
-def droplet_ids_in_state(tf: Terraform) -> set[str]:
+def droplet_ids_in_state(tf: Runner) -> set[str]:
     """Every droplet id the state knows, deposed and tainted ones too."""
     state = parse_state(tf.state_pull(), "the Terraform state")
     return {
