@@ -263,6 +263,7 @@ REAL_GROUPS = {
             "test_bake_faults.py",
             "test_balancer.py",
             "test_cleanup.py",
+            "test_rollout_drain.py",
             "test_stack_e2e.py",
             "test_tutorial_local.py",
         ),
