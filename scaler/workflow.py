@@ -16,12 +16,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from scaler import lock
 from scaler.bake import Ask, BakeResult, OnError, bake_image
 from scaler.cloud import Cloud, NoToken, Pacing, endpoint_from, resolve_token
 from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
 from scaler.errors import ScalerError
 from scaler.inventory import build_inventory, list_json
-from scaler.rollout import ApiBudget
+from scaler.rollout import (
+    DEFAULT_API_BUDGET,
+    DEFAULT_BATCH,
+    ApiBudget,
+    Change,
+    Prepared,
+    RolloutResult,
+    Settings,
+    Strategy,
+    apply_rollout,
+    open_terraform,
+    plan_batches,
+    prepare_rollout,
+    restore_tfvars,
+)
 from scaler.state import State, load_state
 
 Say = Callable[[str], None]
@@ -158,6 +173,98 @@ def api_budget(
         say("the API does not report ratelimit-remaining: the API budget is not watched")
         return None
     return budget
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    """What to roll out and how (scaler rollout's options beyond the settings)."""
+
+    image: str | None = None
+    resume: bool = False
+    abort: bool = False
+    undo: bool = False
+    strategy: Strategy | None = None
+    batch_size: str = DEFAULT_BATCH
+    max_unavailable: str | None = None
+    canary: bool = False
+    dry_run: bool = False
+    api_budget: int = DEFAULT_API_BUDGET
+
+
+@dataclass(frozen=True)
+class RolloutRun:
+    """How run_rollout ended: the prepared rollout, and its result (None when there was
+    nothing to do or for a dry run, whose batch plans are in `batch_plans`)."""
+
+    prepared: Prepared
+    result: RolloutResult | None = None
+    batch_plans: tuple[tuple[tuple[str, ...], tuple[Change, ...]], ...] = ()
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """True when every target already ran the image and nothing was resumed or aborted."""
+        prepared = self.prepared
+        return prepared.plan.nothing_to_do and not prepared.resumed and prepared.kind != "abort"
+
+
+def run_rollout(
+    settings: Settings,
+    request: RolloutRequest,
+    *,
+    confirm: Callable[[Prepared], bool],
+    show: Callable[[Prepared], None] = lambda _: None,
+    say: Say = _quiet,
+) -> RolloutRun:
+    """A rollout as `scaler rollout` runs it: under the Terraform directory's lock, plan and
+    guard, `show(prepared)`, `confirm(prepared)` (False, or an error from it, puts tfvars back:
+    nothing was applied), then the batches paced by the API budget; the first Ctrl-C stops
+    after the step in flight. A dry run plans every batch, puts tfvars back and asks nothing.
+    PlanRefused when the guard refuses, with tfvars as they were."""
+    stop = StopFlag(lambda _: say("stopping after the current step (Ctrl-C again to abort)"))
+    with lock.hold(settings.terraform_dir, "rollout") as held:
+        if held.stale is not None:
+            say(f"took over a stale lock of {held.stale.describe()}")
+        with open_terraform(settings) as tf:
+            budget = None if request.dry_run else api_budget(request.api_budget, say)
+            prepared = prepare_rollout(
+                tf,
+                settings,
+                request.image,
+                resume=request.resume,
+                abort=request.abort,
+                undo=request.undo,
+                strategy=request.strategy,
+                batch_size=request.batch_size,
+                max_unavailable=request.max_unavailable,
+                canary=request.canary,
+                report=say,
+            )
+
+            def put_back() -> None:
+                if not prepared.resumed:
+                    restore_tfvars(settings, prepared.tfvars_before, prepared.replaces)
+
+            done = RolloutRun(prepared)
+            if done.nothing_to_do:
+                return done
+            try:
+                show(prepared)
+                if request.dry_run:
+                    plans: list[tuple[tuple[str, ...], tuple[Change, ...]]] = []
+                    if prepared.plan.strategy == "rolling":
+                        plans = plan_batches(tf, settings, prepared, say)
+                    put_back()
+                    return RolloutRun(prepared, batch_plans=tuple(plans))
+                if not confirm(prepared):
+                    raise ScalerError("rollout cancelled; nothing was changed")
+            except BaseException:
+                put_back()
+                raise
+            with stop.installed(signal.SIGINT):
+                result = apply_rollout(
+                    tf, settings, prepared, report=say, should_stop=stop, budget=budget
+                )
+    return RolloutRun(prepared, result)
 
 
 class StopFlag:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Literal
 
 import click
 
-from scaler import health, lock, workflow
+from scaler import health, workflow
 from scaler.cli.options import rollout_options, stack_options, tfvars_files
 from scaler.cli.rolevars import role_var_options, with_role_vars
 from scaler.errors import ScalerError
@@ -30,14 +28,9 @@ from scaler.rollout import (
     RolloutResult,
     Settings,
     Strategy,
-    apply_rollout,
-    open_terraform,
     parse_duration,
     parse_gate,
-    plan_batches,
-    prepare_rollout,
     read_history,
-    restore_tfvars,
 )
 from scaler.tfvars import IMAGE_VAR, image_id_from
 from scaler.workflow import bake_from_config, load_bake, open_cloud, stack_inventory
@@ -53,22 +46,6 @@ class _Clock:
     def __call__(self, message: str) -> None:
         if not self.quiet:
             click.echo(f"[{time.monotonic() - self.start:7.1f}s] {message}", err=True)
-
-
-class _StopFlag:
-    """First Ctrl-C: finish the step in flight, then stop; the second one interrupts."""
-
-    def __init__(self) -> None:
-        self.stop = False
-
-    def __call__(self) -> bool:
-        return self.stop
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.stop:
-            raise KeyboardInterrupt
-        self.stop = True
-        click.echo("scaler: stopping after the current step (Ctrl-C again to abort)", err=True)
 
 
 def _image_from(image: str | None, manifest: Path | None) -> str | None:
@@ -195,7 +172,7 @@ def _render_history(entries: tuple[HistoryEntry, ...], where: Path, as_json: boo
         )
 
 
-def _summary(prepared: Prepared, settings: Settings) -> str:
+def _summary(prepared: Prepared) -> str:
     plan = prepared.plan
     lines = [
         f"Rollout of image {plan.target_image} (from {plan.previous_image}), "
@@ -511,70 +488,51 @@ def rollout(
         on_gate_failure=on_gate_failure or "abort",
         pause_after=pause_after,
     )
-    flag = _StopFlag()
-    with lock.hold(terraform_dir, "rollout") as held:
-        if held.stale is not None:
-            report(f"took over a stale lock of {held.stale.describe()}")
-        with open_terraform(settings) as tf:
-            budget = workflow.api_budget(api_budget, report) if not dry_run else None
-            try:
-                prepared = prepare_rollout(
-                    tf,
-                    settings,
-                    chosen,
-                    resume=resume,
-                    abort=abort,
-                    undo=undo,
-                    strategy=strategy,
-                    batch_size=batch_size,
-                    max_unavailable=max_unavailable,
-                    canary=canary,
-                    report=report,
-                )
-            except PlanRefused as err:
-                raise _Refused(str(err)) from err
+    request = workflow.RolloutRequest(
+        image=chosen,
+        resume=resume,
+        abort=abort,
+        undo=undo,
+        strategy=strategy,
+        batch_size=batch_size,
+        max_unavailable=max_unavailable,
+        canary=canary,
+        dry_run=dry_run,
+        api_budget=api_budget,
+    )
 
-            def undo_prepare() -> None:
-                """Put tfvars (and an aborted rollout's record) back: nothing was applied."""
-                if not prepared.resumed:
-                    restore_tfvars(settings, prepared.tfvars_before, prepared.replaces)
+    def confirm(prepared: Prepared) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise ScalerError(
+                "refusing to roll out without confirmation: stdin is not a terminal; pass --yes"
+            )
+        question = {"abort": "Roll back?", "undo": "Undo?"}.get(prepared.kind, "Roll out?")
+        return click.confirm(question, err=True)
 
-            if prepared.plan.nothing_to_do and not prepared.resumed and prepared.kind != "abort":
-                click.echo(
-                    f"nothing to do: every target already runs image {prepared.plan.target_image}"
-                )
-                return
-            click.echo(_summary(prepared, settings), err=not dry_run)
-            if dry_run:
-                try:
-                    if prepared.plan.strategy == "rolling":
-                        for batch, changes in plan_batches(tf, settings, prepared, report):
-                            shown = ", ".join(f"{c.kind} {c.address}" for c in changes)
-                            click.echo(f"  plan up to {batch[-1]}: {shown}")
-                except PlanRefused as err:
-                    raise _Refused(str(err)) from err
-                finally:
-                    undo_prepare()
-                click.echo("dry run: nothing was changed")
-                return
-            if not yes:
-                if not sys.stdin.isatty():
-                    undo_prepare()
-                    raise ScalerError(
-                        "refusing to roll out without confirmation: stdin is not a terminal; "
-                        "pass --yes"
-                    )
-                question = {"abort": "Roll back?", "undo": "Undo?"}.get(prepared.kind, "Roll out?")
-                if not click.confirm(question, err=True):
-                    undo_prepare()
-                    raise ScalerError("rollout cancelled; nothing was changed")
-            previous = signal.signal(signal.SIGINT, flag.handler)
-            try:
-                result = apply_rollout(
-                    tf, settings, prepared, report=report, should_stop=flag, budget=budget
-                )
-            finally:
-                signal.signal(signal.SIGINT, previous)
+    try:
+        run = workflow.run_rollout(
+            settings,
+            request,
+            confirm=confirm,
+            show=lambda prepared: click.echo(_summary(prepared), err=not dry_run),
+            say=report,
+        )
+    except PlanRefused as err:
+        raise _Refused(str(err)) from err
+    if run.nothing_to_do:
+        click.echo(
+            f"nothing to do: every target already runs image {run.prepared.plan.target_image}"
+        )
+        return
+    if run.result is None:
+        for batch, changes in run.batch_plans:
+            shown = ", ".join(f"{c.kind} {c.address}" for c in changes)
+            click.echo(f"  plan up to {batch[-1]}: {shown}")
+        click.echo("dry run: nothing was changed")
+        return
+    result = run.result
     _render(result, as_json)
     if not result.ok and result.status != "paused":
         click.echo(f"Error: rollout {result.status}: {result.message}", err=True)
