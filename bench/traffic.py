@@ -11,8 +11,8 @@ droplet provisioned with db-node.yml, that many web droplets), two WordPress sna
 2. on the same stack, serially, alternating between the two snapshots, each with the load running
    from just before it starts until every droplet behind the balancer is back in rotation:
    the tutorial's way (image_slug edited in terraform.tfvars, a bare `terraform apply` through
-   the embedded engine as scaler drives it), `scaler rollout --strategy all`, rolling (batches
-   of 1), rolling with --canary;
+   the embedded engine as scaler drives it), `scaler rollout --strategy all`, rolling (scaler's
+   default batches of 25%: 1 droplet of 3, 5 of 20), rolling with --canary;
 3. the tutorial's headline: a web droplet added (wp_node_count + 1, `terraform apply`) until the
    balancer has it in rotation, from the baked snapshot and from the base image plus the
    playbook (the project's role run over SSH on the new droplet, as `scaler bake` provisions,
@@ -229,10 +229,9 @@ def measure(stack: Stack, strategy: str, image: int, rps: float) -> Measured:
         elif strategy == "all":
             stack.scaler(*rollout, "--strategy", "all", lines=lines)
         elif strategy == "rolling":
-            stack.scaler(*rollout, "--strategy", "rolling", "--batch-size", "1", lines=lines)
+            stack.scaler(*rollout, "--strategy", "rolling", lines=lines)
         else:
-            stack.scaler(*rollout, "--strategy", "rolling", "--batch-size", "1", "--canary",
-                         lines=lines)  # fmt: skip
+            stack.scaler(*rollout, "--strategy", "rolling", "--canary", lines=lines)
         # the tutorial's apply returns with the new droplets still DOWN: the outage lasts until
         # the balancer has them; a scaler rollout returns once they are in rotation
         stack.steady(stack.size)

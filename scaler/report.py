@@ -12,7 +12,8 @@ the batch boundaries (`batches_from_progress`); the capacity, the API log and th
 observed beside it (bench/traffic.py does). A rollout filling a Timeline itself (for
 `scaler rollout --report DIR`) provides exactly the same fields: `started` (epoch), per batch its
 label, start and end (seconds from `started`), each capacity observation (seconds, healthy
-count), the floor and the fleet size, and the epoch of each API request it made or measured.
+count), the floor and the fleet size, and its API use: each request's time where a log has
+them, else each ApiBudget reading (time, requests since the one before).
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ class Timeline:
     # (seconds, droplets behind the balancer that it calls healthy)
     capacity: tuple[tuple[float, int], ...] = ()
     batches: tuple[Batch, ...] = ()
-    # seconds of each API request the rollout's token made
+    # seconds of each API request the rollout's token made (a log, as the local cloud keeps)
     api_requests: tuple[float, ...] = ()
+    # or, where only counts are known (DigitalOcean reports what is left of the hour, which
+    # ApiBudget reads before and after each batch): (seconds, requests since the last reading)
+    api_used: tuple[tuple[float, int], ...] = ()
     api_limit: int = API_LIMIT_PER_MINUTE
     # (seconds, failed) of each request sent through the balancer
     traffic: tuple[tuple[float, bool], ...] = ()
@@ -68,7 +72,8 @@ class Timeline:
     def end(self) -> float:
         """The last moment anything was seen (at least 1 s)."""
         times = [t for t, _ in self.capacity] + [b.end for b in self.batches]
-        times += list(self.api_requests) + [t for t, _ in self.traffic]
+        times += list(self.api_requests) + [t for t, _ in self.api_used]
+        times += [t for t, _ in self.traffic]
         return max([1.0, *times])
 
 
@@ -88,16 +93,21 @@ def batches_from_progress(lines: Iterable[str], offset: float = 0.0) -> tuple[Ba
     return tuple(Batch(label, min(ts), max(ts)) for label, ts in seen.items())
 
 
-def per_minute(times: Sequence[float], at: Sequence[float]) -> list[int]:
-    """For each moment in `at`, the requests in `times` of the minute before it."""
-    ordered = sorted(times)
-    out, lo, hi = [], 0, 0
+def per_minute(
+    times: Sequence[float], at: Sequence[float], counted: Sequence[tuple[float, int]] = ()
+) -> list[int]:
+    """For each moment in `at`, the requests of the minute before it: one per entry of
+    `times`, n per (time, n) of `counted`."""
+    ordered = sorted([(t, 1) for t in times] + list(counted))
+    out, lo, hi, inside = [], 0, 0, 0
     for moment in at:
-        while hi < len(ordered) and ordered[hi] <= moment:
+        while hi < len(ordered) and ordered[hi][0] <= moment:
+            inside += ordered[hi][1]
             hi += 1
-        while lo < hi and ordered[lo] <= moment - 60.0:
+        while lo < hi and ordered[lo][0] <= moment - 60.0:
+            inside -= ordered[lo][1]
             lo += 1
-        out.append(hi - lo)
+        out.append(inside)
     return out
 
 
@@ -156,7 +166,12 @@ def _draw(timeline: Timeline, end: float, cap: Any, api: Any, traffic: Any) -> N
     cap.set_ylim(bottom=0)
     cap.legend(loc="lower left", fontsize=8)
     moments = [i * end / 400 for i in range(401)]
-    api.plot(moments, per_minute(timeline.api_requests, moments), color="C1", label="API/min")
+    api.plot(
+        moments,
+        per_minute(timeline.api_requests, moments, timeline.api_used),
+        color="C1",
+        label="API/min",
+    )
     api.axhline(
         timeline.api_limit, color="C3", ls="--", lw=0.8, label=f"limit {timeline.api_limit}"
     )

@@ -100,3 +100,17 @@ def test_the_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert coloured > 2000
     drawn = image.imread(png)
     assert drawn.shape[0] > 500 and drawn.shape[1] > 800
+
+
+def test_counted_api_use_adds_up_per_minute() -> None:
+    # ApiBudget's readings: 40 requests by 10 s, 25 more by 50 s, 5 by 100 s
+    counted = [(10.0, 40), (50.0, 25), (100.0, 5)]
+    assert per_minute([55.0], [9.0, 10.0, 50.0, 69.0, 70.0, 109.0, 111.0], counted) == [
+        0,
+        40,
+        65,
+        66,
+        26,
+        31,
+        6,
+    ]
