@@ -150,6 +150,13 @@ class Stack:
         ]
         return dict(found)
 
+    def behind(self) -> set[int]:
+        """The droplets behind the balancer, from the cloud's state file: no API request, so
+        the report's API line is the rollout's own."""
+        state = json.loads((self.cloud.state_dir / "state.json").read_text())
+        (lb,) = [b for b in state["lbs"] if b["id"] == self.lb_id]
+        return {int(i) for i in lb["droplet_ids"]}
+
     def in_rotation(self) -> set[int]:
         view = self.cloud.balancers.view(self.lb_id) if self.cloud.balancers else None
         return {t.droplet_id for t in view or () if t.healthy}
@@ -158,7 +165,7 @@ class Stack:
         """Every droplet behind the balancer in rotation, `count` of them."""
 
         def ok() -> bool:
-            behind = set(self.lb()["droplet_ids"])
+            behind = self.behind()
             return len(behind) == count and behind == self.in_rotation()
 
         until(f"{count} droplets in rotation", ok, timeout)
@@ -239,9 +246,7 @@ def measure(stack: Stack, strategy: str, image: int, rps: float) -> Measured:
         time.sleep(2.0)
     sampler.halt.set()
     sampler.join()
-    images = {
-        stack.api(f"droplets/{i}")["droplet"]["image"]["id"] for i in stack.lb()["droplet_ids"]
-    }
+    images = {stack.api(f"droplets/{i}")["droplet"]["image"]["id"] for i in stack.behind()}
     if images != {image}:
         raise SystemExit(f"{strategy}: droplets behind the balancer run {images}, not {image}")
     run = load.run
@@ -257,7 +262,7 @@ def measure(stack: Stack, strategy: str, image: int, rps: float) -> Measured:
         capacity=tuple((t - started, n) for t, n in sampler.seen),
         batches=batches_from_progress((text for _, text in lines), offset=offset),
         api_requests=tuple(
-            r.time - started for r in stack.cloud.requests() if started <= r.time <= done + 2
+            r.time - started for r in stack.cloud.requests() if started <= r.time <= done
         ),
         api_limit=stack.cloud.rate_limit_per_minute,
         traffic=tuple((s.start - started, s.failed) for s in run.samples),
