@@ -441,7 +441,8 @@ def _rollout_outcome(result: rollout_mod.RolloutResult) -> Outcome:
     return "needs-person"  # failed (the rollback too) or interrupted half way
 
 
-Clock = Callable[[], datetime]
+# what time it is now, as an aware UTC datetime (tests pass a fixed one)
+Today = Callable[[], datetime]
 
 
 def _utcnow() -> datetime:
@@ -455,7 +456,7 @@ def rebake_site(
     options: RebakeOptions,
     log: EventLog,
     *,
-    clock: Clock = _utcnow,
+    clock: Today = _utcnow,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> SiteResult:
     """Decide for one site and, when due (and not --check), bake and roll out under its lock."""
@@ -504,7 +505,7 @@ def _prune_site(
     cloud: Cloud,
     options: RebakeOptions,
     log: EventLog,
-    clock: Clock,
+    clock: Today,
     result: SiteResult,
     started: float,
 ) -> SiteResult:
@@ -572,7 +573,7 @@ def _settings(site: Site, options: RebakeOptions) -> rollout_mod.Settings:
 
 
 def _decide(
-    config: BakeConfig, cloud: Cloud, options: RebakeOptions, log: EventLog, clock: Clock
+    config: BakeConfig, cloud: Cloud, options: RebakeOptions, log: EventLog, clock: Today
 ) -> RebakeDecision:
     with log.step("decide", project=config.project, base_image=config.image) as step:
         facts = gather_facts(config, cloud)
@@ -594,7 +595,7 @@ def _run_locked(
     cloud: Cloud,
     options: RebakeOptions,
     log: EventLog,
-    clock: Clock,
+    clock: Today,
     started: float,
     should_stop: Callable[[], bool],
 ) -> SiteResult:

@@ -29,6 +29,7 @@ from typing import Any
 
 from scaler.errors import ScalerError
 from scaler.fsutil import write_atomic
+from scaler.rollout import RolloutResult
 
 API_LIMIT_PER_MINUTE = 250
 
@@ -230,3 +231,32 @@ def write_report(timeline: Timeline, folder: Path, name: str = "rollout") -> tup
     write_atomic(png_path, png)
     write_atomic(html_path, render_html(timeline, png))
     return png_path, html_path
+
+
+def timeline_of(result: RolloutResult, started: float) -> Timeline:
+    """The timeline of a rollout from its result (`started`: when it began, epoch seconds)."""
+    batches = tuple(
+        Batch(f"batch {number}", b.start, b.end) for number, b in enumerate(result.batches, 1)
+    )
+    figures = (
+        ("status", result.status),
+        ("image", f"{result.previous_image} -> {result.target_image}"),
+        ("strategy", result.strategy),
+        ("droplets replaced", str(len(result.replaced))),
+        ("fewest healthy behind the balancer", f"{result.min_healthy} (floor {result.floor})"),
+        (
+            "API requests",
+            "not watched" if result.api_requests is None else str(result.api_requests),
+        ),
+        ("elapsed", f"{result.elapsed:.1f} s"),
+    )
+    return Timeline(
+        title=f"{result.kind} of image {result.target_image} ({result.strategy})",
+        started=started,
+        capacity=result.capacity,
+        batches=batches,
+        api_used=result.api_used,
+        fleet=len(result.before) or None,
+        floor=result.floor,
+        figures=figures,
+    )

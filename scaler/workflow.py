@@ -21,6 +21,7 @@ from scaler.bake import Ask, BakeResult, OnError, bake_image
 from scaler.cloud import Cloud, NoToken, Pacing, endpoint_from, resolve_token
 from scaler.config import BakeConfig, find_config_file, load_config_file, load_packer_template
 from scaler.errors import ScalerError
+from scaler.events import Say
 from scaler.inventory import build_inventory, list_json
 from scaler.rollout import (
     DEFAULT_API_BUDGET,
@@ -37,13 +38,8 @@ from scaler.rollout import (
     prepare_rollout,
     restore_tfvars,
 )
+from scaler.rollout.settings import quiet
 from scaler.state import State, load_state
-
-Say = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -116,7 +112,7 @@ def stack_inventory(
     state_path: str | None = None,
     terraform_dir: str | Path | None = None,
     engine: str | None = None,
-    say: Say = _quiet,
+    say: Say = quiet,
     warn: Say | None = None,
 ) -> dict[str, object]:
     """The Terraform-state inventory a bake's playbook gets (the stack's groups, ha_db_fip
@@ -142,7 +138,7 @@ def bake_from_config(
     cloud: Cloud,
     inventory: Mapping[str, object],
     *,
-    say: Say = _quiet,
+    say: Say = quiet,
     on_error: OnError = "cleanup",
     ask: Ask | None = None,
 ) -> BakeResult:
@@ -158,7 +154,7 @@ def bake_from_config(
 
 
 def api_budget(
-    per_minute: int, say: Say = _quiet, env: Mapping[str, str] | None = None
+    per_minute: int, say: Say = quiet, env: Mapping[str, str] | None = None
 ) -> ApiBudget | None:
     """The API budget a rollout paces its batches by; None (and why, through `say`) when it
     is off (0), there is no token, or the API does not report what is left."""
@@ -213,7 +209,7 @@ def run_rollout(
     *,
     confirm: Callable[[Prepared], bool],
     show: Callable[[Prepared], None] = lambda _: None,
-    say: Say = _quiet,
+    say: Say = quiet,
 ) -> RolloutRun:
     """A rollout as `scaler rollout` runs it: under the Terraform directory's lock, plan and
     guard, `show(prepared)`, `confirm(prepared)` (False, or an error from it, puts tfvars back:
@@ -271,7 +267,7 @@ class StopFlag:
     """A stop request (Ctrl-C, SIGTERM): the step in flight finishes, then the run stops; a
     second request interrupts at once (KeyboardInterrupt). `on_first(signal name)` says so."""
 
-    def __init__(self, on_first: Callable[[str], None] = _quiet) -> None:
+    def __init__(self, on_first: Callable[[str], None] = quiet) -> None:
         self.requested = False
         self.on_first = on_first
 

@@ -254,6 +254,7 @@ REAL_GROUPS = {
             "test_rebake_local.py",
             "test_role.py",
             "test_secrets.py",
+            "test_traffic.py",
             "test_wordpress_db.py",
         ),
         "real",

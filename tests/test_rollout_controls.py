@@ -72,9 +72,13 @@ def test_drain_pause_resume_undo_abort_keep_terraform_the_source_of_truth(
         "DELETE /v2/droplets/{id}"
     ), calls
     invariant(stack, tmp_path, None)
-    # 2. resume
-    resumed = stack.rollout("--resume", *rolling)
+    # 2. resume, with a report of its timeline
+    resumed = stack.rollout("--resume", "--report", str(tmp_path / "report"), *rolling)
     assert resumed.exit_code == 0, resumed.output
+    page = (tmp_path / "report" / "rollout.html").read_text()
+    assert (tmp_path / "report" / "rollout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:image/png;base64," in page and "batch 1" in page
+    assert f"{stack.good} -&gt; {stack.good2}" in page and "<td>done</td>" in page
     invariant(stack, tmp_path, stack.good2)
     (lb,) = api(stack.cloud, "GET", "load_balancers")["load_balancers"]
     assert sorted(lb["droplet_ids"]) == sorted(int(stack.ids()[a]) for a in WEB)

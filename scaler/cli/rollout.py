@@ -36,7 +36,7 @@ from scaler.tfvars import IMAGE_VAR, image_id_from
 from scaler.workflow import bake_from_config, load_bake, open_cloud, stack_inventory
 
 
-class _Clock:
+class _Reporter:
     """Progress lines on stderr with the time since start."""
 
     def __init__(self, quiet: bool) -> None:
@@ -61,7 +61,7 @@ def _image_from(image: str | None, manifest: Path | None) -> str | None:
 
 
 def _bake(
-    report: _Clock,
+    report: _Reporter,
     terraform_dir: Path,
     config_file: Path | None,
     extra_vars: tuple[str, ...],
@@ -299,6 +299,13 @@ def _render(result: RolloutResult, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Show every batch's plan; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write a timeline of the rollout here: rollout.png (healthy droplets behind the "
+    "balancer, batches, API requests a minute against the limit) and rollout.html around it.",
+)
 @click.option("--parallelism", type=int, help="Terraform -parallelism.")
 @click.option(
     "--load-balancer",
@@ -361,6 +368,7 @@ def rollout(
     dry_run: bool,
     yes: bool,
     as_json: bool,
+    report_dir: Path | None,
     workspace: str | None,
     lock_timeout: str,
     parallelism: int | None,
@@ -450,7 +458,7 @@ def rollout(
         pause_after=pause_after,
         strategy=strategy,
     )
-    report = _Clock(quiet)
+    report = _Reporter(quiet)
     chosen = _image_from(image, manifest)
     if not terraform_dir.is_dir():
         raise ScalerError(f"no directory {terraform_dir}; pass --terraform-dir DIR")
@@ -533,6 +541,13 @@ def rollout(
         click.echo("dry run: nothing was changed")
         return
     result = run.result
+    if report_dir is not None:
+        from scaler.report import timeline_of, write_report
+
+        # the result's times count from the start of its batches, `elapsed` ago
+        started = time.time() - result.elapsed
+        png, page = write_report(timeline_of(result, started), report_dir)
+        report(f"report: {page} ({png.name})")
     _render(result, as_json)
     if not result.ok and result.status != "paused":
         click.echo(f"Error: rollout {result.status}: {result.message}", err=True)

@@ -122,7 +122,6 @@ from scaler.rollout.record import (
     write_record,
 )
 from scaler.rollout.settings import (
-    Report,
     Settings,
     quiet,
 )
@@ -179,7 +178,6 @@ __all__ = [
     "Now",
     "PlanRefused",
     "Prepared",
-    "Report",
     "RolloutError",
     "RolloutPlan",
     "RolloutRecord",

@@ -20,6 +20,7 @@ from scaler.cloud import (
     token_from_env,
 )
 from scaler.errors import ScalerError
+from scaler.events import Clock, Say
 from scaler.rollout.budget import ApiBudget
 from scaler.rollout.drain import default_drain, put_back, take_out
 from scaler.rollout.plan import (
@@ -43,7 +44,7 @@ from scaler.rollout.record import (
     read_record,
     write_record,
 )
-from scaler.rollout.settings import Report, Settings, quiet
+from scaler.rollout.settings import Settings, quiet
 from scaler.rollout.stack import (
     LB_BUSY,
     LB_BUSY_TIMEOUT,
@@ -74,9 +75,9 @@ class _Run:
         tf: Runner,
         settings: Settings,
         prepared: Prepared,
-        report: Report,
+        report: Say,
         should_stop: Callable[[], bool],
-        clock: Callable[[], float],
+        clock: Clock,
         budget: ApiBudget | None = None,
     ) -> None:
         self.tf = tf
@@ -244,6 +245,13 @@ class _Run:
             rollback_healthy=rollback_healthy,
             kind=self.kind,
             capacity=tuple(self.capacity),
+            api_used=tuple(
+                (round(u.end - self.start, 3), u.requests)
+                for u in budget.uses
+                if u.end >= self.start
+            )
+            if budget
+            else (),
         )
 
     def pace(self, number: int, batch: Sequence[str]) -> None:
@@ -692,9 +700,9 @@ def apply_rollout(
     settings: Settings,
     prepared: Prepared,
     *,
-    report: Report = quiet,
+    report: Say = quiet,
     should_stop: Callable[[], bool] = lambda: False,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = time.monotonic,
     budget: ApiBudget | None = None,
 ) -> RolloutResult:
     """Replace the planned batches, each checked healthy; roll back on failure.

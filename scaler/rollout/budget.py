@@ -17,6 +17,7 @@ from scaler.cloud import (
     endpoint_from,
     token_from_env,
 )
+from scaler.events import Clock
 from scaler.rollout.plan import RolloutError
 
 DEFAULT_API_BUDGET = 250
@@ -42,7 +43,7 @@ class ApiBudget:
         *,
         window: float = 60.0,
         per_droplet: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         if per_minute <= 0:
             raise RolloutError(f"--api-budget {per_minute} is out of range; give 1 or more")
@@ -125,18 +126,8 @@ class ApiBudget:
 
 def remaining_requests(cloud: Cloud) -> int | None:
     """One GET /v2/account: the token's ratelimit-remaining (None when the API did not say)."""
-    reader = getattr(cloud, "rate_limit", None)
     try:
-        if reader is not None:
-            return int(reader().remaining)
-        # TODO(P1): Cloud.rate_limit() is asked of scaler/cloud.py's owner; until it lands the
-        # headers come from its transport (request() keeps only the body).
-        response = cloud._transport().send("GET", "account", None)
-    except (CloudError, OSError, ValueError):
+        return cloud.remaining_requests()
+    except (CloudError, OSError):
         # requests' errors are OSErrors; the budget is advice, never a reason to stop a rollout.
-        return None
-    value = response.headers.get("ratelimit-remaining")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
         return None

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaler.events import Say
 from scaler.fsutil import write_atomic
 from scaler.rollout.plan import (
     DEFAULT_BATCH,
@@ -32,7 +33,7 @@ from scaler.rollout.record import (
     read_record,
     write_record,
 )
-from scaler.rollout.settings import Report, Settings, quiet
+from scaler.rollout.settings import Settings, quiet
 from scaler.rollout.stack import (
     STATE_LOCKED,
     Now,
@@ -114,7 +115,7 @@ def prepare_rollout(
     batch_size: str | int = DEFAULT_BATCH,
     max_unavailable: str | int | None = None,
     canary: bool = False,
-    report: Report = quiet,
+    report: Say = quiet,
 ) -> Prepared:
     """Set image_slug, plan the whole change and guard it; on refusal tfvars are put back.
 
@@ -263,7 +264,7 @@ def prepare_rollout(
 
 
 def plan_batches(
-    tf: Runner, settings: Settings, prepared: Prepared, report: Report = quiet
+    tf: Runner, settings: Settings, prepared: Prepared, report: Say = quiet
 ) -> list[tuple[tuple[str, ...], tuple[Change, ...]]]:
     """Each batch's own plan, as if the batches before it were done (for --dry-run)."""
     plan = prepared.plan

@@ -173,6 +173,9 @@ class RolloutResult:
     # healthy droplets behind the balancer over time, (seconds since the start, healthy), as
     # counted where the rollout counts them (before each batch, after it, at the end)
     capacity: tuple[tuple[float, int], ...] = ()
+    # the API requests the token made, (seconds since the start, requests since the reading
+    # before), as the API budget read them (empty when it was not watched)
+    api_used: tuple[tuple[float, int], ...] = ()
 
     @property
     def ok(self) -> bool:

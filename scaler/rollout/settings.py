@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -93,9 +93,6 @@ class Settings:
     def bookkeeping(self) -> Path:
         """`.scaler/` in the Terraform directory, created with its .gitignore."""
         return bookkeeping_dir(self.terraform_dir)
-
-
-Report = Callable[[str], None]
 
 
 def quiet(_: str) -> None:

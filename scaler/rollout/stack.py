@@ -7,7 +7,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +22,7 @@ from scaler.cloud import (
     endpoint_from,
     token_from_env,
 )
+from scaler.events import Clock
 from scaler.localtarget import detect_local_target
 from scaler.rollout.plan import RolloutError, address_key, matches_target, pin_key
 from scaler.rollout.record import Node
@@ -240,7 +241,7 @@ class BalancerViews:
     """Reads the load balancer's own view of its droplets through scaler.cloud, at most every
     VIEW_PERIOD seconds; after one answer saying the API has no view, it never asks again."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
         env = {**os.environ, **settings.env}
         token = token_from_env(env)
         self.cloud = (
