@@ -186,6 +186,14 @@ def _summary(prepared: Prepared) -> str:
             f"unavailable (floor {plan.floor} healthy behind the load balancer)"
             + (", canary first" if plan.canary else "")
         )
+    if plan.strategy == "all" and len(plan.replacing) > 1:
+        # measured (bench/traffic.py): a balancer takes new droplets only once they pass its
+        # check, and this one apply swaps its droplets old for new at once
+        lines.append(
+            "  every droplet at once: behind a load balancer the site serves nothing until the "
+            "new droplets pass its health check (healthy_threshold x interval); rolling "
+            "batches keep the floor"
+        )
     for number, batch in enumerate(plan.batches, 1):
         lines.append(f"  batch {number}: {', '.join(batch)}")
     if plan.skipped:
