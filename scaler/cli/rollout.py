@@ -404,8 +404,8 @@ def rollout(
     batch: each new droplet must pass the load balancer's own health check
     before the next batch. A failure puts the old image back and replaces the
     droplets again (unless --no-rollback). Ctrl-C stops after the current step;
-    --resume continues. Against the local cloud (SCALER_LOCAL_URL set) it uses
-    the local provider.
+    --resume continues. Against scaler's local cloud (an API end point that
+    says it is one) it uses the local provider.
 
     Rolling batches need a map variable in the stack, wp_node_images (--pin-var),
     which scaler sets per batch to pin the droplets not yet rolled to the image
