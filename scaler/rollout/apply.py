@@ -466,6 +466,15 @@ class _Run:
                 except CloudError as err:
                     self.report(f"{label}: could not put the droplets back: {err}")
                 self.report(f"{label}: stopped while draining; the droplets are back in it")
+                if self.pinned:
+                    # tfvars pinned only the other droplets for this batch's apply: pin every
+                    # droplet not done again, so a plain apply changes nothing
+                    pins = {
+                        pin_key(a): now.images[a]
+                        for a in self.plan.targets
+                        if a not in self.done and a in now.images
+                    }
+                    set_tfvar(self.settings.tfvars, self.settings.pin_var, pins)
                 raise _Stopped()
             time.sleep(min(left, 0.5))
 
