@@ -323,6 +323,24 @@ class _Run:
                 said = True
             time.sleep(now.check.interval)
 
+    def wait_healthy(
+        self, ips: Sequence[str], now: Now, *, timeout: float | None = None
+    ) -> health.HealthReport:
+        """health.wait_healthy for `ips` as the rollout checks them: the balancer's check and
+        view, the port map, the grace, private addresses, SSH where asked; `timeout` defaults
+        to --health-timeout."""
+        settings = self.settings
+        return health.wait_healthy(
+            ips,
+            now.check,
+            port_map=settings.port_map,
+            timeout=settings.health_timeout if timeout is None else timeout,
+            grace=settings.health_grace,
+            private=now.private,
+            balancer=self.views.for_now(now),
+            via=self.via,
+        )
+
     def run_batch(self, number: int, batch: tuple[str, ...]) -> BatchResult:
         settings, tf = self.settings, self.tf
         began = self.clock()
@@ -374,15 +392,8 @@ class _Run:
             f"{now.check.healthy_threshold} times, every {now.check.interval:g}s"
         )
         view = self.views.for_now(now)
-        outcome = health.wait_healthy(
-            ips,
-            now.check,
-            port_map=settings.port_map,
-            timeout=max(0.0, min(settings.health_timeout, self.remaining())),
-            grace=settings.health_grace,
-            private=now.private,
-            balancer=view,
-            via=self.via,
+        outcome = self.wait_healthy(
+            ips, now, timeout=max(0.0, min(settings.health_timeout, self.remaining()))
         )
         self.observe(
             health.count_healthy(
@@ -603,16 +614,7 @@ class _Run:
             if back:
                 self.apply_batch("rollback", planfile, None)
             now = read_now(self.tf, settings)
-            outcome = health.wait_healthy(
-                [now.ips[a] for a in back],
-                now.check,
-                port_map=settings.port_map,
-                timeout=settings.health_timeout,
-                grace=settings.health_grace,
-                private=now.private,
-                balancer=self.views.for_now(now),
-                via=self.via,
-            )
+            outcome = self.wait_healthy([now.ips[a] for a in back], now)
         except (ScalerError, OSError) as err:
             self.save("failed")
             left = self.pin_what_runs()
@@ -822,16 +824,7 @@ def _apply(run: _Run) -> RolloutResult:
     # Verify: every target runs the image and passes the check, and nothing is left to do.
     now = read_now(tf, settings)
     wrong = [a for a in plan.targets if now.images.get(a) != plan.target_image]
-    final = health.wait_healthy(
-        [now.ips[a] for a in plan.targets],
-        now.check,
-        port_map=settings.port_map,
-        timeout=settings.health_timeout,
-        grace=settings.health_grace,
-        private=now.private,
-        balancer=run.views.for_now(now),
-        via=run.via,
-    )
+    final = run.wait_healthy([now.ips[a] for a in plan.targets], now)
     run.observe(len(final.healthy))
     if wrong or not final.ok:
         sick = [a for a in plan.targets if now.ips[a] in final.unhealthy + final.pending]
