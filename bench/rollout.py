@@ -17,8 +17,9 @@ droplets active after ~35 s, load balancers after ~1 min, deletes that linger, a
 Beside each wall time it prints the floor measured in the same run and the ratio. Per batch the
 floor is the slowest of its new droplets' create time as the API's own create action records it
 (started_at to completed_at), plus healthy_threshold checks at the check's interval, plus the
-slowest of its old droplets' delete as observed (from the DELETE to the last answer that still
-showed the droplet; 0 where the cloud forgets it at once). Then where the rest goes: the first
+slowest of its old droplets' delete as the cloud records it (from the DELETE to the end of the
+`archive` the cloud shows until it is gone, read from its state file like the capacity; where the
+cloud forgets it at once, the last answer that still showed it). Then where the rest goes: the first
 plan (with its refresh) before batch 1, API budget pauses, and per batch Terraform's plan, the
 apply beyond create and delete (the provider's poll cadence), the health wait beyond the checks,
 and the final verification.
@@ -110,6 +111,8 @@ class Sampler(threading.Thread):
         self.port_map = port_map
         self.check = health.HealthCheck(response_timeout=1.0)
         self.counts: list[int] = []
+        # droplet id -> when the cloud finishes deleting it (its own record, as `archive`)
+        self.gone_at: dict[int, float] = {}
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -118,6 +121,10 @@ class Sampler(threading.Thread):
                 state = json.loads(self.path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
+            droplets = state["droplets"]
+            for d in droplets.values() if isinstance(droplets, dict) else droplets:
+                if d.get("gone_at"):
+                    self.gone_at[int(d["id"])] = float(d["gone_at"])
             ips = {d["id"]: d["public_ip"] for d in state["droplets"]}
             for lb in state["lbs"]:
                 behind = [ips[i] for i in lb["droplet_ids"] if i in ips]
@@ -149,8 +156,10 @@ def floor_of(
     marks: list[tuple[float, str]],
     wall: float,
     epoch0: float,
+    gone_at: dict[int, float],
 ) -> dict[str, Any]:
-    """The floor of the rollout just run, and where the time above it went (module doc)."""
+    """The floor of the rollout just run, and where the time above it went (module doc);
+    `gone_at`: droplet id -> when the cloud's own record says its delete ends."""
     old_id = {node.address: node.droplet_id for node in result.before}
     lb = api(cloud, "GET", "/v2/load_balancers")["load_balancers"][0]["health_check"]
     checks = lb["healthy_threshold"] * result_interval(lb, marks)
@@ -171,6 +180,10 @@ def floor_of(
             path = f"/v2/droplets/{old_id.get(address)}"
             asked = [r.time for r in log if r.method == "DELETE" and r.path == path]
             if not asked:
+                continue
+            end = gone_at.get(int(old_id.get(address) or 0))
+            if end is not None:
+                gone.append(max(0.0, end - asked[0]))
                 continue
             seen = [r.time for r in log if r.method == "GET" and r.path == path and r.status < 400]
             after = [t for t in seen if t > asked[0]]
@@ -195,18 +208,29 @@ def floor_of(
             apply += waiting - applying
         if waiting is not None and healthy is not None:
             wait += healthy - waiting
-    # Within the applies: the balancer's update (the provider's PUT to its last look at the
-    # balancer).
-    balancer = 0.0
+    # Within the applies: the balancer's update (the provider's first PUT to its read-back
+    # after the last one: a 403 while the balancer is busy is retried) and the provider's wait
+    # before it deletes (from that read-back to its first DELETE: it first looks whether the
+    # droplet is locked, 10 s after it starts).
+    balancer = before_delete = 0.0
     for number in range(1, total + 1):
         applying, waiting = at("applying", number, total), at("waiting for", number, total)
         if applying is None or waiting is None:
             continue
         window = [r for r in log if applying <= r.time - epoch0 <= waiting]
         lb_put = [r.time for r in window if r.method == "PUT" and "load_balancers" in r.path]
-        lb_get = [r.time for r in window if r.method == "GET" and "load_balancers/" in r.path]
-        if lb_put and lb_get:
-            balancer += max(lb_get) - min(lb_put)
+        if not lb_put:
+            continue
+        lb_get = [
+            r.time
+            for r in window
+            if r.method == "GET" and "load_balancers/" in r.path and r.time >= max(lb_put)
+        ]
+        read_back = min(lb_get, default=max(lb_put))
+        balancer += read_back - min(lb_put)
+        deletes_at = [r.time for r in window if r.method == "DELETE" and r.time >= read_back]
+        if deletes_at:
+            before_delete += min(deletes_at) - read_back
     in_batches = sum(b.seconds for b in result.batches)
     pauses = sum(
         float(line.split("pausing ")[1].split("s")[0]) for _, line in marks if "pausing" in line
@@ -220,6 +244,7 @@ def floor_of(
             "batch plans": round(plan, 1),
             "apply beyond create+delete": round(apply - sum(creates) - sum(deletes), 1),
             "of which the balancer's update": round(balancer, 1),
+            "of which the provider's wait before deleting": round(before_delete, 1),
             "health beyond checks": round(wait - checks * total, 1),
             "other in batches": round(in_batches - plan - apply - wait, 1),
             "verify and end": round(wall - (first or 0.0) - in_batches - pauses, 1),
@@ -298,7 +323,9 @@ def run(
             sampler.halt.set()
             sampler.join()
             log = cloud.requests()
-            overhead = floor_of(cloud, result, log, prepared.plan.batches, marks, wall, epoch0)
+            overhead = floor_of(
+                cloud, result, log, prepared.plan.batches, marks, wall, epoch0, sampler.gone_at
+            )
             return {
                 "droplets": size,
                 "batches": len(prepared.plan.batches),

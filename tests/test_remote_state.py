@@ -205,7 +205,10 @@ def test_inventory_and_rollouts_share_a_pg_backend_and_its_lock(
     # Droplets boot slowly now: the first rollout's apply holds the state lock for 25 s, time
     # enough for the second one (init, state pull, plan) even on a busy machine.
     cloud.delays = replace(cloud.delays, droplet_boot=25.0)
-    rollout = [BIN / "scaler", "rollout", "--image", good2, "--strategy", "all", "--yes", *FAST]
+    # one rolling batch of all three: --strategy all would move the old droplets aside in the
+    # state (a surge) before its apply, and a second rollout would stop at that, not the lock
+    rollout = [BIN / "scaler", "rollout", "--image", good2, "--batch-size", "3"]
+    rollout += ["--max-unavailable", "3", "--yes", *FAST]
     one = subprocess.Popen(
         [*map(str, rollout), "-C", str(first)],
         stdout=subprocess.PIPE,

@@ -58,6 +58,7 @@ def failed_404(address: str, path: str) -> str:
 
 WEB = [f"digitalocean_droplet.wp_node[{i}]" for i in range(3)]
 LB = "digitalocean_loadbalancer.wp_lb"
+DROPLET = "digitalocean_droplet"
 FAST = ["--health-interval", "0.05", "--health-grace", "0", "--health-timeout", "20s"]
 
 
@@ -335,14 +336,100 @@ def test_unhealthy_image_stops_at_the_canary_and_rolls_back(stack: Stack) -> Non
 
 @pytest.mark.slow
 def test_strategy_all_replaces_everything_at_once_and_verifies(stack: Stack) -> None:
+    stack.cloud.reset_log()
     result = stack.rollout("--image", stack.good2, "--strategy", "all", "--yes", *FAST)
     assert result.exit_code == 0, result.output
+    # the new droplets joined the balancer (through the API) before any old one was deleted
+    log = [(r.method, r.path) for r in stack.cloud.requests()]
+    joined = log.index(("POST", f"/v2/load_balancers/{stack.before[LB]}/droplets"))
+    deletes = [i for i, (m, p) in enumerate(log) if m == "DELETE" and p.startswith("/v2/drop")]
+    assert len(deletes) == 3 and min(deletes) > joined
+    assert not plan_changes(stack)
     assert "batch 1: digitalocean_droplet.wp_node[0], digitalocean_droplet.wp_node[1]" in (
         result.stdout
     )
     assert set(stack.web_images().values()) == {stack.good2}
     assert all_healthy(stack)
     assert others(stack.ids()) == others(stack.before)
+
+
+def plan_changes(stack: Stack) -> bool:
+    """True when a plain `terraform plan` of the stack has anything to do (outputs too)."""
+    with local_provider(stack.cloud.env()) as env:
+        return Terraform(stack.dir, env=env).plan(out=stack.dir / "check.tfplan").changed
+
+
+def no_scaler_addresses(stack: Stack) -> bool:
+    """True when the state holds no address a surge moved a droplet to, and no state backup
+    of `terraform state mv` was left beside the state."""
+    state = json.loads((stack.dir / "terraform.tfstate").read_text())
+    names = {r["name"] for r in state["resources"]}
+    backups = list(stack.dir.glob("terraform.tfstate.*.backup"))
+    return not [n for n in names if "_scaler_" in n] and not backups
+
+
+def test_unhealthy_image_with_strategy_all_is_undone_and_the_old_droplets_serve(
+    stack: Stack,
+) -> None:
+    with Sampler(stack.cloud) as sampler:
+        result = stack.rollout("--image", stack.bad, "--strategy", "all", "--yes", "--json", *FAST)
+    assert result.exit_code == 4, result.output  # rolled back, healthy
+    message = json.loads(result.stdout)["message"]
+    assert message.endswith(
+        f"rolled back: the 3 new droplets were destroyed, and the old ones on image {stack.good} "
+        "served throughout (healthy)"
+    ), message
+    assert "undoing the surge: destroying the 3 new droplets" in result.stderr
+    assert stack.ids() == stack.before  # the same droplets, at the same addresses
+    assert set(stack.web_images().values()) == {stack.good}
+    assert get_tfvar(stack.tfvars, "image_slug") == stack.good
+    assert min(sampler.counts) >= 3
+    assert not plan_changes(stack)
+    assert no_scaler_addresses(stack)
+
+
+def test_killed_surge_is_undone_by_resume_then_finished(stack: Stack) -> None:
+    """kill -9 once the old droplets are aside and the new ones made: --resume puts the old ones
+    back at their addresses, destroys the new ones, and runs the surge again."""
+    state = stack.dir / "terraform.tfstate"
+
+    def surging() -> bool:
+        try:
+            resources = json.loads(state.read_text())["resources"]
+        except (OSError, ValueError):
+            return False  # being written
+        count = {r["name"]: len(r["instances"]) for r in resources if r["type"] == DROPLET}
+        return count.get("wp_node_scaler_retiring") == 3 and count.get("wp_node") == 3
+
+    cmd = [str(Path(sys.executable).parent / "scaler"), "rollout", "-C", str(stack.dir)]
+    cmd += ["--image", stack.good2, "--strategy", "all", "--yes", "--health-interval", "2"]
+    cmd += ["--health-grace", "0"]
+    proc = subprocess.Popen(cmd, env={**os.environ, **stack.env()}, stderr=subprocess.PIPE)
+    try:
+        wait_for("the surge", surging, timeout=60)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    record = stack.dir / ".scaler" / "rollout.json"
+    assert json.loads(record.read_text())["retiring"]
+    # another checkout (no record of it) is told what the state holds, and changes nothing
+    kept = record.rename(stack.dir / "kept.json")
+    other = stack.rollout("--image", stack.good2, "--yes", *FAST)
+    assert other.exit_code == 1, other.output
+    assert "the Terraform state holds droplets a surge moved aside (" in other.stderr
+    assert "digitalocean_droplet.wp_node_scaler_retiring[0]" in other.stderr
+    kept.rename(record)
+    resumed = stack.rollout("--resume", "--yes", *FAST)
+    assert resumed.exit_code == 0, resumed.output
+    assert "undid the interrupted surge" in resumed.stderr
+    assert set(stack.web_images().values()) == {stack.good2}
+    assert all_healthy(stack)
+    assert others(stack.ids()) == others(stack.before)
+    assert not plan_changes(stack)
+    assert no_scaler_addresses(stack)
 
 
 def test_guard_refuses_a_plan_that_replaces_the_load_balancer(stack: Stack) -> None:

@@ -252,3 +252,28 @@ def test_for_each_targets_pin_by_their_key_and_get_the_for_each_lines() -> None:
         "wp_node_images", for_each=True
     )
     assert "a map from for_each key to image" in pin_var_missing("wp_node_images", for_each=True)
+
+
+@pytest.mark.slow
+def test_strategy_all_brings_the_new_droplets_up_beside_the_old(site: Site) -> None:
+    """Every droplet at once: the balancer has old and new until the new pass its check, then
+    Terraform destroys the old; a plain plan shows no changes and nothing of scaler's is left
+    in the state (scaler.rollout.surge), whatever attaches the droplets to the balancer."""
+    before = site.others()
+    old_ids = {d["id"] for d in site.web()}
+    with Sampler(site.cloud) as sampler:
+        result = site.rollout("--image", site.new, "--strategy", "all", "--yes", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "moving the 3 old droplets aside in the Terraform state" in result.stderr
+    web = site.web()
+    assert sorted(str(d["image"]["id"]) for d in web) == [site.new] * 3
+    assert not old_ids & {d["id"] for d in web}
+    assert site.others() == before
+    # never fewer than 3 healthy behind the balancer, and at one point the 3 old and 3 new
+    assert sampler.counts and min(sampler.counts) >= 3 and max(sampler.counts) == 6
+    (lb,) = api(site.cloud, "GET", "load_balancers")["load_balancers"]
+    assert sorted(lb["droplet_ids"]) == sorted(d["id"] for d in web)
+    state = json.loads((site.dir / "terraform.tfstate").read_text())
+    assert not [r["name"] for r in state["resources"] if "_scaler_" in r["name"]]
+    with local_provider(site.cloud.env()) as env:
+        assert not Terraform(site.dir, env=env).plan(out=site.dir / "check.tfplan").changed

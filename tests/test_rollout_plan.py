@@ -19,6 +19,8 @@ from scaler.rollout import (
     read_record,
     write_record,
 )
+from scaler.rollout.plan import FAILED, RETIRING, aside, held_by_scaler
+from scaler.rollout.surge import original
 
 WEB = "digitalocean_droplet.wp_node"
 
@@ -170,6 +172,38 @@ def test_guard_per_batch_wants_exactly_the_batch() -> None:
         f"the batch plan would also replace {WEB}[2] and not replace {WEB}[1]; "
         f"expected exactly {WEB}[0], {WEB}[1]"
     )
+
+
+def test_guard_lets_a_surge_create_targets_and_delete_only_what_it_moved_aside() -> None:
+    created = {
+        "resource_changes": [change(f"{WEB}[0]", ["create"]), change(f"{WEB}[1]", ["create"])]
+    }
+    with pytest.raises(PlanRefused):
+        check_plan(created, [WEB])  # a rollout adds no droplet ...
+    # ... but a surge, whose old droplets were moved aside, creates exactly its batch
+    assert len(check_plan(created, [WEB], expect=[f"{WEB}[0]", f"{WEB}[1]"], create=True)) == 2
+    retire = {
+        "resource_changes": [
+            change(f"{WEB}_scaler_retiring[0]", ["delete"], "digitalocean_droplet"),
+            change(f'module.m.{WEB}_scaler_failed["a"]', ["delete"], "digitalocean_droplet"),
+            change("digitalocean_loadbalancer.wp_lb", ["update"]),
+        ]
+    }
+    assert [c.kind for c in check_plan(retire, [WEB])] == ["delete", "delete", "update"]
+    other = {"resource_changes": [change("digitalocean_droplet.db_scaler", ["delete"])]}
+    with pytest.raises(PlanRefused):
+        check_plan(other, [WEB])
+
+
+def test_aside_names_and_what_scaler_holds() -> None:
+    assert aside(f"{WEB}[3]", RETIRING) == f"{WEB}_scaler_retiring[3]"
+    assert aside('module.web.digitalocean_droplet.www["b"]', FAILED) == (
+        'module.web.digitalocean_droplet.www_scaler_failed["b"]'
+    )
+    assert aside("digitalocean_droplet.one", RETIRING) == "digitalocean_droplet.one_scaler_retiring"
+    assert held_by_scaler(f"{WEB}_scaler_retiring[0]") and held_by_scaler(f"{WEB}_scaler_failed")
+    assert not held_by_scaler(f"{WEB}[0]") and not held_by_scaler("digitalocean_droplet.x_scaler")
+    assert original(f"{WEB}_scaler_retiring[2]") == f"{WEB}[2]"
 
 
 def test_instance_targets_only_allow_those_instances() -> None:

@@ -134,17 +134,24 @@ def fleet(real_cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> I
             cloud_api(real_cloud, "DELETE", f"images/{image}")
 
 
-def test_a_rolling_rollout_drops_no_request(fleet: Fleet) -> None:
-    _, new = fleet.images
+@pytest.mark.parametrize("strategy", ["rolling", "all"])
+def test_a_rollout_drops_no_request(fleet: Fleet, strategy: str) -> None:
+    """Rolling in batches of one, and every droplet at once (the new ones beside the old)."""
     # both droplets in rotation first (3 checks 10 s apart), so every failure is the rollout's
     wait_for(
         "both droplets in rotation", lambda: len(_in_rotation(fleet.cloud, fleet.lb_id)) == 2, 90
     )
-    assert _get(fleet.lb_ip) == (200, "v1\n")
+    (running,) = set(_behind(fleet.cloud, fleet.lb_id).values())
+    new = next(i for i in fleet.images if i != running)
+    pages = {fleet.images[0]: "v1\n", fleet.images[1]: "v2\n"}
+    assert _get(fleet.lb_ip) == (200, pages[running])
+    old_ids = set(_behind(fleet.cloud, fleet.lb_id))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGITALOCEAN_", "TF_"))}
     env.update(fleet.cloud.env(), PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "scaler", "rollout", "-C", str(fleet.dir), "--image", str(new)]
-    argv += ["--strategy", "rolling", "--batch-size", "1", "--yes", "--health-interval", "1"]
+    argv += ["--strategy", strategy, "--yes", "--health-interval", "1"]
+    if strategy == "rolling":
+        argv += ["--batch-size", "1"]
     # a low rate for a static page (one connection each): a failure is the rollout's, not load
     with Background(Load(fleet.lb_ip, rps=10, seconds=600)) as load:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
@@ -155,5 +162,10 @@ def test_a_rolling_rollout_drops_no_request(fleet: Fleet) -> None:
     assert summary.failed == 0, f"{summary.line()}; first failures: {failures}"
     behind = _behind(fleet.cloud, fleet.lb_id)
     assert len(behind) == 2 and set(behind.values()) == {new}
+    assert not set(behind) & old_ids
     assert _in_rotation(fleet.cloud, fleet.lb_id) == set(behind)
-    assert _get(fleet.lb_ip) == (200, "v2\n")
+    assert _get(fleet.lb_ip) == (200, pages[new])
+    if strategy == "all":
+        assert "moving the 2 old droplets aside in the Terraform state" in done.stderr
+        with local_provider(fleet.cloud.env()) as tf_env:
+            assert not Terraform(fleet.dir, env=tf_env).plan(out=fleet.dir / "check.tfplan").changed

@@ -187,12 +187,11 @@ def _summary(prepared: Prepared) -> str:
             + (", canary first" if plan.canary else "")
         )
     if plan.strategy == "all" and len(plan.replacing) > 1:
-        # measured (bench/traffic.py): a balancer takes new droplets only once they pass its
-        # check, and this one apply swaps its droplets old for new at once
+        # scaler.rollout.surge: one apply would swap the balancer's droplets old for new at once
         lines.append(
-            "  every droplet at once: behind a load balancer the site serves nothing until the "
-            "new droplets pass its health check (healthy_threshold x interval); rolling "
-            "batches keep the floor"
+            "  every droplet at once: behind a load balancer the new droplets come up beside "
+            "the old ones, which serve until the new pass its check (with the API token; "
+            "without it the site serves nothing for that long)"
         )
     for number, batch in enumerate(plan.batches, 1):
         lines.append(f"  batch {number}: {', '.join(batch)}")

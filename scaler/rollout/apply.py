@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from scaler import health
+from scaler.balancer import Balancer
 from scaler.cloud import (
     Cloud,
     CloudError,
@@ -21,11 +22,14 @@ from scaler.cloud import (
 )
 from scaler.errors import ScalerError
 from scaler.events import Clock, Say
+from scaler.rollout import surge
 from scaler.rollout.budget import ApiBudget
 from scaler.rollout.drain import default_drain, put_back, take_out
 from scaler.rollout.plan import (
+    RETIRING,
     PlanRefused,
     RolloutPlan,
+    aside,
     check_plan,
     describe_changes,
     pause_batch,
@@ -109,6 +113,8 @@ class _Run:
             and not self.replace_each
             and declares_variable(settings.terraform_dir, settings.pin_var)
         )
+        # the addresses whose old droplets a surge moved aside (surge.py); () outside one
+        self.retiring: tuple[str, ...] = ()
         self.views = BalancerViews(settings, clock)
         self.via = health.ssh_prober(*settings.probe_ssh) if settings.probe_ssh else None
 
@@ -132,6 +138,7 @@ class _Run:
                 creating=self.creating,
                 healthy=tuple(sorted(self.healthy)),
                 kind=self.kind,
+                retiring=self.retiring,
             ),
         )
 
@@ -348,6 +355,10 @@ class _Run:
         label = f"batch {number}/{len(self.plan.batches)}"
         planfile = settings.bookkeeping / "batch.tfplan"
         pins: dict[str, str] | None = None
+        if self.plan.strategy == "all":
+            ready = self.surge_ready()
+            if ready is not None:
+                return self.run_surge(label, batch, *ready)
         if self.plan.strategy == "all" and not self.replace_each:
             planfile = self.prepared.planfile
             self.report(f"{label}: applying the plan (create before destroy)")
@@ -384,6 +395,87 @@ class _Run:
             if self.budget is not None:
                 self.budget.mark(len(batch))
         self.creating = ()
+        return self.settle(label, batch, began, began_at)
+
+    def surge_ready(self) -> tuple[Now, Balancer, Cloud] | None:
+        """What a surge needs (surge.py): droplets behind a balancer, and a token to add the new
+        ones to it; None without."""
+        now = read_now(self.tf, self.settings)
+        lb, cloud = now.balancer, api_client(self.settings)
+        if lb is None or not lb.id or cloud is None or not now.lb_ips:
+            return None
+        return now, lb, cloud
+
+    def run_surge(
+        self, label: str, batch: Sequence[str], before: Now, lb: Balancer, cloud: Cloud
+    ) -> BatchResult:
+        """--strategy all behind a balancer: the new droplets beside the old ones (surge.py)."""
+        settings, tf = self.settings, self.tf
+        began, began_at = self.clock(), self.offset()
+        self.retiring = tuple(batch)
+        self.save("running")  # before the state moves: a kill -9 after them is undone later
+        self.report(
+            f"{label}: every droplet at once, the new ones beside the old: moving the "
+            f"{len(batch)} old droplets aside in the Terraform state (they keep serving)"
+        )
+        held = surge.state_addresses(tf)
+        for address in batch:
+            if address in held and aside(address, RETIRING) not in held:
+                surge.move(tf, settings, address, aside(address, RETIRING))
+        planfile = settings.bookkeeping / "surge.tfplan"
+        plan_json = tf_plan(tf, settings, planfile, None, refresh=False, target=batch)
+        check_plan(plan_json, settings.targets, expect=batch, create=True)
+        self.replaced.extend(batch)
+        since = time.time()
+        self.creating = tuple(
+            Creating(a, before.ids.get(a, ""), before.names.get(a, ""), since) for a in batch
+        )
+        self.save("running")
+        self.report(f"{label}: applying a plan targeted at the {len(batch)} new droplets")
+        try:
+            tf_apply(tf, settings, planfile)
+        finally:
+            if self.budget is not None:
+                self.budget.mark(len(batch))
+        self.creating = ()
+        made = read_now(tf, settings)
+        if lb.tag:
+            how = f"it takes them by their tag {lb.tag!r}"
+        else:
+            try:
+                put_back(cloud, lb, [made.ids[a] for a in batch])
+            except CloudError as err:
+                raise _BatchFailed(
+                    f"{label}: the {lb.describe()} did not take the new droplets: {err}"
+                ) from None
+            how = "added to its droplet_ids through the API"
+        self.report(f"{label}: the new droplets are behind the {lb.describe()} ({how})")
+        result = self.settle(label, batch, began, began_at)
+        if self.should_stop():
+            raise _Stopped()
+        self.drain(label, batch, before, surging=True)
+        planfile = settings.bookkeeping / "retire.tfplan"
+        plan_json = tf_plan(tf, settings, planfile, None, refresh=False)
+        check_plan(plan_json, settings.targets)
+        self.report(f"{label}: destroying the old droplets (the whole configuration's plan)")
+        self.apply_batch(label, planfile, None)
+        self.retiring = ()
+        return replace(result, seconds=round(self.clock() - began, 3), end=self.offset())
+
+    def unsurge(self) -> int:
+        """Undo this run's surge, if one is under way; how many new droplets went."""
+        if not self.retiring:
+            return 0
+        gone = surge.undo(self.tf, self.settings, self.report)
+        self.retiring = ()
+        return gone
+
+    def settle(
+        self, label: str, batch: Sequence[str], began: float, began_at: float
+    ) -> BatchResult:
+        """After a batch's apply: its new droplets pass the check, the warm-up and the gates;
+        the batch's result, or _BatchFailed / _GatePause."""
+        settings, tf = self.settings, self.tf
         now = read_now(tf, settings)
         ips = [now.ips[a] for a in batch]
         self.report(
@@ -417,7 +509,7 @@ class _Run:
         if not failure:
             self.healthy.update(now.ids[a] for a in batch)
         result = BatchResult(
-            batch,
+            tuple(batch),
             ids,
             not failure,
             round(self.clock() - began, 3),
@@ -442,9 +534,10 @@ class _Run:
             return settings.drain
         return default_drain({**os.environ, **settings.env}, now.idle_timeout)
 
-    def drain(self, label: str, batch: Sequence[str], now: Now) -> None:
-        """Take the batch's old droplets out of the balancer, then wait for their requests."""
-        if self.plan.strategy == "all":
+    def drain(self, label: str, batch: Sequence[str], now: Now, *, surging: bool = False) -> None:
+        """Take the batch's old droplets out of the balancer, then wait for their requests
+        (`surging`: the new droplets serve beside them already, surge.py)."""
+        if self.plan.strategy == "all" and not surging:
             return  # every droplet goes at once: no one would serve the drained requests
         seconds = self.drain_time(now)
         lb = now.balancer
@@ -600,6 +693,8 @@ class _Run:
                 f"{self.plan.target_image}, run scaler rollout --resume to retry"
                 + (f"; {left}" if left else ""),
             )
+        if self.retiring:
+            return self.rollback_surge(reason)
         self.report(f"{reason}; rolling back to image {self.plan.previous_image}")
         set_tfvar(settings.tfvars, settings.image_var, self.plan.previous_image)
         if self.pinned:
@@ -632,6 +727,42 @@ class _Run:
             f"{reason}; rolled back {len(back)} droplets to image "
             f"{self.plan.previous_image} ({state})",
             back,
+            rollback_healthy=outcome.ok,
+        )
+
+    def rollback_surge(self, reason: str) -> RolloutResult:
+        """Roll back a surge: the old droplets served throughout; the new ones go."""
+        settings, batch = self.settings, self.retiring
+        self.report(f"{reason}; undoing the surge (the old droplets kept serving)")
+        try:
+            gone = self.unsurge()
+            set_tfvar(settings.tfvars, settings.image_var, self.plan.previous_image)
+            # the whole configuration's plan changes no resource now; its apply brings the
+            # outputs up to date (the targeted applies left them as they were)
+            planfile = settings.bookkeeping / "rollback.tfplan"
+            check_plan(
+                tf_plan(self.tf, settings, planfile, None, refresh=False),
+                settings.targets,
+                expect=[],
+            )
+            tf_apply(self.tf, settings, planfile)
+            now = read_now(self.tf, settings)
+            outcome = self.wait_healthy([now.ips[a] for a in batch if a in now.ips], now)
+        except (ScalerError, OSError) as err:
+            self.save("failed")
+            return self.result(
+                "failed",
+                f"{reason}; undoing the surge failed too: {err}; fix it and run scaler rollout "
+                "--resume (it undoes the surge first)",
+            )
+        self.done = []
+        self.save("rolled-back")
+        state = "healthy" if outcome.ok else "NOT healthy"
+        return self.result(
+            "rolled-back",
+            f"{reason}; rolled back: the {gone} new droplets were destroyed, and the old ones "
+            f"on image {self.plan.previous_image} served throughout ({state})",
+            batch,
             rollback_healthy=outcome.ok,
         )
 
@@ -786,8 +917,7 @@ def _apply(run: _Run) -> RolloutResult:
         except _BatchFailed as failed:
             return run.rollback(str(failed))
         except _Stopped:
-            run.save("interrupted")
-            return run.result("interrupted", _interrupted(run))
+            return _stopped(run)
         except _GatePause as gate:
             run.save("paused")
             return run.result(
@@ -804,8 +934,7 @@ def _apply(run: _Run) -> RolloutResult:
             return run.result("failed", str(low) + (f"; {left}" if left else ""))
         except TerraformFailed as err:
             if should_stop():
-                run.save("interrupted")
-                return run.result("interrupted", _interrupted(run))
+                return _stopped(run)
             return run.rollback(f"batch {number}: {err}")
         except PlanRefused as err:
             return run.rollback(f"batch {number}: {err}")
@@ -853,6 +982,22 @@ def _apply(run: _Run) -> RolloutResult:
         "done",
         f"{what}{len(run.replaced)} droplets now run image {plan.target_image}, all healthy",
     )
+
+
+def _stopped(run: _Run) -> RolloutResult:
+    """A stop (Ctrl-C) in a batch: a surge under way is undone first (its old droplets serve)."""
+    note = ""
+    if run.retiring:
+        try:
+            gone = run.unsurge()
+            note = (
+                f"; the surge was undone: its {gone} new droplets were destroyed and the old "
+                "ones serve as before"
+            )
+        except (ScalerError, OSError) as err:
+            note = f"; undoing the surge failed ({err}): scaler rollout --resume undoes it first"
+    run.save("interrupted")
+    return run.result("interrupted", _interrupted(run) + note)
 
 
 def _interrupted(run: _Run) -> str:

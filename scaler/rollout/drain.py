@@ -11,12 +11,12 @@ replaces them. Terraform stays the source of truth: the apply's own update of th
 droplet_ids (or the new droplets' tags) is what the balancer ends with, and the old droplets are
 destroyed by that apply, so a plan afterwards shows no changes.
 
-Only rolling batches drain (with --strategy all every droplet goes at once: nobody would serve
-the drained requests), and only through the API (without a token the apply takes the old
-droplets out and destroys them at once). The rollback of a failed batch does not drain (it puts
-the old image back as fast as it can); an --abort does, as it runs the same batches. Untagging
-takes a droplet out of whatever else selects that tag too (a firewall admitting the web
-droplets by tag, say): a stack whose balancer uses droplet_ids is not affected.
+Rolling batches drain, and so does --strategy all behind a balancer once its new droplets serve
+beside the old ones (scaler.rollout.surge); only through the API (without a token the apply takes
+the old droplets out and destroys them at once). The rollback of a failed batch does not drain (it
+puts the old image back as fast as it can); an --abort does, as it runs the same batches. Untagging
+takes a droplet out of whatever else selects that tag too (a firewall admitting the web droplets by
+tag, say): a stack whose balancer uses droplet_ids is not affected.
 """
 
 from __future__ import annotations

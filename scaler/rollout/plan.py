@@ -160,6 +160,26 @@ def address_key(address: str) -> tuple[str, int, str]:
     return (base, int(index), "") if index.isdigit() else (base, -1, index)
 
 
+RETIRING = "_scaler_retiring"
+"""Appended to the resource name of an old droplet a surge moved aside (scaler.rollout.surge)."""
+
+FAILED = "_scaler_failed"
+"""Appended to the resource name of a new droplet moved aside when a surge is undone."""
+
+
+def aside(address: str, suffix: str) -> str:
+    """The address with `suffix` on its resource name: web[0] -> web_scaler_retiring[0]."""
+    base, bracket, rest = address.partition("[")
+    head, dot, name = base.rpartition(".")
+    return f"{head}{dot}{name}{suffix}{bracket}{rest}"
+
+
+def held_by_scaler(address: str) -> bool:
+    """True for an address a surge moved a droplet to (one no configuration declares)."""
+    base = address.partition("[")[0]
+    return base.endswith(RETIRING) or base.endswith(FAILED)
+
+
 def matches_target(address: str, targets: Sequence[str]) -> bool:
     """True when `address` is one of `targets` or an instance of a target resource."""
     return any(address == t or address.startswith(t + "[") for t in targets)
@@ -199,20 +219,25 @@ def check_plan(
     targets: Sequence[str],
     *,
     expect: Sequence[str] | None = None,
+    create: bool = False,
 ) -> tuple[Change, ...]:
     """The guard: the plan's changes, or PlanRefused naming whatever is not allowed.
 
     Targets may be replaced or updated in place; other resources may only see an in-place update
-    of a load balancer. With `expect`, exactly those targets must be replaced.
+    of a load balancer, and droplets a surge moved aside (held_by_scaler) may be deleted. With
+    `expect`, exactly those targets must be replaced; `create`: created (a surge's, whose old
+    droplets were moved aside).
     """
     changes = plan_changes(plan_json)
     bad: list[Change] = []
     for change in changes:
         if matches_target(change.address, targets):
             # A deposed object is an old droplet a failed create-before-destroy left behind.
-            if change.kind not in ("replace", "update") and not (
-                change.deposed and change.kind == "delete"
-            ):
+            allowed = ("create",) if create else ("replace", "update")
+            if change.kind not in allowed and not (change.deposed and change.kind == "delete"):
+                bad.append(change)
+        elif change.kind == "delete" and change.type == "digitalocean_droplet":
+            if not held_by_scaler(change.address):
                 bad.append(change)
         elif not (change.kind == "update" and change.type in _ALLOWED_UPDATES):
             bad.append(change)

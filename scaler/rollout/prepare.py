@@ -9,6 +9,7 @@ from pathlib import Path
 
 from scaler.events import Say
 from scaler.fsutil import write_atomic
+from scaler.rollout import surge
 from scaler.rollout.plan import (
     DEFAULT_BATCH,
     Change,
@@ -17,6 +18,7 @@ from scaler.rollout.plan import (
     RolloutPlan,
     Strategy,
     check_plan,
+    held_by_scaler,
     ignores_image,
     pause_batch,
     pin_key,
@@ -173,6 +175,16 @@ def prepare_rollout(
         )
     if image is None:
         raise RolloutError("no image to roll out; pass --image ID or --from-manifest PATH")
+    # a surge killed half way (surge.py): its old droplets back at their addresses first
+    if resume or kind == "abort":
+        if surge.undo(tf, settings, report):
+            report("undid the interrupted surge; the old droplets are back in the Terraform state")
+    elif aside := sorted(a for a in surge.state_addresses(tf) if held_by_scaler(a)):
+        raise RolloutError(
+            f"the Terraform state holds droplets a surge moved aside ({', '.join(aside)}): "
+            "a rollout with --strategy all is under way from another checkout of this "
+            "stack, or was killed there; wait for it, or run scaler rollout --resume there"
+        )
     now = read_now(tf, settings)
     if resume:
         assert progress is not None

@@ -58,6 +58,9 @@ class RolloutRecord:
     creating: tuple[Creating, ...] = ()
     healthy: tuple[str, ...] = ()
     kind: Kind = "rollout"
+    # the addresses whose old droplets a surge moved aside (scaler.rollout.surge): a --resume
+    # undoes that surge before it goes on
+    retiring: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -109,6 +112,7 @@ def _record_from(raw: Any, path: Path) -> RolloutRecord:
             ),
             healthy=tuple(str(h) for h in raw.get("healthy") or ()),
             kind=raw.get("kind") or "rollout",
+            retiring=tuple(str(a) for a in raw.get("retiring") or ()),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise RolloutError(f"{path} is not a rollout record ({err}); move it away") from err

@@ -101,8 +101,10 @@ def tf_plan(
     *,
     refresh: bool = True,
     replace: Sequence[str] = (),
+    target: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """`terraform plan -out` with the tfvars file (and pins), as plan JSON."""
+    """`terraform plan -out` with the tfvars file (and pins), as plan JSON; `target`: only
+    those addresses (and what they depend on)."""
     options: dict[str, Any] = {
         "input": False,
         # Batch plans skip the refresh: this rollout's first plan refreshed everything and each
@@ -117,6 +119,8 @@ def tf_plan(
         options["var"] = {settings.pin_var: dict(pins)}
     if replace:
         options["replace"] = list(replace)
+    if target:
+        options["target"] = list(target)
     tf.run("plan", **options)
     return tf.show_plan_json(out)
 
