@@ -241,9 +241,15 @@ def test_rollout_hands_every_tfvars_file_to_terraform_in_order(
     # "[setpriv --pdeathsig KILL --] ENGINE SUBCOMMAND ...": what follows the engine
     ran = [c.split(" -- ", 1)[-1].split(" ", 1)[1] for c in terraform_commands(caplog)]
     plans = [c for c in ran if c.startswith("plan ")]
+    files = f"-lock-timeout=60s -var-file={common} -var-file={prod}"
+    targets = " ".join(f"-target=digitalocean_droplet.wp_node[{i}]" for i in range(3))
+    # the whole change, then the surge's (scaler.rollout.surge): its new droplets alone, then
+    # the whole configuration, which destroys the old ones
     assert plans == [
-        f"plan -input=false -out={d}/.scaler/rollout.tfplan -lock-timeout=60s "
-        f"-var-file={common} -var-file={prod} -no-color"
+        f"plan -input=false -out={d}/.scaler/rollout.tfplan {files} -no-color",
+        f"plan -input=false -refresh=false -out={d}/.scaler/surge.tfplan {files} {targets} "
+        "-no-color",
+        f"plan -input=false -refresh=false -out={d}/.scaler/retire.tfplan {files} -no-color",
     ]
     assert not [c for c in ran if c.startswith("init")]
     assert others(stack.ids()) == others(stack.before)

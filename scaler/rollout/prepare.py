@@ -176,16 +176,17 @@ def prepare_rollout(
     if image is None:
         raise RolloutError("no image to roll out; pass --image ID or --from-manifest PATH")
     # a surge killed half way (surge.py): its old droplets back at their addresses first
-    if resume or kind == "abort":
-        if surge.undo(tf, settings, report):
-            report("undid the interrupted surge; the old droplets are back in the Terraform state")
-    elif aside := sorted(a for a in surge.state_addresses(tf) if held_by_scaler(a)):
+    if (resume or kind == "abort") and surge.undo(tf, settings, report):
+        report("undid the interrupted surge; the old droplets are back in the Terraform state")
+    now = read_now(tf, settings)  # first: it says which workspace has no state
+    if not (resume or kind == "abort") and (
+        aside := sorted(a for a in surge.state_addresses(tf) if held_by_scaler(a))
+    ):
         raise RolloutError(
             f"the Terraform state holds droplets a surge moved aside ({', '.join(aside)}): "
             "a rollout with --strategy all is under way from another checkout of this "
             "stack, or was killed there; wait for it, or run scaler rollout --resume there"
         )
-    now = read_now(tf, settings)
     if resume:
         assert progress is not None
         previous = progress.previous_image
