@@ -719,15 +719,10 @@ class _Run:
                 + (left or f"image_slug is back to {self.plan.previous_image}")
                 + "; fix it and run scaler rollout --resume",
             )
-        self.done = []
-        self.save("rolled-back")
-        state = "healthy" if outcome.ok else "NOT healthy"
-        return self.result(
-            "rolled-back",
-            f"{reason}; rolled back {len(back)} droplets to image "
-            f"{self.plan.previous_image} ({state})",
+        return self.rolled_back(
+            f"{reason}; rolled back {len(back)} droplets to image {self.plan.previous_image}",
             back,
-            rollback_healthy=outcome.ok,
+            outcome,
         )
 
     def rollback_surge(self, reason: str) -> RolloutResult:
@@ -755,16 +750,21 @@ class _Run:
                 f"{reason}; undoing the surge failed too: {err}; fix it and run scaler rollout "
                 "--resume (it undoes the surge first)",
             )
+        return self.rolled_back(
+            f"{reason}; rolled back: the {gone} new droplets were destroyed, and the old ones "
+            f"on image {self.plan.previous_image} served throughout",
+            batch,
+            outcome,
+        )
+
+    def rolled_back(
+        self, message: str, back: Sequence[str], outcome: health.HealthReport
+    ) -> RolloutResult:
+        """A finished rollback: recorded, and its result saying whether `back` is healthy."""
         self.done = []
         self.save("rolled-back")
         state = "healthy" if outcome.ok else "NOT healthy"
-        return self.result(
-            "rolled-back",
-            f"{reason}; rolled back: the {gone} new droplets were destroyed, and the old ones "
-            f"on image {self.plan.previous_image} served throughout ({state})",
-            batch,
-            rollback_healthy=outcome.ok,
-        )
+        return self.result("rolled-back", f"{message} ({state})", back, rollback_healthy=outcome.ok)
 
 
 def _short_of_floor(
